@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Numeric modules are compiled for the CPU that builds them: without a target CPU,
+// Swift lowers `SIMD.addingProduct` to per-lane library calls instead of vector FMAs.
+// `-target-cpu native` works on x86-64 (AVX2 / AVX-512) and arm64 alike.
+let native: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "native"])]
+
+let package = Package(
+    name: "LogitCache",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "logitcache", targets: ["logitcache"]),
+        .library(name: "ShardFormat", targets: ["ShardFormat"]),
+        .library(name: "Models", targets: ["Models"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System-library shims (Debian: liblz4-dev, libzstd-dev, libxxhash-dev).
+        .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4",
+                       providers: [.apt(["liblz4-dev"]), .brew(["lz4"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
+                       providers: [.apt(["libxxhash-dev"]), .brew(["xxhash"])]),
+
+        // Layers, lowest first. Dependencies point down only (see ARCHITECTURE.md).
+        .target(name: "Kernels", swiftSettings: native),
+        .target(name: "Checkpoints"),
+        .target(name: "Tokenizers"),
+        .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
+        .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
+        .target(name: "ScalingLaws"),
+
+        .executableTarget(
+            name: "logitcache",
+            dependencies: [
+                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: native),
+
+        // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
+        .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,3 @@
+// Checkpoints
+//
+// Hugging Face checkpoints: defensive memory-mapped safetensors reading and writing, sharded indexes and config.json.

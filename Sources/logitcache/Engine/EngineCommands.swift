@@ -1,0 +1,7 @@
+import ArgumentParser
+
+/// Commands of the inference engine (tokenize, logits, bench forward) area.
+enum EngineCommands {
+    static var top: [ParsableCommand.Type] { [] }
+    static var bench: [ParsableCommand.Type] { [] }
+}

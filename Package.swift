@@ -33,6 +33,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
         .target(name: "ScalingLaws"),
+        .target(name: "TeacherPass", dependencies: ["CXXHash"]),
 
         .executableTarget(
             name: "logitcache",
@@ -45,6 +46,7 @@ let package = Package(
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
+        .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
     ],
     swiftLanguageModes: [.v5]
 )

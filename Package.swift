@@ -44,6 +44,7 @@ let package = Package(
 
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
         .target(name: "ScalingLaws"),
+        .target(name: "Capture", swiftSettings: native),
+        .target(name: "TeacherPass", dependencies: ["CXXHash"]),
 
         .executableTarget(
             name: "logitcache",
@@ -45,6 +47,9 @@ let package = Package(
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
+        .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

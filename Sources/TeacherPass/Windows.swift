@@ -1,0 +1,61 @@
+/// The tokenised corpus as one stream: every document's ids followed by the end-of-text id
+/// (pre-tokenised documents already carry their separators and are taken as they are).
+///
+/// Memory: 4 bytes per token plus 24 bytes per document.
+public struct TokenStream: Sendable, Equatable {
+    /// All ids, documents back to back. Shape [totalTokens].
+    public private(set) var ids: [Int32] = []
+    /// Start of each document in `ids`, ascending. Shape [documents].
+    public private(set) var documentStarts: [Int] = []
+    /// Content key of each document. Shape [documents].
+    public private(set) var documentKeys: [DocumentKey] = []
+
+    public init() {}
+
+    /// Appends one document's ids; `endOfText` is appended after them when given.
+    public mutating func append(_ tokens: [Int32], key: DocumentKey, endOfText: Int32?) {
+        guard !tokens.isEmpty || endOfText != nil else { return }
+        documentStarts.append(ids.count)
+        documentKeys.append(key)
+        ids.append(contentsOf: tokens)
+        if let e = endOfText { ids.append(e) }
+    }
+
+    /// The number of windows of `context` tokens the stream cuts into. Each window needs the
+    /// token after it as the last target, so `n` tokens give ceil((n - 1) / context) windows.
+    public func windowCount(context: Int) -> Int {
+        precondition(context > 0, "context must be positive")
+        return ids.count < 2 ? 0 : (ids.count - 1 + context - 1) / context
+    }
+
+    /// Window `w`: inputs `ids[s ..< s+L]`, next tokens `ids[s+1 ..< s+L+1]`, where
+    /// `s = w * context` and `L = min(context, count - 1 - s)`; only the last window is short.
+    /// The document key and offset name the document the window starts in.
+    public func window(_ w: Int, context: Int) -> Window {
+        let start = w * context
+        let length = min(context, ids.count - 1 - start)
+        precondition(w >= 0 && length > 0, "window \(w) out of range")
+        // The last document starting at or before `start`.
+        var lo = 0, hi = documentStarts.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if documentStarts[mid] <= start { lo = mid } else { hi = mid - 1 }
+        }
+        return Window(index: w, start: start, length: length,
+                      documentKey: documentKeys[lo], documentOffset: start - documentStarts[lo])
+    }
+}
+
+/// One training window of the token stream.
+public struct Window: Sendable, Equatable {
+    /// Position of the window in the whole corpus's window order.
+    public var index: Int
+    /// First input token's position in the stream.
+    public var start: Int
+    /// Number of input tokens (= number of next-token targets).
+    public var length: Int
+    /// Key of the document the window starts in.
+    public var documentKey: DocumentKey
+    /// Offset of the window's first token inside that document, in tokens.
+    public var documentOffset: Int
+}

@@ -51,7 +51,6 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

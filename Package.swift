@@ -51,6 +51,8 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
+                    exclude: ["Fixtures"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

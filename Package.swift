@@ -49,9 +49,11 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
+        .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
-        .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
+                    exclude: ["Fixtures"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

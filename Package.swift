@@ -39,7 +39,7 @@ let package = Package(
         .executableTarget(
             name: "logitcache",
             dependencies: [
-                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws",
+                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),

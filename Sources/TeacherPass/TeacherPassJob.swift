@@ -1,0 +1,260 @@
+import Capture
+import Foundation
+import Kernels
+import Models
+import ShardFormat
+import Tokenizers
+
+/// Everything a teacher pass needs to know; the same options, model, corpus and seed give
+/// byte-identical shards whatever the thread count.
+public struct TeacherPassOptions: Sendable {
+    public var modelDirectory: String
+    public var tokenizerPath: String
+    public var corpus: [String]
+    public var output: String
+    /// Window length in tokens.
+    public var context = 512
+    public var policy: CapturePolicy = .topK(k: 64)
+    public var temperature: Float = 1
+    public var seed: UInt64 = 0
+    public var threads = ThreadPool.defaultThreadCount
+    public var partition = Partition.whole
+    public var corpusOptions = CorpusOptions()
+    /// Windows per forward call.
+    public var windowsPerBatch = 4
+    public var writer = WriterOptions()
+    /// The token that joins documents; found in the tokenizer when nil.
+    public var endOfTextToken: String? = nil
+
+    public init(modelDirectory: String, tokenizerPath: String, corpus: [String], output: String) {
+        self.modelDirectory = modelDirectory
+        self.tokenizerPath = tokenizerPath
+        self.corpus = corpus
+        self.output = output
+    }
+}
+
+/// Where a running pass is, for progress lines.
+public struct TeacherPassProgress: Sendable {
+    public var windowsDone: Int
+    public var windowsTotal: Int
+    public var tokensDone: Int
+    public var tokensTotal: Int
+    /// Tokens published by an earlier, interrupted run and skipped now.
+    public var tokensResumed: Int
+    public var seconds: Double
+    /// Mean probability mass of the stored entries over the tokens captured in this run.
+    public var meanCapturedMass: Double
+}
+
+/// One teacher pass over (a partition of) a corpus into a cache directory.
+///
+/// `init` loads and checks everything — tokenizer against model, context against the model,
+/// the corpus, and any cache already in the output directory — before any work, so bad input
+/// fails fast and nothing written is touched. ``run(progress:)`` then continues after the
+/// last published shard of this partition.
+public final class TeacherPassJob {
+    public let options: TeacherPassOptions
+    public let model: Transformer
+    public let stream: TokenStream
+    /// The windows of the whole corpus this partition owns.
+    public let windows: Range<Int>
+    public let description: CacheDescription
+    let pool: ThreadPool
+
+    /// - Throws: ``TeacherPassError``, ``CorpusError``, and the model's, tokenizer's and
+    ///   cache's own errors, each naming the file at fault.
+    public init(options o: TeacherPassOptions) throws {
+        options = o
+        guard o.context >= 1 else { throw TeacherPassError.badContext(o.context) }
+        pool = ThreadPool(threadCount: max(1, o.threads))
+        let tokenizer = try Tokenizer(contentsOfFile: o.tokenizerPath)
+        model = try Transformer(directory: o.modelDirectory, pool: pool)
+        let V = model.config.vocabSize
+        // A model may pad its embedding beyond the tokenizer (ids it never sees); a tokenizer
+        // with ids the model lacks belongs to another model.
+        guard tokenizer.vocabularySize <= V else {
+            throw TeacherPassError.vocabularyMismatch(tokenizer: tokenizer.vocabularySize, model: V,
+                                                      tokenizerPath: o.tokenizerPath, modelDirectory: o.modelDirectory)
+        }
+        guard o.context <= model.maxWindow else {
+            throw TeacherPassError.contextTooLong(context: o.context, modelMaximum: model.maxWindow)
+        }
+        try o.policy.validate(vocabularySize: V)
+        guard o.temperature.isFinite, o.temperature > 0 else { throw CaptureError.badTemperature(o.temperature) }
+
+        let eot = try TeacherPassJob.endOfText(tokenizer, named: o.endOfTextToken, path: o.tokenizerPath)
+        var options = o.corpusOptions
+        if options.endOfTextID == nil { options.endOfTextID = eot }
+        stream = try TeacherPassJob.tokenize(corpus: o.corpus, tokenizer: tokenizer, endOfText: eot,
+                                             options: options, vocabulary: V)
+        let total = stream.windowCount(context: o.context)
+        guard total > 0 else { throw CorpusError.emptyCorpus(paths: o.corpus) }
+        windows = o.partition.windowRange(total: total)
+
+        let fingerprints = Fingerprints(
+            teacher: try Fingerprint.teacher(directory: o.modelDirectory),
+            tokenizer: Fingerprint.render(try Fingerprint.file(o.tokenizerPath)),
+            corpus: Fingerprint.corpus(stream, context: o.context))
+        description = CacheDescription(vocabularySize: V, fingerprints: fingerprints,
+                                       capture: TeacherPassJob.captureSettings(o))
+        try TeacherPassJob.refuseDifferentCache(in: o.output, description: description, partitionCount: o.partition.count)
+    }
+
+    static func endOfText(_ t: Tokenizer, named: String?, path: String) throws -> Int32 {
+        let candidates = named.map { [$0] } ?? ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>"]
+        for c in candidates { if let id = t.id(forToken: c) { return Int32(id) } }
+        throw TeacherPassError.noEndOfTextToken(tokenizerPath: path)
+    }
+
+    static func captureSettings(_ o: TeacherPassOptions) -> CaptureSettings {
+        let name: String, topP: Double?
+        switch o.policy {
+        case .topK: name = "top-k"; topP = nil
+        case .topP(let p, _): name = "top-p"; topP = p
+        case .sampled: name = "sampled"; topP = nil
+        case .headTail: name = "head-tail"; topP = nil
+        }
+        return CaptureSettings(policy: name, k: o.policy.maxEntries, topP: topP, samples: o.policy.maxSamples,
+                               temperature: Double(o.temperature), seed: o.seed)
+    }
+
+    /// Reads every corpus file and builds the token stream, documents in file order.
+    static func tokenize(corpus: [String], tokenizer: Tokenizer, endOfText: Int32, options: CorpusOptions,
+                         vocabulary V: Int) throws -> TokenStream {
+        var stream = TokenStream()
+        var encoder = tokenizer.makeEncoder()
+        for path in try expandCorpusPaths(corpus) {
+            for doc in try readDocuments(path: path, options: options) {
+                switch doc.content {
+                case .text(let text):
+                    let ids = encoder.encode(text).map { Int32(bitPattern: $0) }
+                    stream.append(ids, key: doc.key, endOfText: endOfText)
+                case .tokens(let ids):
+                    if let bad = ids.first(where: { $0 < 0 || Int($0) >= V }) {
+                        throw TeacherPassError.tokenOutOfVocabulary(id: bad, vocabulary: V, source: doc.source)
+                    }
+                    stream.append(ids, key: doc.key, endOfText: nil)
+                }
+            }
+        }
+        return stream
+    }
+
+    /// A cache already in `directory` must have been made by the same teacher, tokenizer,
+    /// corpus, capture settings and partitioning; anything else is refused, untouched.
+    static func refuseDifferentCache(in directory: String, description d: CacheDescription, partitionCount: Int) throws {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names.sorted() where name.hasPrefix("manifest") && name.hasSuffix(".json") {
+            let m = try CacheManifest.load(directory: directory, name: name)
+            let where_ = (directory as NSString).appendingPathComponent(name)
+            func check(_ field: String, _ a: String, _ b: String) throws {
+                if a != b { throw TeacherPassError.settingsDiffer(cache: where_, field: field, existing: a, requested: b) }
+            }
+            try check("vocabulary size", "\(m.vocabularySize)", "\(d.vocabularySize)")
+            try check("teacher fingerprint", m.fingerprints.teacher, d.fingerprints.teacher)
+            try check("tokenizer fingerprint", m.fingerprints.tokenizer, d.fingerprints.tokenizer)
+            try check("corpus fingerprint (corpus and --context)", m.fingerprints.corpus, d.fingerprints.corpus)
+            try check("capture settings", "\(m.capture)", "\(d.capture)")
+            if let p = m.partition { try check("partition count", "\(p.count)", "\(partitionCount)") }
+        }
+    }
+
+    /// Runs (or resumes) the pass and returns this partition's manifest.
+    ///
+    /// - Parameter progress: called after every batch of windows, on the calling thread.
+    public func run(progress: (TeacherPassProgress) -> Void = { _ in }) throws -> CacheManifest {
+        let o = options
+        let writer = try CacheWriter(directory: o.output, description: description, options: o.writer,
+                                     partition: o.partition.index, partitionCount: o.partition.count)
+        let V = model.config.vocabSize, K = o.policy.maxEntries
+        var capturer = try Capturer(policy: o.policy, temperature: o.temperature, seed: o.seed, vocabularySize: V)
+        var targets = CapturedTargets()
+        let tokensTotal = windows.reduce(0) { $0 + stream.window($1, context: o.context).length }
+        let first = windows.lowerBound + min(writer.resumedSequences, windows.count)
+        let tokensResumed = (windows.lowerBound..<first).reduce(0) { $0 + stream.window($1, context: o.context).length }
+        var tokensDone = tokensResumed, massSum = 0.0, captured = 0
+        let started = Date()
+        let secondsBefore = writer.teacherCost.seconds
+        var activations: (key: [Int], value: ForwardActivations)? = nil
+
+        // Scratch reused across batches. topIDs/topLogits (B·T, K), lse/targetLogits (B·T).
+        var topIDs: [Int32] = [], topLogits: [Float] = [], lse: [Float] = [], targetLogits: [Float] = []
+        var fullLogits: [Float] = []
+
+        var w = first
+        while w < windows.upperBound {
+            // A batch: consecutive windows of equal length (only the corpus's last is short).
+            let length = stream.window(w, context: o.context).length
+            var batch = [stream.window(w, context: o.context)]
+            while batch.count < o.windowsPerBatch, w + batch.count < windows.upperBound,
+                  stream.window(w + batch.count, context: o.context).length == length {
+                batch.append(stream.window(w + batch.count, context: o.context))
+            }
+            let B = batch.count, T = length, N = B * T
+            var inputs = [Int32](), nexts = [Int32]()
+            inputs.reserveCapacity(N); nexts.reserveCapacity(N)
+            for win in batch {
+                inputs += stream.ids[win.start ..< win.start + T]
+                nexts += stream.ids[win.start + 1 ..< win.start + T + 1]
+            }
+            if activations?.key != [B, T] { activations = ([B, T], model.makeActivations(batch: B, length: T)) }
+            let a = activations!.value
+            try inputs.withUnsafeBufferPointer { try model.forwardHidden(tokens: $0.baseAddress!, activations: a, pool: pool) }
+
+            targets.removeAll()
+            if o.policy.needsFullRow {
+                if fullLogits.count != N * V { fullLogits = [Float](repeating: 0, count: N * V) }
+                try fullLogits.withUnsafeMutableBufferPointer { try model.headLogits(activations: a, out: $0, pool: pool) }
+                try fullLogits.withUnsafeBufferPointer { rows in
+                    for r in 0..<N {
+                        let row = UnsafeBufferPointer(rebasing: rows[r * V ..< (r + 1) * V])
+                        let position = UInt64(batch[r / T].start + r % T)
+                        try capturer.capture(row: row, nextToken: nexts[r], position: position, into: &targets)
+                    }
+                }
+            } else {
+                if topIDs.count != N * K {
+                    topIDs = [Int32](repeating: 0, count: N * K); topLogits = [Float](repeating: 0, count: N * K)
+                    lse = [Float](repeating: 0, count: N); targetLogits = [Float](repeating: 0, count: N)
+                }
+                try model.topK(activations: a, k: K, scale: 1 / o.temperature, ids: &topIDs, logits: &topLogits,
+                               logsumexp: &lse, targets: nexts, targetLogits: &targetLogits, pool: pool)
+                try topIDs.withUnsafeBufferPointer { ids in
+                    try topLogits.withUnsafeBufferPointer { logits in
+                        for r in 0..<N {
+                            try capturer.capture(topIDs: UnsafeBufferPointer(rebasing: ids[r * K ..< (r + 1) * K]),
+                                                 topLogits: UnsafeBufferPointer(rebasing: logits[r * K ..< (r + 1) * K]),
+                                                 logSumExp: lse[r], nextTokenLogit: targetLogits[r], into: &targets)
+                        }
+                    }
+                }
+            }
+
+            for (b, win) in batch.enumerated() {
+                try writer.beginSequence(documentKey: DocumentHash(high: win.documentKey.high, low: win.documentKey.low),
+                                         documentOffset: win.documentOffset)
+                for t in 0..<T {
+                    let r = b * T + t
+                    let e = targets.entries(r), s = targets.samples(r)
+                    try writer.appendToken(inputID: inputs[r], nextTokenLogProb: targets.nextTokenLogProb[r],
+                                           logSumExp: targets.logSumExp[r], entryIDs: e.ids, entryLogProbs: e.logProbs,
+                                           sampleIDs: s.ids, sampleDraws: s.counts)
+                    massSum += Double(targets.capturedMass[r])
+                }
+                try writer.endSequence()
+            }
+            captured += N
+            tokensDone += N
+            w += B
+            writer.teacherCost.tokens += N
+            writer.teacherCost.flops += model.forwardFLOPs(batch: B, length: T)
+            writer.teacherCost.seconds = secondsBefore + Date().timeIntervalSince(started)
+            progress(TeacherPassProgress(windowsDone: w - windows.lowerBound, windowsTotal: windows.count,
+                                         tokensDone: tokensDone, tokensTotal: tokensTotal, tokensResumed: tokensResumed,
+                                         seconds: Date().timeIntervalSince(started),
+                                         meanCapturedMass: captured > 0 ? massSum / Double(captured) : 0))
+        }
+        return try writer.finish()
+    }
+}

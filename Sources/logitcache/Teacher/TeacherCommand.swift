@@ -1,0 +1,110 @@
+import ArgumentParser
+import Capture
+import Foundation
+import Kernels
+import ShardFormat
+import TeacherPass
+
+/// `logitcache teacher`: the one teacher pass — corpus in, cached teacher targets out.
+struct TeacherCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "teacher",
+        abstract: "Run the teacher once over a corpus and cache its next-token distributions.",
+        discussion: """
+            Resumable: rerun the same command after an interruption and it continues after the
+            last published shard. Scale-out: --partition i/N (or Slurm job-array / Kubernetes
+            Indexed Job variables) runs one of N parts; `logitcache merge CACHE` joins them.
+            Policies: top-k (default, K=64), top-p (--top-p P, at most --top-k ids), sampled
+            (--samples N draws), head-tail (--top-k K and --samples N with --policy head-tail).
+            """)
+
+    @Option(help: "Hugging Face model directory (config.json + safetensors).") var model: String
+    @Option(help: "tokenizer.json of the model.") var tokenizer: String
+    @Option(parsing: .upToNextOption, help: "Corpus files, directories or globs (.txt, .jsonl, .bin, .u16, .u32).")
+    var corpus: [String]
+    @Option(help: "Cache directory to write.") var out: String
+    @Option(help: "Window length in tokens.") var context = 512
+    @Option(help: "Most entries per token (K).") var topK: Int?
+    @Option(help: "Keep the shortest prefix reaching this probability mass (at most --top-k ids).") var topP: Double?
+    @Option(help: "Draws per token for sampled targets.") var samples: Int?
+    @Option(help: "top-k | top-p | sampled | head-tail (inferred from the other options when absent).") var policy: String?
+    @Option(help: "Capture temperature.") var temperature: Float = 1
+    @Option(help: "Seed of sampled draws.") var seed: UInt64 = 0
+    @Option(help: "Threads (default: all cores).") var threads = ThreadPool.defaultThreadCount
+    @Option(help: "This process's part, i/N.") var partition: String?
+    @Option(help: "Number of parts when the index comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Job).")
+    var partitionCount: Int?
+    @Option(help: "Windows per forward call.") var batch = 4
+    @Option(help: "Chunk codec: zstd, lz4 or none.") var codec = "zstd"
+    @Option(help: "zstd level.") var level = 3
+    @Flag(help: "Store log-probs exactly (float32) instead of quantised.") var lossless = false
+    @Option(help: "Target shard size in MiB.") var shardMib = 256
+    @Flag(help: "Plain text: documents are separated by blank lines (default: one per file).") var blankLineDocs = false
+    @Option(help: "JSON Lines: the field holding the text.") var textField = "text"
+    @Option(help: "Token that separates documents (default: found in the tokenizer).") var eotToken: String?
+
+    func capturePolicy() throws -> CapturePolicy {
+        let name = policy ?? (topP != nil ? "top-p" : samples != nil ? (topK != nil ? "head-tail" : "sampled") : "top-k")
+        switch name {
+        case "top-k": return .topK(k: topK ?? 64)
+        case "top-p":
+            guard let p = topP else { throw ValidationError("--policy top-p needs --top-p P") }
+            return .topP(p: p, maxK: topK ?? 64)
+        case "sampled": return .sampled(draws: samples ?? 50)
+        case "head-tail": return .headTail(k: topK ?? 16, draws: samples ?? 50)
+        default: throw ValidationError("--policy \(name): expected top-k, top-p, sampled or head-tail")
+        }
+    }
+
+    func validate() throws {
+        guard !corpus.isEmpty else { throw ValidationError("give at least one --corpus path") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard shardMib >= 1 else { throw ValidationError("--shard-mib must be at least 1") }
+        guard ["zstd", "lz4", "none"].contains(codec) else { throw ValidationError("--codec \(codec): expected zstd, lz4 or none") }
+        _ = try capturePolicy()
+    }
+
+    func run() throws {
+        var o = TeacherPassOptions(modelDirectory: model, tokenizerPath: tokenizer, corpus: corpus, output: out)
+        o.context = context
+        o.policy = try capturePolicy()
+        o.temperature = temperature
+        o.seed = seed
+        o.threads = threads
+        if let partition { o.partition = try Partition(parsing: partition) }
+        else if let p = try Partition.fromEnvironment(ProcessInfo.processInfo.environment, kubernetesCount: partitionCount) {
+            o.partition = p
+        }
+        o.corpusOptions = CorpusOptions(blankLineDocuments: blankLineDocs, textField: textField)
+        o.windowsPerBatch = batch
+        o.endOfTextToken = eotToken
+        o.writer.codec = codec == "zstd" ? .zstd(level: level) : codec == "lz4" ? .lz4 : .none
+        if lossless { o.writer.logProbs = .lossless }
+        o.writer.targetShardBytes = shardMib << 20
+
+        let job = try TeacherPassJob(options: o)
+        let line = ProgressLine()
+        FileHandle.standardError.write(Data("""
+            teacher pass: \(job.model.config.architecture) vocab \(job.model.config.vocabSize), \
+            \(o.policy), T=\(o.temperature), partition \(o.partition), \(job.windows.count) windows of ≤\(o.context) tokens, \
+            \(o.threads) threads -> \(out)\n
+            """.utf8))
+        let manifest = try job.run { p in
+            let fresh = Double(p.tokensDone - p.tokensResumed)
+            let rate = fresh / max(p.seconds, 1e-9)
+            let eta = Double(p.tokensTotal - p.tokensDone) / max(rate, 1e-9)
+            line.update(String(format: "%@/%@ tokens (%.1f%%)  %@ tok/s  ETA %@  captured mass %.3f",
+                               humanCount(Double(p.tokensDone)), humanCount(Double(p.tokensTotal)),
+                               100 * Double(p.tokensDone) / Double(max(p.tokensTotal, 1)), humanCount(rate),
+                               humanDuration(eta), p.meanCapturedMass),
+                        force: p.tokensDone == p.tokensTotal)
+        }
+        line.finish()
+        print("wrote \(manifest.totals.tokens) tokens in \(manifest.shards.count) shard(s), \(manifest.totals.bytes) bytes "
+              + "(\(String(format: "%.1f", Double(manifest.totals.bytes) / Double(max(manifest.totals.tokens, 1)))) B/token) to \(out)")
+        if o.partition.count > 1 {
+            print("partition \(o.partition) done; when all \(o.partition.count) are: logitcache merge \(out)")
+        }
+    }
+}

@@ -46,10 +46,13 @@ let package = Package(
 
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
+                    exclude: ["Fixtures"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -46,6 +46,8 @@ let package = Package(
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Kernels"],
+                    exclude: ["Fixtures"], swiftSettings: native),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
     ],
     swiftLanguageModes: [.v5]

@@ -2,6 +2,6 @@ import ArgumentParser
 
 /// Commands of the inference engine (tokenize, logits, bench forward) area.
 enum EngineCommands {
-    static var top: [ParsableCommand.Type] { [] }
-    static var bench: [ParsableCommand.Type] { [] }
+    static var top: [ParsableCommand.Type] { [LogitsCommand.self] }
+    static var bench: [ParsableCommand.Type] { [BenchForwardCommand.self] }
 }

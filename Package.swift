@@ -33,6 +33,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
         .target(name: "ScalingLaws"),
+        .target(name: "Capture", swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["CXXHash"]),
 
         .executableTarget(
@@ -45,10 +46,13 @@ let package = Package(
 
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Kernels"],
                     exclude: ["Fixtures"], swiftSettings: native),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -2,6 +2,12 @@ import ArgumentParser
 
 /// Commands of the inference engine (tokenize, logits, bench forward) area.
 enum EngineCommands {
-    static var top: [ParsableCommand.Type] { [LogitsCommand.self] }
-    static var bench: [ParsableCommand.Type] { [BenchForwardCommand.self] }
+    static var top: [ParsableCommand.Type] { [
+        TokenizeCommand.self,
+        LogitsCommand.self,
+    ] }
+    static var bench: [ParsableCommand.Type] { [
+        BenchTokenizeCommand.self,
+        BenchForwardCommand.self,
+    ] }
 }

@@ -1,0 +1,201 @@
+import Foundation
+
+/// Turns teacher logits into cached teacher targets under one ``CapturePolicy``.
+///
+/// Two entry points:
+/// - ``capture(row:nextToken:position:into:)`` takes a full logits row and serves every policy;
+/// - ``capture(topIDs:topLogits:logSumExp:nextTokenLogit:into:)`` takes the output of a fused
+///   LM-head top-K (descending ids and logits plus the full logsumexp) and serves top-k and
+///   top-p without the full row ever existing.
+///
+/// Logits given to either are raw; the capturer divides by the temperature. Reusable scratch
+/// makes repeated calls allocation-free; one instance per thread.
+public struct Capturer: Sendable {
+    public let policy: CapturePolicy
+    public let temperature: Float
+    public let seed: UInt64
+    public let vocabularySize: Int
+
+    // Scratch, reused across calls.
+    private var heapIDs: [Int32] = []
+    private var heapLogits: [Float] = []
+    private var uniforms: [Double] = []
+    private var scaled: [Float] = []
+    private var excludedMask: [Bool] = []
+
+    /// - Throws: ``CaptureError`` when the policy or temperature is out of range.
+    public init(policy: CapturePolicy, temperature: Float = 1, seed: UInt64 = 0, vocabularySize: Int) throws {
+        try policy.validate(vocabularySize: vocabularySize)
+        guard temperature.isFinite, temperature > 0 else { throw CaptureError.badTemperature(temperature) }
+        self.policy = policy
+        self.temperature = temperature
+        self.seed = seed
+        self.vocabularySize = vocabularySize
+    }
+
+    /// Captures one position from its full logits row.
+    /// - Parameters:
+    ///   - row: raw logits. Shape [V].
+    ///   - nextToken: the real next token id.
+    ///   - position: the token's position in the corpus stream; seeds its draws.
+    /// - Throws: ``CaptureError`` for a short row or an out-of-range next token.
+    public mutating func capture(row: UnsafeBufferPointer<Float>, nextToken: Int32, position: UInt64,
+                                 into out: inout CapturedTargets) throws {
+        let V = vocabularySize
+        guard row.count >= V else { throw CaptureError.rowTooShort(expected: V, got: row.count) }
+        guard nextToken >= 0, Int(nextToken) < V else { throw CaptureError.nextTokenOutOfRange(nextToken, vocabularySize: V) }
+        if scaled.count != V { scaled = [Float](repeating: 0, count: V) }
+        let invT = 1 / temperature
+        var m = -Float.infinity
+        for i in 0..<V { let z = row[i] * invT; scaled[i] = z; m = max(m, z) }
+        var sum = 0.0
+        for i in 0..<V { sum += Double(expf(scaled[i] - m)) }
+        let lse = m + Float(log(sum))
+        out.logSumExp.append(lse)
+        out.nextTokenLogProb.append(scaled[Int(nextToken)] - lse)
+
+        // Exact head: top-k, or a top-p prefix of the top-maxK.
+        let headK = policy.maxEntries
+        var mass = 0.0
+        if headK > 0 {
+            scaled.withUnsafeBufferPointer { selectTopK($0, k: headK) }
+            let keep = prefixLength(logits: heapLogits, lse: lse)
+            for j in 0..<keep {
+                out.entryIDs.append(heapIDs[j])
+                out.entryLogProbs.append(heapLogits[j] - lse)
+                mass += exp(Double(heapLogits[j] - lse))
+            }
+        }
+        out.entryOffsets.append(out.entryIDs.count)
+
+        // Sampled draws: from the whole distribution, or from the tail outside the head.
+        let draws = policy.maxSamples
+        if draws > 0 {
+            if excludedMask.count != V { excludedMask = [Bool](repeating: false, count: V) }
+            let head = heapIDs.prefix(policy.maxEntries)
+            for id in head { excludedMask[Int(id)] = true }
+            mass += sample(draws: draws, lse: lse, position: position, into: &out)
+            for id in head { excludedMask[Int(id)] = false }
+        }
+        out.sampleOffsets.append(out.sampleIDs.count)
+        out.capturedMass.append(Float(min(mass, 1)))
+    }
+
+    /// Captures one position from a fused top-K head (top-k and top-p policies only).
+    /// - Parameters:
+    ///   - topIDs: ids in descending logit order (ties: lower id first). Shape [K'] with K' >= the policy's entries.
+    ///   - topLogits: their raw logits. Shape [K'].
+    ///   - logSumExp: logsumexp of the full row of logits divided by the temperature.
+    ///   - nextTokenLogit: the raw logit of the real next token.
+    public mutating func capture(topIDs: UnsafeBufferPointer<Int32>, topLogits: UnsafeBufferPointer<Float>,
+                                 logSumExp lse: Float, nextTokenLogit: Float, into out: inout CapturedTargets) throws {
+        guard !policy.needsFullRow else { throw CaptureError.badPolicy("\(policy) needs the full logits row") }
+        let k = min(policy.maxEntries, topIDs.count)
+        let invT = 1 / temperature
+        heapIDs.removeAll(keepingCapacity: true); heapLogits.removeAll(keepingCapacity: true)
+        for j in 0..<k { heapIDs.append(topIDs[j]); heapLogits.append(topLogits[j] * invT) }
+        out.logSumExp.append(lse)
+        out.nextTokenLogProb.append(nextTokenLogit * invT - lse)
+        let keep = prefixLength(logits: heapLogits, lse: lse)
+        var mass = 0.0
+        for j in 0..<keep {
+            out.entryIDs.append(heapIDs[j])
+            out.entryLogProbs.append(heapLogits[j] - lse)
+            mass += exp(Double(heapLogits[j] - lse))
+        }
+        out.entryOffsets.append(out.entryIDs.count)
+        out.sampleOffsets.append(out.sampleIDs.count)
+        out.capturedMass.append(Float(min(mass, 1)))
+    }
+
+    /// How many of the descending head entries the policy keeps: all for top-k; for top-p the
+    /// shortest prefix whose mass reaches p (all of them when even the whole head falls short).
+    private func prefixLength(logits: [Float], lse: Float) -> Int {
+        guard case .topP(let p, _) = policy else { return logits.count }
+        var mass = 0.0
+        for (j, z) in logits.enumerated() {
+            mass += exp(Double(z - lse))
+            if mass >= p { return j + 1 }
+        }
+        return logits.count
+    }
+
+    /// Fills `heapIDs`/`heapLogits` with the k largest logits, descending (ties: lower id).
+    /// A binary min-heap of the current best k keeps the scan at O(V log k), and most
+    /// candidates are rejected by one comparison with the heap's worst.
+    private mutating func selectTopK(_ z: UnsafeBufferPointer<Float>, k: Int) {
+        heapIDs.removeAll(keepingCapacity: true); heapLogits.removeAll(keepingCapacity: true)
+        // `a` ranks below `b`: lower logit, or equal logit and higher id.
+        @inline(__always) func worse(_ za: Float, _ ia: Int32, _ zb: Float, _ ib: Int32) -> Bool {
+            za < zb || (za == zb && ia > ib)
+        }
+        func siftDown(_ start: Int) {
+            var i = start
+            let n = heapIDs.count
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var w = i
+                if l < n && worse(heapLogits[l], heapIDs[l], heapLogits[w], heapIDs[w]) { w = l }
+                if r < n && worse(heapLogits[r], heapIDs[r], heapLogits[w], heapIDs[w]) { w = r }
+                if w == i { return }
+                heapIDs.swapAt(i, w); heapLogits.swapAt(i, w); i = w
+            }
+        }
+        for i in 0..<z.count {
+            let v = z[i], id = Int32(i)
+            if heapIDs.count < k {
+                heapIDs.append(id); heapLogits.append(v)
+                var c = heapIDs.count - 1
+                while c > 0 {
+                    let p = (c - 1) / 2
+                    guard worse(heapLogits[c], heapIDs[c], heapLogits[p], heapIDs[p]) else { break }
+                    heapIDs.swapAt(c, p); heapLogits.swapAt(c, p); c = p
+                }
+            } else if worse(heapLogits[0], heapIDs[0], v, id) {
+                heapIDs[0] = id; heapLogits[0] = v
+                siftDown(0)
+            }
+        }
+        let order = heapIDs.indices.sorted { worse(heapLogits[$1], heapIDs[$1], heapLogits[$0], heapIDs[$0]) }
+        heapIDs = order.map { heapIDs[$0] }
+        heapLogits = order.map { heapLogits[$0] }
+    }
+
+    /// Draws `draws` ids with replacement from the distribution restricted to ids not marked in
+    /// `excludedMask` (renormalised), by inverse CDF over sorted uniforms in one pass over the
+    /// row. Appends distinct ids with counts; returns their total probability mass.
+    private mutating func sample(draws: Int, lse: Float, position: UInt64, into out: inout CapturedTargets) -> Double {
+        var rng = CounterRandom(seed: seed, position: position)
+        uniforms.removeAll(keepingCapacity: true)
+        for _ in 0..<draws { uniforms.append(rng.nextUniform()) }
+        uniforms.sort()
+        // Total allowed mass, summed the same way as the walk below so the scaled uniforms
+        // never run past the end.
+        var total = 0.0
+        for i in 0..<vocabularySize where !excludedMask[i] { total += exp(Double(scaled[i] - lse)) }
+        guard total > 0 else { return 0 }
+        var found: [(id: Int32, count: UInt32, logProb: Float)] = []
+        var cumulative = 0.0, j = 0
+        for i in 0..<vocabularySize where !excludedMask[i] {
+            let lp = scaled[i] - lse
+            cumulative += exp(Double(lp))
+            var c: UInt32 = 0
+            while j < draws && uniforms[j] * total < cumulative { c += 1; j += 1 }
+            if c > 0 { found.append((Int32(i), c, lp)) }
+            if j == draws { break }
+        }
+        // Rounding can leave the last draws past the final cumulative sum: give them to the
+        // last id with mass, as an exact walk would.
+        if j < draws, let last = (0..<vocabularySize).last(where: { !excludedMask[$0] && scaled[$0] > -.infinity }) {
+            if let k = found.firstIndex(where: { $0.id == Int32(last) }) { found[k].count += UInt32(draws - j) }
+            else { found.append((Int32(last), UInt32(draws - j), scaled[last] - lse)) }
+        }
+        found.sort { ($0.count, $0.logProb, -$0.id) > ($1.count, $1.logProb, -$1.id) }
+        var mass = 0.0
+        for f in found {
+            out.sampleIDs.append(f.id); out.sampleCounts.append(f.count); out.sampleLogProbs.append(f.logProb)
+            mass += exp(Double(f.logProb))
+        }
+        return mass
+    }
+}

@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// Training losses over student logits: hard-label cross-entropy, distillation against sparse
+// teacher targets (renormalised top-k, top-k plus a tail bucket, sampled ids with weights)
+// or a dense teacher distribution, temperature, mixing and z-loss — the paper's Eq. 7:
+//     L = (1 - λ)·CE + λ·τ²·KD_τ + c_z·lse².
+// Forward and backward are one fused pass per row, as llm.c fuses softmax and cross-entropy.
+
+/// How the teacher targets of a row are to be read.
+public enum DistillationTargetKind: Sendable, Equatable {
+    /// No teacher: hard-label cross-entropy only.
+    case none
+    /// `weights` sum to one over the row's `ids` (renormalised top-k, or sampled draws
+    /// count/N); KD = −Σ w_i log s_i.
+    case sparse
+    /// `weights` are the teacher's exact probabilities of `ids`, and the uncovered mass
+    /// `tail` is one extra class: KD = −Σ w_i log s_i − t log(1 − Σ_{i∈ids} s_i).
+    case sparseWithTail
+    /// A full teacher distribution over the vocabulary (online teacher).
+    case dense
+}
+
+/// Teacher targets for R rows in the loader's layout.
+///
+/// Sparse kinds: `ids` (R, k) with −1 marking unused slots, `weights` (R, k). Tail kind: also
+/// `tail` (R). Dense kind: `weights` (R, V) teacher probabilities, `ids` unused.
+public struct DistillationTargets {
+    public var kind: DistillationTargetKind
+    public var k: Int
+    public var ids: UnsafePointer<Int32>?
+    public var weights: UnsafePointer<Float>?
+    public var tail: UnsafePointer<Float>?
+
+    public init(kind: DistillationTargetKind, k: Int = 0, ids: UnsafePointer<Int32>? = nil,
+                weights: UnsafePointer<Float>? = nil, tail: UnsafePointer<Float>? = nil) {
+        self.kind = kind; self.k = k; self.ids = ids; self.weights = weights; self.tail = tail
+    }
+
+    public static let none = DistillationTargets(kind: .none)
+}
+
+/// Mixing of the loss terms.
+public struct LossMix: Sendable, Equatable {
+    /// λ: weight of the distillation term; 1 − λ weighs the hard-label term.
+    public var lambda: Float
+    /// τ: temperature applied to student logits (teacher targets arrive already at τ); the
+    /// distillation term is scaled by τ² so its gradients keep their size (Hinton et al.).
+    public var temperature: Float
+    /// c_z: coefficient of the z-loss c_z·lse(z)² (0 disables).
+    public var zLoss: Float
+
+    public init(lambda: Float = 1, temperature: Float = 1, zLoss: Float = 0) {
+        self.lambda = lambda; self.temperature = temperature; self.zLoss = zLoss
+    }
+}
+
+/// Per-row parts of the loss, for logging.
+public struct LossParts: Sendable, Equatable {
+    /// Hard-label cross-entropy, nats.
+    public var crossEntropy: Double = 0
+    /// Distillation cross-entropy against the targets at τ (without τ²), nats.
+    public var distillation: Double = 0
+    /// Total as optimised (mixed, τ²-scaled, with z-loss), nats.
+    public var total: Double = 0
+    public init() {}
+}
+
+/// Loss and its gradient with respect to the logits, fused, for R rows.
+///
+/// logits (R, V), labels (R) -> dlogits (R, V) (overwritten; scaled by `scale`, e.g. 1/R for
+/// a mean), returns the summed parts (unscaled). A row whose label is −1 is skipped (zero
+/// gradient), as padding.
+///
+/// - Precondition: ids and labels are −1 or in 0..<V; `scratch` holds at least V floats.
+public func distillationLossForwardBackward(
+    logits: UnsafePointer<Float>, rows R: Int, vocab V: Int, labels: UnsafePointer<Int32>,
+    targets: DistillationTargets, mix: LossMix, scale: Float,
+    dlogits: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>
+) -> LossParts {
+    var parts = LossParts()
+    let lambdaCE = targets.kind == .none ? 1 : 1 - mix.lambda
+    let lambdaKD = targets.kind == .none ? 0 : mix.lambda
+    let tau = mix.temperature, invTau = 1 / tau
+    for r in 0..<R {
+        let z = logits + r * V                // z (V)
+        let y = Int(labels[r])
+        let dz = dlogits.map { $0 + r * V }   // dz (V)
+        if y < 0 {
+            if let dz { dz.update(repeating: 0, count: V) }
+            continue
+        }
+        // s = softmax(z) at τ = 1, held in scratch (V).
+        let s = scratch
+        let lse = rowLogSumExp(z, V, scale: 1)
+        for j in 0..<V { s[j] = expf(z[j] - lse) }
+        let ce = Double(lse - z[y])
+        var kd = 0.0
+        // dz = (1-λ)(s - onehot(y)) + 2 c_z lse s, then the KD term below.
+        if let dz {
+            let a = lambdaCE + 2 * mix.zLoss * lse
+            for j in 0..<V { dz[j] = a * s[j] }
+            dz[y] -= lambdaCE
+        }
+        if lambdaKD != 0 {
+            // sτ = softmax(z/τ): reuse scratch when τ = 1, else recompute.
+            let lseT = tau == 1 ? lse : rowLogSumExp(z, V, scale: invTau)
+            if tau != 1 { for j in 0..<V { s[j] = expf(z[j] * invTau - lseT) } }
+            // d(τ² KD)/dz = τ (sτ − q), with q the (effective) target distribution.
+            let g = lambdaKD * tau
+            switch targets.kind {
+            case .none: break
+            case .sparse, .sparseWithTail:
+                let ids = targets.ids! + r * targets.k, w = targets.weights! + r * targets.k
+                for i in 0..<targets.k where ids[i] >= 0 {
+                    let id = Int(ids[i])
+                    kd -= Double(w[i]) * Double(z[id] * invTau - lseT)
+                }
+                if targets.kind == .sparse {
+                    if let dz {
+                        for j in 0..<V { dz[j] += g * s[j] }
+                        for i in 0..<targets.k where ids[i] >= 0 { dz[Int(ids[i])] -= g * w[i] }
+                    }
+                } else {
+                    let t = targets.tail![r]
+                    // Student tail mass summed directly over the uncovered ids: 1 − covered
+                    // loses all precision when the head holds nearly everything.
+                    let sTail = max(uncoveredMass(s, V, ids, targets.k), Double.leastNormalMagnitude)
+                    if t > 0 { kd -= Double(t) * log(sTail) }
+                    if let dz {
+                        // j ∈ ids: τ(sτ_j − w_j);  j ∉ ids: τ sτ_j (1 − t / sτ_tail).
+                        let f = Float(1 - Double(t) / sTail)
+                        for j in 0..<V { dz[j] += g * s[j] * f }
+                        for i in 0..<targets.k where ids[i] >= 0 {
+                            let id = Int(ids[i])
+                            dz[id] += g * (s[id] - s[id] * f - w[i])
+                        }
+                    }
+                }
+            case .dense:
+                let q = targets.weights! + r * V
+                for j in 0..<V where q[j] > 0 { kd -= Double(q[j]) * Double(z[j] * invTau - lseT) }
+                if let dz { for j in 0..<V { dz[j] += g * (s[j] - q[j]) } }
+            }
+        }
+        if let dz { for j in 0..<V { dz[j] *= scale } }
+        parts.crossEntropy += ce
+        parts.distillation += kd
+        parts.total += Double(lambdaCE) * ce + Double(lambdaKD * tau * tau) * kd + Double(mix.zLoss) * Double(lse) * Double(lse)
+    }
+    return parts
+}
+
+/// log Σ_j e^(scale·x_j), stable.
+@inline(__always)
+func rowLogSumExp(_ x: UnsafePointer<Float>, _ n: Int, scale: Float) -> Float {
+    var m = -Float.infinity
+    for j in 0..<n { m = max(m, x[j] * scale) }
+    var s: Float = 0
+    for j in 0..<n { s += expf(x[j] * scale - m) }
+    return m + logf(s)
+}
+
+/// Σ s_j over j not among the valid (≥ 0, distinct) `ids` (k), by a sweep over the sorted ids.
+@inline(__always)
+func uncoveredMass(_ s: UnsafePointer<Float>, _ V: Int, _ ids: UnsafePointer<Int32>, _ k: Int) -> Double {
+    withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(k, 1)) { buf in
+        var n = 0
+        for i in 0..<k where ids[i] >= 0 { buf[n] = ids[i]; n += 1 }
+        // Safe because the first n slots were just initialised.
+        buf[0..<n].sort()
+        var total = 0.0, next = 0, j = 0
+        while j < V {
+            let stop = next < n ? Int(buf[next]) : V
+            while j < stop { total += Double(s[j]); j += 1 }
+            if next < n { j = stop + 1; next += 1 }
+        }
+        return total
+    }
+}

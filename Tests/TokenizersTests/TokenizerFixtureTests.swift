@@ -1,0 +1,119 @@
+import Foundation
+import Testing
+@testable import Tokenizers
+
+/// Fixtures written by `tools/make_tokenizer_fixtures.py` with the `tokenizers` library.
+enum Fixtures {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    struct Case: Decodable {
+        let text: String
+        let ids: [UInt32]
+        let ids_with_special: [UInt32]
+        let decoded: String
+        let decoded_skip_special: String
+    }
+
+    struct File: Decodable {
+        let tokenizer: String
+        let cases: [Case]
+    }
+
+    static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+
+    static func load(_ name: String) throws -> (Tokenizer, [Case]) {
+        let file = try JSONDecoder().decode(File.self, from: Data(contentsOf: directory.appendingPathComponent("\(name).cases.json")))
+        return (try Tokenizer(contentsOfFile: path(file.tokenizer)), file.cases)
+    }
+
+    static let names = ["llama3", "llama3-legacy-merges", "gpt2", "gpt2-prefix"]
+}
+
+/// Swift `==` on strings is canonical equivalence; the tests want the exact scalars.
+func sameText(_ a: String, _ b: String) -> Bool { Array(a.utf8) == Array(b.utf8) }
+
+@Suite struct TokenizerFixtureTests {
+    @Test(arguments: Fixtures.names)
+    func idsEqualTheLibrary(name: String) throws {
+        let (tokenizer, cases) = try Fixtures.load(name)
+        #expect(cases.count >= 100)
+        var encoder = tokenizer.makeEncoder()
+        for c in cases {
+            #expect(encoder.encode(c.text) == c.ids, "\(name): \(c.text.debugDescription)")
+            #expect(encoder.encode(c.text, addSpecialTokens: true) == c.ids_with_special,
+                    "\(name) with special tokens: \(c.text.debugDescription)")
+            // A fresh encoder (empty cache) must agree with the warmed one.
+            #expect(tokenizer.encode(c.text) == c.ids, "\(name) uncached: \(c.text.debugDescription)")
+        }
+    }
+
+    @Test(arguments: Fixtures.names)
+    func decodeEqualsTheLibrary(name: String) throws {
+        let (tokenizer, cases) = try Fixtures.load(name)
+        for c in cases {
+            let plain = try tokenizer.decode(c.ids)
+            #expect(sameText(plain, c.decoded), "\(name): decode of \(c.text.debugDescription) gave \(plain.debugDescription)")
+            let skipped = try tokenizer.decode(c.ids_with_special, skipSpecialTokens: true)
+            #expect(sameText(skipped, c.decoded_skip_special), "\(name): skip-special decode of \(c.text.debugDescription)")
+        }
+    }
+
+    /// Without a normalizer, prefix space or stripping added tokens, decoding is the inverse of encoding.
+    @Test(arguments: ["llama3", "gpt2"])
+    func decodeInvertsEncode(name: String) throws {
+        let (tokenizer, cases) = try Fixtures.load(name)
+        for c in cases {
+            let back = try tokenizer.decode(tokenizer.encode(c.text))
+            #expect(sameText(back, c.text), "\(name): \(c.text.debugDescription) came back as \(back.debugDescription)")
+        }
+    }
+
+    @Test func llama3SpecialTokensAndTemplate() throws {
+        let (tokenizer, _) = try Fixtures.load("llama3")
+        let bos = try #require(tokenizer.id(forToken: "<|begin_of_text|>"))
+        let eot = try #require(tokenizer.id(forToken: "<|eot_id|>"))
+        let ids = tokenizer.encode("hi<|eot_id|>", addSpecialTokens: true)
+        #expect(ids.first == bos)
+        #expect(ids.last == eot)
+        #expect(tokenizer.encode("hi<|eot_id|>", addSpecialTokens: false).first != bos)
+        #expect(tokenizer.token(forId: eot) == "<|eot_id|>")
+        #expect(tokenizer.vocabularySize == 2501)
+        #expect(!tokenizer.truncationInFile && !tokenizer.paddingInFile)
+    }
+
+    /// Long words take the heap path of the BPE merge loop, short ones the scan path; both
+    /// must merge in the same order (lowest rank, then leftmost) on any word.
+    @Test func heapAndScanMergeAlike() throws {
+        let (tokenizer, _) = try Fixtures.load("llama3")
+        let model = tokenizer.model
+        var rng = SplitMix64(seed: 7)
+        let alphabet = Array("the and of  said unto\n,.'sTHE日本😀".utf8)
+        for _ in 0..<2000 {
+            let n = Int(rng.next() % 60) + 2
+            let word = (0..<n).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }
+            let symbols = word.map { UInt32(model.byteIds[Int($0)]) }
+            var a = symbols, b = symbols
+            model.mergeByScan(&a)
+            model.mergeWithHeap(&b)
+            #expect(a == b, "\(word)")
+        }
+    }
+
+    @Test func decodeRefusesUnknownIds() throws {
+        let (tokenizer, _) = try Fixtures.load("llama3")
+        #expect(throws: TokenizerError.unknownTokenId(999_999)) { try tokenizer.decode([5, 999_999]) }
+    }
+}
+
+/// A small deterministic generator for test inputs.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -53,6 +53,8 @@ let package = Package(
                     exclude: ["Fixtures"], swiftSettings: native),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
+                    exclude: ["Fixtures"], swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

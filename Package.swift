@@ -49,8 +49,6 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Kernels"],
-                    exclude: ["Fixtures"], swiftSettings: native),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],

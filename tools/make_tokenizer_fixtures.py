@@ -181,6 +181,8 @@ def test_texts():
         "\ufffd replacement", "\U0001F600\U0001F601\U0001F602", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math letters",
         "ǅungla ǈ titlecase", "ÀÉÎÕÜ àéîõü", "ß ẞ ﬁ ﬂ", "İstanbul ı",
         "x" * 300, "ab" * 120, " " * 50 + "x", "\n" * 20, "9" * 40,
+        # Unicode 17 scalars are unassigned for the library's regex engine (Unicode 16 data).
+        "a\U000323B0b CJK Ext J", "x\U00010D40y Garay digit", "\U0001D2C0\U0001D2C1 Kaktovik",
     ]
     return texts
 
@@ -194,6 +196,65 @@ def fuzz_texts(n, seed):
                 "<tool_call>", "Ω", "ǅ", "Ⅻ", "\ufeff", "\u00ad"])
     rng = random.Random(seed)
     return ["".join(rng.choice(palette) for _ in range(rng.randint(1, 24))) for _ in range(n)]
+
+
+def random_code_point_texts(n, seed):
+    """Random scalars from every plane (surrogates excluded), assigned or not."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.randint(1, 20)):
+            r = rng.random()
+            if r < 0.3:
+                cp = rng.randint(0x20, 0x7E)
+            elif r < 0.4:
+                cp = rng.choice([0x20, 0x09, 0x0A, 0x0D, 0x27])
+            elif r < 0.8:
+                cp = rng.randint(0x80, 0xFFFF)
+            else:
+                cp = rng.randint(0x10000, 0x10FFFF)
+            chars.append(chr(0x41 if 0xD800 <= cp < 0xE000 else cp))
+        out.append("".join(chars))
+    return out
+
+
+def decode_cases(tok, n, seed):
+    """Random id sequences (partial UTF-8 sequences, added and special tokens included)."""
+    rng = random.Random(seed)
+    size = tok.get_vocab_size()
+    cases = []
+    for _ in range(n):
+        ids = [rng.randrange(size) for _ in range(rng.randint(0, 8))]
+        cases.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
+                      "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)})
+    return cases
+
+
+def write_variants(name, base, texts):
+    """Pre-tokenizer variants of one tokenizer: the Swift test swaps `pre_tokenizer` in the
+    base file. Covers every Split behaviour, `invert`, literal patterns and the Qwen 2 regex."""
+    data = json.loads(base.to_str())
+    qwen2 = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+    variants = [{"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": qwen2}, "behavior": "Isolated", "invert": False}, byte_level]}]
+    for behavior in ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"]:
+        for invert in [False, True]:
+            for pattern in [{"String": " "}, {"String": "ab"}]:
+                variants.append({"type": "Sequence", "pretokenizers": [
+                    {"type": "Split", "pattern": pattern, "behavior": behavior, "invert": invert},
+                    dict(byte_level, add_prefix_space=invert)]})
+    out = []
+    for pre in variants:
+        data["pre_tokenizer"] = pre
+        tok = Tokenizer.from_str(json.dumps(data))
+        out.append({"pre_tokenizer": pre, "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids}
+                                                    for t in texts]})
+    with open(os.path.join(OUT, f"{name}.variants.json"), "w", encoding="utf-8") as f:
+        json.dump({"tokenizer": f"{name}.tokenizer.json", "variants": out}, f, ensure_ascii=False,
+                  separators=(",", ":"))
+    print(f"{name} variants: {len(out)} pre-tokenizers x {len(texts)} texts")
 
 
 def write_fixture(name, tok, texts, legacy_merges=False):
@@ -215,7 +276,8 @@ def write_fixture(name, tok, texts, legacy_merges=False):
                       "decoded": tok.decode(plain, skip_special_tokens=False),
                       "decoded_skip_special": tok.decode(with_special, skip_special_tokens=True)})
     with open(os.path.join(OUT, f"{name}.cases.json"), "w", encoding="utf-8") as f:
-        json.dump({"tokenizer": f"{name}.tokenizer.json", "cases": cases}, f, ensure_ascii=False,
+        json.dump({"tokenizer": f"{name}.tokenizer.json", "cases": cases,
+                   "decode_cases": decode_cases(tok, 60, len(name))}, f, ensure_ascii=False,
                   separators=(",", ":"))
     print(f"{name}: vocab {tok.get_vocab_size()}, {len(cases)} cases")
 
@@ -224,10 +286,11 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     texts = test_texts()
     llama3 = make_llama3()
-    write_fixture("llama3", llama3, texts + fuzz_texts(300, 1))
+    write_fixture("llama3", llama3, texts + fuzz_texts(300, 1) + random_code_point_texts(100, 5))
     write_fixture("llama3-legacy-merges", llama3, texts[:40] + fuzz_texts(60, 2), legacy_merges=True)
-    write_fixture("gpt2", make_gpt2(), texts + fuzz_texts(300, 3))
-    write_fixture("gpt2-prefix", make_gpt2_prefix(), texts + fuzz_texts(300, 4))
+    write_fixture("gpt2", make_gpt2(), texts + fuzz_texts(300, 3) + random_code_point_texts(100, 6))
+    write_fixture("gpt2-prefix", make_gpt2_prefix(), texts + fuzz_texts(300, 4) + random_code_point_texts(100, 7))
+    write_variants("llama3", llama3, texts[:60] + fuzz_texts(40, 8))
 
 
 if __name__ == "__main__":

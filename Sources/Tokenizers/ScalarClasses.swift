@@ -12,9 +12,16 @@ struct ScalarClass: OptionSet {
     static let newline = ScalarClass(rawValue: 8)
     static let word = ScalarClass(rawValue: 16)
 
+    /// The Unicode version of the regex engine inside the `tokenizers` library (Oniguruma with
+    /// Unicode 16.0 data, measured with tokenizers 0.23). Scalars assigned later are still
+    /// unassigned there, so they get no class here either, whatever this Swift runtime knows.
+    static let regexUnicodeVersion = (major: 16, minor: 0)
+
     static func compute(_ v: UInt32) -> ScalarClass {
         guard let scalar = Unicode.Scalar(v) else { return [] }
         let p = scalar.properties
+        guard let age = p.age,
+              (age.major, age.minor) <= (regexUnicodeVersion.major, regexUnicodeVersion.minor) else { return [] }
         var c: ScalarClass = []
         switch p.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:

@@ -14,15 +14,26 @@ enum Fixtures {
         let decoded_skip_special: String
     }
 
+    struct DecodeCase: Decodable {
+        let ids: [UInt32]
+        let decoded: String
+        let decoded_skip_special: String
+    }
+
     struct File: Decodable {
         let tokenizer: String
         let cases: [Case]
+        let decode_cases: [DecodeCase]
     }
 
     static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
+    static func file(_ name: String) throws -> File {
+        try JSONDecoder().decode(File.self, from: Data(contentsOf: directory.appendingPathComponent("\(name).cases.json")))
+    }
+
     static func load(_ name: String) throws -> (Tokenizer, [Case]) {
-        let file = try JSONDecoder().decode(File.self, from: Data(contentsOf: directory.appendingPathComponent("\(name).cases.json")))
+        let file = try file(name)
         return (try Tokenizer(contentsOfFile: path(file.tokenizer)), file.cases)
     }
 
@@ -55,6 +66,41 @@ func sameText(_ a: String, _ b: String) -> Bool { Array(a.utf8) == Array(b.utf8)
             #expect(sameText(plain, c.decoded), "\(name): decode of \(c.text.debugDescription) gave \(plain.debugDescription)")
             let skipped = try tokenizer.decode(c.ids_with_special, skipSpecialTokens: true)
             #expect(sameText(skipped, c.decoded_skip_special), "\(name): skip-special decode of \(c.text.debugDescription)")
+        }
+    }
+
+    /// Random id sequences: partial UTF-8 becomes U+FFFD exactly where the library puts it.
+    @Test(arguments: Fixtures.names)
+    func decodeOfArbitraryIdsEqualsTheLibrary(name: String) throws {
+        let file = try Fixtures.file(name)
+        let tokenizer = try Tokenizer(contentsOfFile: Fixtures.path(file.tokenizer))
+        #expect(file.decode_cases.count >= 50)
+        for c in file.decode_cases {
+            #expect(sameText(try tokenizer.decode(c.ids), c.decoded), "\(name): \(c.ids)")
+            #expect(sameText(try tokenizer.decode(c.ids, skipSpecialTokens: true), c.decoded_skip_special), "\(name): \(c.ids)")
+        }
+    }
+
+    /// Every `Split` behaviour, `invert`, literal patterns and the Qwen 2 regex, each swapped
+    /// into the llama3 fixture as its pre-tokenizer.
+    @Test func preTokenizerVariantsEqualTheLibrary() throws {
+        let url = Fixtures.directory.appendingPathComponent("llama3.variants.json")
+        // Texts through JSONDecoder (JSONSerialization drops U+FEFF from strings); the
+        // pre-tokenizer objects, plain ASCII, through JSONSerialization to splice them in.
+        struct Variant: Decodable { struct Case: Decodable { let text: String; let ids: [UInt32] }; let cases: [Case] }
+        struct Variants: Decodable { let variants: [Variant] }
+        let variants = try JSONDecoder().decode(Variants.self, from: Data(contentsOf: url)).variants
+        let root = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let preTokenizers = try #require(root["variants"] as? [[String: Any]]).map { $0["pre_tokenizer"] }
+        let baseData = try Data(contentsOf: Fixtures.directory.appendingPathComponent("llama3.tokenizer.json"))
+        var base = try #require(try JSONSerialization.jsonObject(with: baseData) as? [String: Any])
+        #expect(variants.count == 21 && preTokenizers.count == 21)
+        for (variant, pre) in zip(variants, preTokenizers) {
+            base["pre_tokenizer"] = pre
+            let tokenizer = try Tokenizer(json: [UInt8](JSONSerialization.data(withJSONObject: base)))
+            for c in variant.cases {
+                #expect(tokenizer.encode(c.text) == c.ids, "\(pre ?? "-"): \(c.text.debugDescription)")
+            }
         }
     }
 

@@ -22,6 +22,7 @@ final class TeacherFixture {
         model = dir.path + "/teacher"
         let config = try ModelConfig.llama(vocabSize: vocab, hiddenSize: 32, layerCount: 2, headCount: 4, kvHeadCount: 2,
                                            intermediateSize: 64, maxPositions: 128, tieWordEmbeddings: true)
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
         try RandomCheckpoint.write(config: config, to: model, seed: 1)
         tokenizer = Self.tokenizerFixture
         var lines: [String] = []
@@ -60,7 +61,7 @@ func decodedContent(_ dir: String, k: Int) throws -> [String] {
     var rows: [String] = []
     for i in 0..<r.sequenceCount {
         let s = try r.sequence(i)
-        try r.decode(tokens: s.firstToken ..< s.firstToken + s.length, k: k, samples: true, into: batch)
+        try r.decode(tokens: s.firstToken ..< s.firstToken + s.length, k: k, samples: r.maxSamples > 0, into: batch)
         rows.append("\(s.documentKey) \(s.documentOffset) \(s.length) \(batch.inputIDs) \(batch.nextTokenLogProbs) "
                     + "\(batch.logSumExps) \(batch.entryCounts) \(batch.entryIDs) \(batch.entryLogProbs) \(batch.sampleIDs) \(batch.sampleDraws)")
     }
@@ -72,7 +73,7 @@ func decodedContent(_ dir: String, k: Int) throws -> [String] {
         let f = try TeacherFixture()
         let out = f.dir.path + "/cache"
         var o = f.options(out: out)
-        o.writer.logProbs = .lossless
+        o.writer.logProbs = .float32
         let job = try TeacherPassJob(options: o)
         let manifest = try job.run()
         #expect(manifest.totals.sequences == job.windows.count && job.windows.count > 3)

@@ -79,8 +79,8 @@ struct TeacherCommand: ParsableCommand {
         o.corpusOptions = CorpusOptions(blankLineDocuments: blankLineDocs, textField: textField)
         o.windowsPerBatch = batch
         o.endOfTextToken = eotToken
-        o.writer.codec = codec == "zstd" ? .zstd(level: level) : codec == "lz4" ? .lz4 : .none
-        if lossless { o.writer.logProbs = .lossless }
+        o.writer.codec = codec == "zstd" ? .zstd(level: Int32(level)) : codec == "lz4" ? .lz4 : .none
+        if lossless { o.writer.logProbs = .float32 }
         o.writer.targetShardBytes = shardMib << 20
 
         let job = try TeacherPassJob(options: o)

@@ -38,7 +38,8 @@ struct TeacherCommand: ParsableCommand {
     @Option(help: "Chunk codec: zstd, lz4 or none.") var codec = "zstd"
     @Option(help: "zstd level.") var level = 3
     @Flag(help: "Store log-probs exactly (float32) instead of quantised.") var lossless = false
-    @Option(help: "Target shard size in MiB.") var shardMib = 256
+    @Option(help: "Target shard size in bytes; K, M or G suffixes (binary).") var shardSize = "256M"
+    @Option(help: "Tokens per block, the unit of lazy decoding and of shard rolling.") var blockTokens = 8192
     @Flag(help: "Plain text: documents are separated by blank lines (default: one per file).") var blankLineDocs = false
     @Option(help: "JSON Lines: the field holding the text.") var textField = "text"
     @Option(help: "Token that separates documents (default: found in the tokenizer).") var eotToken: String?
@@ -60,7 +61,10 @@ struct TeacherCommand: ParsableCommand {
         guard !corpus.isEmpty else { throw ValidationError("give at least one --corpus path") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        guard shardMib >= 1 else { throw ValidationError("--shard-mib must be at least 1") }
+        guard let bytes = parseByteSize(shardSize), bytes >= 4096 else {
+            throw ValidationError("--shard-size \(shardSize): expected a size of at least 4K, like 64M")
+        }
+        _ = bytes
         guard ["zstd", "lz4", "none"].contains(codec) else { throw ValidationError("--codec \(codec): expected zstd, lz4 or none") }
         _ = try capturePolicy()
     }
@@ -81,7 +85,8 @@ struct TeacherCommand: ParsableCommand {
         o.endOfTextToken = eotToken
         o.writer.codec = codec == "zstd" ? .zstd(level: Int32(level)) : codec == "lz4" ? .lz4 : .none
         if lossless { o.writer.logProbs = .float32 }
-        o.writer.targetShardBytes = shardMib << 20
+        o.writer.blockTokens = blockTokens
+        o.writer.targetShardBytes = parseByteSize(shardSize)!  // Safe because validate() checked it.
 
         let job = try TeacherPassJob(options: o)
         let line = ProgressLine()
@@ -107,4 +112,13 @@ struct TeacherCommand: ParsableCommand {
             print("partition \(o.partition) done; when all \(o.partition.count) are: logitcache merge \(out)")
         }
     }
+}
+
+/// `4096`, `64K`, `256M`, `2G` (binary multiples) as bytes; nil when malformed.
+func parseByteSize(_ text: String) -> Int? {
+    let multipliers: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+    var digits = Substring(text), scale = 1
+    if let last = text.last?.uppercased().first, let m = multipliers[last] { digits = text.dropLast(); scale = m }
+    guard let n = Int(digits), n >= 0, n <= Int.max / scale else { return nil }
+    return n * scale
 }

@@ -1,0 +1,94 @@
+import Foundation
+import ShardFormat
+import Testing
+@testable import TeacherPass
+
+/// The built `logitcache` executable, beside the test bundle in the build directory
+/// (`tools/test` builds it first).
+func logitcacheBinary() throws -> String {
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [dir, dir.deletingLastPathComponent()] {
+        let p = candidate.appendingPathComponent("logitcache").path
+        if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    throw TeacherPassError.failed("logitcache executable not found beside \(dir.path); build it first (swift build -c release --product logitcache)")
+}
+
+/// Starts `logitcache` with arguments, output discarded.
+func launch(_ args: [String]) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
+    p.arguments = args
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    return p
+}
+
+@discardableResult
+func runToEnd(_ args: [String]) throws -> Int32 {
+    let p = try launch(args)
+    p.waitUntilExit()
+    return p.terminationStatus
+}
+
+@Suite(.serialized) struct TeacherProcessTests {
+    func arguments(_ f: TeacherFixture, out: String) -> [String] {
+        ["teacher", "--model", f.model, "--tokenizer", f.tokenizer, "--corpus", f.corpus, "--out", out,
+         "--context", "32", "--top-k", "8", "--batch", "2", "--threads", "1", "--shard-size", "4K", "--block-tokens", "256"]
+    }
+
+    /// Killed with SIGKILL at several points and rerun, the pass ends with the same shards,
+    /// byte for byte, as an uninterrupted run, and the cache verifies.
+    @Test func killedAndRerunEqualsUninterrupted() throws {
+        let f = try TeacherFixture(documents: 160)
+        let reference = f.dir.path + "/reference", killed = f.dir.path + "/killed"
+        let started = Date()
+        #expect(try runToEnd(arguments(f, out: reference)) == 0)
+        let duration = Date().timeIntervalSince(started)
+        let shards = try shardBytes(reference)
+        #expect(shards.count >= 4, "the test needs several shards, got \(shards.count)")
+
+        var kills = 0
+        for fraction in [0.35, 0.55, 0.75, 0.9] {
+            let p = try launch(arguments(f, out: killed))
+            Thread.sleep(forTimeInterval: duration * fraction)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); kills += 1 }
+            p.waitUntilExit()
+            // Whatever was published so far is a valid prefix of the reference.
+            for (name, bytes) in try shardBytes(killed) { #expect(shards[name] == bytes, "\(name) after a kill") }
+        }
+        #expect(kills > 0, "no run was killed before finishing")
+        #expect(try runToEnd(arguments(f, out: killed)) == 0)
+        #expect(try shardBytes(killed) == shards)
+        #expect(try runToEnd(["verify", killed]) == 0)
+        #expect(try decodedContent(killed, k: 8) == decodedContent(reference, k: 8))
+    }
+
+    /// Four partitions as separate processes at once, then `merge`, hold what one process writes.
+    @Test func fourPartitionProcessesMergeToTheSingleRun() throws {
+        let f = try TeacherFixture(documents: 80)
+        let single = f.dir.path + "/single", parts = f.dir.path + "/parts"
+        #expect(try runToEnd(arguments(f, out: single)) == 0)
+        let processes = try (0..<4).map { try launch(arguments(f, out: parts) + ["--partition", "\($0)/4"]) }
+        for p in processes { p.waitUntilExit(); #expect(p.terminationStatus == 0) }
+        #expect(try runToEnd(["merge", parts]) == 0)
+        #expect(try runToEnd(["verify", parts]) == 0)
+        #expect(try decodedContent(parts, k: 8) == decodedContent(single, k: 8))
+    }
+
+    /// Slurm job-array variables choose the partition when --partition is absent.
+    @Test func slurmArrayVariablesChooseThePartition() throws {
+        let f = try TeacherFixture(documents: 30)
+        let out = f.dir.path + "/slurm"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
+        p.arguments = arguments(f, out: out)
+        p.environment = ["SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "3"]
+        p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+        try p.run(); p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let m = try CacheManifest.load(directory: out, name: CacheManifest.partitionFileName(2))
+        #expect(m.partition?.index == 2 && m.partition?.count == 3)
+    }
+}

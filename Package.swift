@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
         .target(name: "ScalingLaws"),
-        .target(name: "Capture", swiftSettings: native),
+        .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["CXXHash"]),
 
         .executableTarget(

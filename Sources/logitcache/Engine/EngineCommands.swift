@@ -7,5 +7,6 @@ enum EngineCommands {
     ] }
     static var bench: [ParsableCommand.Type] { [
         BenchTokenizeCommand.self,
+        BenchGemmCommand.self,
     ] }
 }

@@ -66,6 +66,11 @@ public struct MeasuredTeacherCost: Codable, Equatable, Sendable {
     public func seconds(forTokens targetTokens: Double) -> Double? {
         seconds.map { $0 * targetTokens / tokens }
     }
+
+    /// Counted FLOPs scaled to `targetTokens` tokens; nil if FLOPs were not counted.
+    public func flops(forTokens targetTokens: Double) -> Double? {
+        flops.map { $0 * targetTokens / tokens }
+    }
 }
 
 /// Totals for `S` students under one scenario, comparing a cached teacher pass with an online

@@ -44,6 +44,8 @@ struct LawFlopsCommand: ParsableCommand {
     var cacheReadFlops: Double = 0
     @Option(help: "Measured wall-clock seconds of the teacher pass.")
     var measuredTeacherSeconds: Double?
+    @Option(help: "Counted FLOPs of the teacher pass (instead of F(N_T) D_S for the break-even).")
+    var measuredTeacherFlops: Double?
     @Option(help: "Tokens that measured pass covered (default: D_S).")
     var measuredTeacherTokens: Quantity?
     @Option(help: "Measured seconds of writing the cache, beyond the teacher forward.")
@@ -64,17 +66,18 @@ struct LawFlopsCommand: ParsableCommand {
                           ("--cache-write-seconds", cacheWriteSeconds), ("--cache-read-seconds", cacheReadSeconds)] {
             guard v.isFinite, v >= 0 else { throw ValidationError("\(name) must be a non-negative number, got \(v)") }
         }
-        if let s = measuredTeacherSeconds, !(s.isFinite && s > 0) {
-            throw ValidationError("--measured-teacher-seconds must be positive, got \(s)")
+        for (name, v) in [("--measured-teacher-seconds", measuredTeacherSeconds), ("--measured-teacher-flops", measuredTeacherFlops)] {
+            if let v, !(v.isFinite && v > 0) { throw ValidationError("\(name) must be positive, got \(v)") }
         }
-        if measuredTeacherTokens != nil && measuredTeacherSeconds == nil {
-            throw ValidationError("--measured-teacher-tokens needs --measured-teacher-seconds")
+        if measuredTeacherTokens != nil && measuredTeacherSeconds == nil && measuredTeacherFlops == nil {
+            throw ValidationError("--measured-teacher-tokens needs --measured-teacher-seconds or --measured-teacher-flops")
         }
     }
 
-    struct SecondsBreakEven: Encodable {
-        var measured: MeasuredTeacherCost
-        var teacherPassSeconds: Double
+    /// Break-even from a measured teacher cost, scaled to the D_S tokens.
+    struct MeasuredBreakEven: Encodable {
+        var unit: String
+        var teacherPass: Double
         var overhead: CacheOverhead
         var breakEven: BreakEven
     }
@@ -85,7 +88,8 @@ struct LawFlopsCommand: ParsableCommand {
         var studentForwardPerToken: Double
         var scenarios: [ScenarioTotals]
         var breakEvenFLOPs: BreakEven
-        var breakEvenSeconds: SecondsBreakEven?
+        var measuredTeacherCost: MeasuredTeacherCost?
+        var measuredBreakEven: [MeasuredBreakEven]
     }
 
     func run() throws {
@@ -101,17 +105,27 @@ struct LawFlopsCommand: ParsableCommand {
         let scenarios = DistillationScenario.allCases
             .filter { !$0.countsTeacherPretraining || teacherTokens != nil }
             .map(model.totals)
-        var seconds: SecondsBreakEven?
-        if let s = measuredTeacherSeconds {
-            let measured = MeasuredTeacherCost(tokens: measuredTeacherTokens?.value ?? studentTokens.value, seconds: s)
-            let pass = measured.seconds(forTokens: studentTokens.value) ?? s
-            let overhead = CacheOverhead(write: cacheWriteSeconds, readPerStudent: cacheReadSeconds)
-            seconds = SecondsBreakEven(measured: measured, teacherPassSeconds: pass, overhead: overhead,
-                                       breakEven: BreakEven(teacherPass: pass, overhead: overhead))
+        var measured: MeasuredTeacherCost?
+        var measuredBreakEven: [MeasuredBreakEven] = []
+        if measuredTeacherSeconds != nil || measuredTeacherFlops != nil {
+            let m = MeasuredTeacherCost(tokens: measuredTeacherTokens?.value ?? studentTokens.value,
+                                        seconds: measuredTeacherSeconds, flops: measuredTeacherFlops)
+            let DS = studentTokens.value
+            if let pass = m.seconds(forTokens: DS) {
+                let overhead = CacheOverhead(write: cacheWriteSeconds, readPerStudent: cacheReadSeconds)
+                measuredBreakEven.append(.init(unit: "seconds", teacherPass: pass, overhead: overhead,
+                                               breakEven: BreakEven(teacherPass: pass, overhead: overhead)))
+            }
+            if let pass = m.flops(forTokens: DS) {
+                measuredBreakEven.append(.init(unit: "FLOPs", teacherPass: pass, overhead: model.overhead,
+                                               breakEven: BreakEven(teacherPass: pass, overhead: model.overhead)))
+            }
+            measured = m
         }
         let out = Output(model: model, teacherForwardPerToken: model.teacherForward,
                          studentForwardPerToken: model.studentForward, scenarios: scenarios,
-                         breakEvenFLOPs: model.breakEven, breakEvenSeconds: seconds)
+                         breakEvenFLOPs: model.breakEven, measuredTeacherCost: measured,
+                         measuredBreakEven: measuredBreakEven)
         if json { try printJSON(out); return }
 
         switch forward {
@@ -129,9 +143,9 @@ struct LawFlopsCommand: ParsableCommand {
         }
         if teacherTokens == nil { print("(teacher-pretraining scenarios need --teacher-tokens)") }
         print("")
-        print("break-even (FLOPs):   " + describe(model.breakEven))
-        if let seconds {
-            print("break-even (seconds): teacher pass \(String(format: "%.1f", seconds.teacherPassSeconds)) s over D_S; " + describe(seconds.breakEven))
+        print("break-even (modelled FLOPs): " + describe(model.breakEven))
+        for m in measuredBreakEven {
+            print("break-even (measured \(m.unit)): teacher pass \(sci(m.teacherPass)) \(m.unit) over D_S; " + describe(m.breakEven))
         }
     }
 

@@ -108,6 +108,13 @@ import Testing
                                     teacherTokens: 2e10, deltaLogits: 1, deltaPretraining: 1)
         #expect(close(one.totals(.teacherPretrainingAndInference).cached, eq9))
         #expect(close(one.totals(.teacherPretrainingAndInference).online, eq9))
+        // The curve over S: online grows by P + one student per student, cached by one student.
+        let curve = m.curve(.teacherInference, students: 1...6)
+        #expect(curve.count == 6 && curve[3].students == 4 && close(curve[3].cached, 4.4e19) && close(curve[3].online, 1.04e20))
+        for k in 1..<curve.count {
+            #expect(close(curve[k].online - curve[k - 1].online, 2e19 + 6e18))
+            #expect(close(curve[k].cached - curve[k - 1].cached, 6e18))
+        }
     }
 
     @Test func breakEvenHandValuesAndEdges() {

@@ -52,11 +52,14 @@ struct LawFlopsCommand: ParsableCommand {
     var cacheWriteSeconds: Double = 0
     @Option(help: "Measured seconds of reading the cache, per student.")
     var cacheReadSeconds: Double = 0
+    @Option(help: "Also print totals for 1…MAX students (the cached and online curves).")
+    var curve: Int?
     @Flag(help: "Print JSON.")
     var json = false
 
     func validate() throws {
         guard students >= 1 else { throw ValidationError("--students must be at least 1, got \(students)") }
+        if let curve, !(1...100_000).contains(curve) { throw ValidationError("--curve must be between 1 and 100000, got \(curve)") }
         let shape = [context, vocab, aspectRatio].compactMap { $0 }
         guard shape.isEmpty || shape.count == 3 else {
             throw ValidationError("--context, --vocab and --aspect-ratio go together")
@@ -90,6 +93,8 @@ struct LawFlopsCommand: ParsableCommand {
         var breakEvenFLOPs: BreakEven
         var measuredTeacherCost: MeasuredTeacherCost?
         var measuredBreakEven: [MeasuredBreakEven]
+        /// Totals for 1…MAX students per inference-counting scenario, when --curve is given.
+        var curve: [ScenarioTotals]?
     }
 
     func run() throws {
@@ -125,7 +130,8 @@ struct LawFlopsCommand: ParsableCommand {
         let out = Output(model: model, teacherForwardPerToken: model.teacherForward,
                          studentForwardPerToken: model.studentForward, scenarios: scenarios,
                          breakEvenFLOPs: model.breakEven, measuredTeacherCost: measured,
-                         measuredBreakEven: measuredBreakEven)
+                         measuredBreakEven: measuredBreakEven,
+                         curve: curve.map { max in curveScenarios.flatMap { model.curve($0, students: 1...max) } })
         if json { try printJSON(out); return }
 
         switch forward {
@@ -142,11 +148,26 @@ struct LawFlopsCommand: ParsableCommand {
             print("\(name) \(String(format: "%14.4e  %14.4e  %12.3f", t.cached, t.online, t.online / t.cached))")
         }
         if teacherTokens == nil { print("(teacher-pretraining scenarios need --teacher-tokens)") }
+        if let curve {
+            for scenario in curveScenarios {
+                print("")
+                print("\(scenario.rawValue) against S:")
+                print("   S    cached FLOPs    online FLOPs")
+                for t in model.curve(scenario, students: 1...curve) {
+                    print(String(format: "%4d  %14.4e  %14.4e", t.students, t.cached, t.online))
+                }
+            }
+        }
         print("")
         print("break-even (modelled FLOPs): " + describe(model.breakEven))
         for m in measuredBreakEven {
             print("break-even (measured \(m.unit)): teacher pass \(sci(m.teacherPass)) \(m.unit) over D_S; " + describe(m.breakEven))
         }
+    }
+
+    /// The scenarios in which the cache makes a difference (teacher logits are paid for).
+    private var curveScenarios: [DistillationScenario] {
+        teacherTokens == nil ? [.teacherInference] : [.teacherInference, .teacherPretrainingAndInference]
     }
 
     private func describe(_ b: BreakEven) -> String {

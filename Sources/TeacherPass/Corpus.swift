@@ -131,8 +131,11 @@ public func readDocuments(path: String, options: CorpusOptions = .init()) throws
 /// Reads a whole file as UTF-8, naming the byte offset of the first invalid sequence.
 func readUTF8(path: String) throws -> String {
     let data: Data
-    do { data = try Data(contentsOf: URL(fileURLWithPath: path)) }
-    catch { throw CorpusError.unreadable(path: path, reason: error.localizedDescription) }
+    if path.lowercased().hasSuffix(".zst") { data = try CompressedCorpus.read(path: path) }
+    else {
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) }
+        catch { throw CorpusError.unreadable(path: path, reason: error.localizedDescription) }
+    }
     if let s = String(data: data, encoding: .utf8), s.utf8.count == data.count { return s }
     throw CorpusError.invalidUTF8(path: path, byteOffset: firstInvalidUTF8Offset(data))
 }

@@ -15,11 +15,14 @@ public enum CorpusFileKind: String, Sendable, Codable {
     case tokens
 
     /// The kind for a path's extension, or nil when it is not a corpus file.
+    /// Text and JSON Lines may be zstd-compressed (`.txt.zst`, `.jsonl.zst`).
     public init?(path: String) {
-        switch (path as NSString).pathExtension.lowercased() {
+        var p = path as NSString
+        if p.pathExtension.lowercased() == "zst" { p = p.deletingPathExtension as NSString }
+        switch p.pathExtension.lowercased() {
         case "txt", "text", "md": self = .text
         case "jsonl", "ndjson": self = .jsonl
-        case "bin", "u16", "u32": self = .tokens
+        case "bin", "u16", "u32" where !path.lowercased().hasSuffix(".zst"): self = .tokens
         default: return nil
         }
     }

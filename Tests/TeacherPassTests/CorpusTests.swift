@@ -49,6 +49,18 @@ final class TempDir {
         #expect(docs[0].key == DocumentKey(text: "héllo") && docs[0].key != docs[1].key)
     }
 
+    @Test func compressedBuiltInCorpusReads() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let eval = root.appendingPathComponent("Data/corpus/eval.jsonl.zst").path
+        let docs = try readDocuments(path: eval)
+        #expect(docs.count > 50)
+        guard case .text(let first) = docs[0].content else { Issue.record("expected text"); return }
+        #expect(!first.isEmpty)
+        let d = TempDir()
+        let cut = d.bytes("cut.jsonl.zst", Array(try Data(contentsOf: URL(fileURLWithPath: eval)).prefix(500)))
+        #expect(throws: CorpusError.self) { try readDocuments(path: cut) }
+    }
+
     @Test func badInputNamesFileAndPlace() throws {
         let d = TempDir()
         let bad = d.bytes("bad.txt", Array("ok".utf8) + [0xC3, 0x28])

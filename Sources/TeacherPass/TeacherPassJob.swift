@@ -64,7 +64,8 @@ public final class TeacherPassJob {
 
     /// - Throws: ``TeacherPassError``, ``CorpusError``, and the model's, tokenizer's and
     ///   cache's own errors, each naming the file at fault.
-    public init(options o: TeacherPassOptions) throws {
+    /// - Parameter windowLimit: process at most this many of the partition's windows (benchmarks).
+    public init(options o: TeacherPassOptions, windowLimit: Int? = nil) throws {
         options = o
         guard o.context >= 1 else { throw TeacherPassError.badContext(o.context) }
         pool = ThreadPool(threadCount: max(1, o.threads))
@@ -90,7 +91,8 @@ public final class TeacherPassJob {
                                              options: options, vocabulary: V)
         let total = stream.windowCount(context: o.context)
         guard total > 0 else { throw CorpusError.emptyCorpus(paths: o.corpus) }
-        windows = o.partition.windowRange(total: total)
+        let owned = o.partition.windowRange(total: total)
+        windows = owned.lowerBound ..< owned.lowerBound + min(owned.count, windowLimit ?? owned.count)
 
         let fingerprints = Fingerprints(
             teacher: try Fingerprint.teacher(directory: o.modelDirectory),
@@ -160,6 +162,51 @@ public final class TeacherPassJob {
         }
     }
 
+    /// Consecutive windows from `w` of equal length (only the corpus's last is short), at most
+    /// `windowsPerBatch`, inside this partition.
+    func batch(startingAt w: Int) -> [Window] {
+        let first = stream.window(w, context: options.context)
+        var batch = [first]
+        while batch.count < options.windowsPerBatch, w + batch.count < windows.upperBound {
+            let next = stream.window(w + batch.count, context: options.context)
+            guard next.length == first.length else { break }
+            batch.append(next)
+        }
+        return batch
+    }
+
+    /// Inputs and next tokens of a batch, each (B, T) flat.
+    func batchTokens(_ batch: [Window]) -> (inputs: [Int32], nexts: [Int32]) {
+        let T = batch[0].length
+        var inputs = [Int32](), nexts = [Int32]()
+        inputs.reserveCapacity(batch.count * T); nexts.reserveCapacity(batch.count * T)
+        for win in batch {
+            inputs += stream.ids[win.start ..< win.start + T]
+            nexts += stream.ids[win.start + 1 ..< win.start + T + 1]
+        }
+        return (inputs, nexts)
+    }
+
+    /// Wall seconds of the forward pass alone — blocks and the plain LM head (full logits) —
+    /// over this job's windows in the same batches: the baseline of `bench teacher`.
+    public func forwardOnlySeconds() throws -> Double {
+        let V = model.config.vocabSize
+        let started = Date()
+        var w = windows.lowerBound
+        var logits: [Float] = []
+        while w < windows.upperBound {
+            let batch = batch(startingAt: w)
+            let B = batch.count, T = batch[0].length
+            let a = model.makeActivations(batch: B, length: T)
+            let (inputs, _) = batchTokens(batch)
+            try inputs.withUnsafeBufferPointer { try model.forwardHidden(tokens: $0.baseAddress!, activations: a, pool: pool) }
+            if logits.count != B * T * V { logits = [Float](repeating: 0, count: B * T * V) }
+            try logits.withUnsafeMutableBufferPointer { try model.headLogits(activations: a, out: $0, pool: pool) }
+            w += B
+        }
+        return Date().timeIntervalSince(started)
+    }
+
     /// Runs (or resumes) the pass and returns this partition's manifest.
     ///
     /// - Parameter progress: called after every batch of windows, on the calling thread.
@@ -184,20 +231,9 @@ public final class TeacherPassJob {
 
         var w = first
         while w < windows.upperBound {
-            // A batch: consecutive windows of equal length (only the corpus's last is short).
-            let length = stream.window(w, context: o.context).length
-            var batch = [stream.window(w, context: o.context)]
-            while batch.count < o.windowsPerBatch, w + batch.count < windows.upperBound,
-                  stream.window(w + batch.count, context: o.context).length == length {
-                batch.append(stream.window(w + batch.count, context: o.context))
-            }
-            let B = batch.count, T = length, N = B * T
-            var inputs = [Int32](), nexts = [Int32]()
-            inputs.reserveCapacity(N); nexts.reserveCapacity(N)
-            for win in batch {
-                inputs += stream.ids[win.start ..< win.start + T]
-                nexts += stream.ids[win.start + 1 ..< win.start + T + 1]
-            }
+            let batch = batch(startingAt: w)
+            let B = batch.count, T = batch[0].length, N = B * T
+            let (inputs, nexts) = batchTokens(batch)
             if activations?.key != [B, T] { activations = ([B, T], model.makeActivations(batch: B, length: T)) }
             let a = activations!.value
             try inputs.withUnsafeBufferPointer { try model.forwardHidden(tokens: $0.baseAddress!, activations: a, pool: pool) }

@@ -255,21 +255,19 @@ class Tokens:
 
         k defaults to the largest entry count; positions with more than k entries keep their
         first k (the top-k, since entries are in descending order)."""
-        counts = self.entry_counts
+        full = self.entry_counts
         if k is None:
-            k = int(counts.max()) if len(counts) else 0
-        counts = np.minimum(counts, k)
-        T = self.tokens
-        ids = np.full((T, k), pad_id, dtype=np.int32)
-        lps = np.full((T, k), -np.inf, dtype=np.float32)
-        total = int(counts.sum())
-        if total:
-            row = np.repeat(np.arange(T), counts)
-            starts = np.cumsum(counts) - counts
-            col = np.arange(total) - np.repeat(starts, counts)
-            src = np.repeat(self.entry_offsets[:-1], counts) + col
-            ids[row, col] = self.entry_ids[src]
-            lps[row, col] = self.entry_logprobs[src]
+            k = int(full.max()) if len(full) else 0
+        counts = np.minimum(full, k)
+        ids = np.full((self.tokens, k), pad_id, dtype=np.int32)
+        lps = np.full((self.tokens, k), -np.inf, dtype=np.float32)
+        mask = np.arange(k)[None, :] < counts[:, None]  # row-major cells (t, r < c_t): CSR order
+        if int(counts.sum()) == len(self.entry_ids):
+            ids[mask], lps[mask] = self.entry_ids, self.entry_logprobs
+        else:  # drop ranks >= k
+            rank = np.arange(len(self.entry_ids)) - np.repeat(self.entry_offsets[:-1], full)
+            keep = rank < k
+            ids[mask], lps[mask] = self.entry_ids[keep], self.entry_logprobs[keep]
         return ids, lps, counts
 
     def slice(self, a: int, b: int) -> "Tokens":
@@ -303,6 +301,35 @@ class Tokens:
     def empty() -> "Tokens":
         u, f, o = np.zeros(0, np.uint32), np.zeros(0, np.float32), np.zeros(1, np.int64)
         return Tokens(u, f, f, o, u, f, o, u, u)
+
+
+@dataclasses.dataclass
+class Padded:
+    """Loss-ready per-token targets of a token range: entries as [T, k] matrices.
+
+    Row t holds position t's top min(c_t, k) entries in descending order, then padding
+    (id pad_id, log-prob -inf, so exp() of the padding is 0)."""
+
+    input_ids: np.ndarray       # uint32 [T]
+    next_logprob: np.ndarray    # float32 [T]
+    logsumexp: np.ndarray       # float32 [T]
+    entry_counts: np.ndarray    # int64 [T], min(c_t, k)
+    entry_ids: np.ndarray       # int32 [T, k]
+    entry_logprobs: np.ndarray  # float32 [T, k]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.input_ids)
+
+    def slice(self, a: int, b: int) -> "Padded":
+        return Padded(*(getattr(self, f.name)[a:b] for f in dataclasses.fields(self)))
+
+    @staticmethod
+    def concat(parts: list, k: int) -> "Padded":
+        if not parts:
+            return Padded(np.zeros(0, np.uint32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                          np.zeros(0, np.int64), np.zeros((0, k), np.int32), np.zeros((0, k), np.float32))
+        return Padded(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Padded)))
 
 
 @dataclasses.dataclass
@@ -535,14 +562,15 @@ class Shard:
                              f"is not below vocabularySize {self.vocabulary_size}")
         return values
 
-    def block(self, b: int, k: Optional[int] = None) -> Tokens:
-        """Decodes block b; with k, only the entry bands holding ranks < k are read."""
+    def _decode(self, b: int, k: Optional[int]) -> dict:
+        """Decodes block b with entries as dense [n, kk] matrices (kk = min(k, K); the cells past a
+        position's count are undefined). With k, only the bands holding ranks < k are read."""
         blk = self.blocks[b]
-        n, name = blk["tokens"], self.name
-        where = f"{name}: block {b}"
-        input_ids = self._ids(b, "input_ids", self.column(b, "input_ids"))
-        next_lp = self.column(b, "next_logprob").view(np.float32)
-        lse = self.column(b, "logsumexp").view(np.float32)
+        n = blk["tokens"]
+        where = f"{self.name}: block {b}"
+        out = {"input_ids": self._ids(b, "input_ids", self.column(b, "input_ids")),
+               "next_logprob": self.column(b, "next_logprob").view(np.float32),
+               "logsumexp": self.column(b, "logsumexp").view(np.float32)}
         counts = self.column(b, "entry_count").astype(np.int64)
         if len(counts) and int(counts.max()) > self.max_entries:
             raise CacheError(f"{where} chunk 'entry_count': count {int(counts.max())} above maxEntries {self.max_entries}")
@@ -551,50 +579,60 @@ class Shard:
         bands = self.bands
         for j in range(len(bands) - 1):  # band counts follow from entry_count; check them all
             want = int(np.clip(counts - bands[j], 0, bands[j + 1] - bands[j]).sum())
-            if blk["columns"][f"entry_ids.{j}"]["count"] != want:
-                raise CacheError(f"{where} chunk 'entry_ids.{j}': count "
-                                 f"{blk['columns'][f'entry_ids.{j}']['count']}, expected {want}")
+            got = blk["columns"][f"entry_ids.{j}"]["count"]
+            if got != want:
+                raise CacheError(f"{where} chunk 'entry_ids.{j}': count {got}, expected {want}")
 
         kk = self.max_entries if k is None else max(0, min(k, self.max_entries))
-        out_counts = np.minimum(counts, kk)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(out_counts, out=offsets[1:])
-        E = int(offsets[-1])
-        entry_ids = np.zeros(E, dtype=np.uint32)
-        stored_lp = np.zeros(E, dtype=np.uint32)
+        ids = np.zeros((n, kk), dtype=np.uint32)     # [n, kk] entry ids, rank-major per row
+        stored = np.zeros((n, kk), dtype=np.uint32)  # [n, kk] stored log-prob values
         dictionary = None
-        if "entry_id_dict" in blk["columns"] and E:
+        if "entry_id_dict" in blk["columns"] and blk["entries"] and kk:
             dictionary = self._ids(b, "entry_id_dict", self.column(b, "entry_id_dict"))
         for j in range(len(bands) - 1):
             lo, hi = bands[j], bands[j + 1]
             if lo >= kk:
                 break
-            full = np.clip(counts - lo, 0, hi - lo)        # [n] entries of this band per position
-            want = np.minimum(full, max(0, kk - lo))       # [n] of which we keep
-            total = int(want.sum())
-            if total == 0:
+            w, take = hi - lo, min(hi, kk) - lo
+            column = f"entry_ids.{j}"
+            if blk["columns"][column]["count"] == 0:
                 continue
-            ids = self.column(b, f"entry_ids.{j}")
-            lps = self.column(b, f"entry_logprobs.{j}")
-            full_starts = np.cumsum(full) - full
-            want_starts = np.cumsum(want) - want
-            step = np.arange(total, dtype=np.int64)
-            src = np.repeat(full_starts - want_starts, want) + step
-            dst = np.repeat(offsets[:-1] + lo - want_starts, want) + step
-            ids = ids[src]
+            band_ids = self.column(b, column)
+            band_lp = self.column(b, f"entry_logprobs.{j}")
             if dictionary is not None:
-                if len(ids) and int(ids.max()) >= len(dictionary):
-                    raise CacheError(f"{where} chunk 'entry_ids.{j}': dictionary rank {int(ids.max())} "
+                if int(band_ids.max()) >= len(dictionary):
+                    raise CacheError(f"{where} chunk '{column}': dictionary rank {int(band_ids.max())} "
                                      f"not below its size {len(dictionary)}")
-                ids = dictionary[ids]
+                band_ids = dictionary[band_ids]
             else:
-                self._ids(b, f"entry_ids.{j}", ids)
-            entry_ids[dst] = ids
-            stored_lp[dst] = lps[src]
+                self._ids(b, column, band_ids)
+            if len(band_ids) == n * w:  # every position fills the band: a plain [n, w] matrix
+                ids[:, lo:lo + take] = band_ids.reshape(n, w)[:, :take]
+                stored[:, lo:lo + take] = band_lp.reshape(n, w)[:, :take]
+            else:
+                # Band order is position by position, ascending rank: exactly the row-major order
+                # of the cells (t, r) with r < c_t, so a boolean mask scatters it.
+                mask = (lo + np.arange(w))[None, :] < counts[:, None]  # [n, w]
+                tmp = np.zeros((n, w), dtype=np.uint32)
+                tmp[mask] = band_ids
+                ids[:, lo:lo + take] = tmp[:, :take]
+                tmp[mask] = band_lp
+                stored[:, lo:lo + take] = tmp[:, :take]
         if self.step_log2 is None:
-            entry_lp = stored_lp.view(np.float32)
+            lp = stored.view(np.float32)
         else:
-            entry_lp = self._dequantise(stored_lp, offsets, out_counts, where)
+            # Section 5: Q_r is the running sum along the row (padding cells hold 0 and add nothing).
+            if stored.size and int(stored.max()) > QMAX:  # one step above the bound breaks it already
+                raise CacheError(f"{where} chunk 'entry_logprobs': quantised log-prob step "
+                                 f"{int(stored.max())} above 2^24-1")
+            # With every step <= 2^24-1, kk < 128 steps cannot overflow int32 (half the time of int64).
+            q = np.cumsum(stored.view(np.int32), axis=1, dtype=np.int32 if kk < 128 else np.int64)
+            if q.size and int(q.max()) > QMAX:
+                raise CacheError(f"{where} chunk 'entry_logprobs': quantised log-prob running sum "
+                                 f"{int(q.max())} above 2^24-1")
+            # Q < 2^24 and 2^-b are exact in float32, so this product is exact.
+            lp = q.astype(np.float32) * np.float32(-(2.0 ** -self.step_log2))
+        out.update(counts=np.minimum(counts, kk), ids=ids, lp=lp, kk=kk)
 
         if self.max_samples > 0:
             scounts = self.column(b, "sample_count").astype(np.int64)
@@ -604,44 +642,60 @@ class Shard:
             if int(scounts.sum()) != blk["samples"]:
                 raise CacheError(f"{where} chunk 'sample_count': counts sum to {int(scounts.sum())}, "
                                  f"block says {blk['samples']}")
-            sample_ids = self._ids(b, "sample_ids", self.column(b, "sample_ids"))
-            draws = self.column(b, "sample_draws")
+            out["sample_ids"] = self._ids(b, "sample_ids", self.column(b, "sample_ids"))
+            out["sample_draws"] = draws = self.column(b, "sample_draws")
             if len(draws) and int(draws.min()) < 1:
                 raise CacheError(f"{where} chunk 'sample_draws': a draw count of 0")
-            soffsets = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(scounts, out=soffsets[1:])
         else:
-            sample_ids = draws = np.zeros(0, np.uint32)
-            soffsets = np.zeros(n + 1, dtype=np.int64)
-        return Tokens(input_ids, next_lp, lse, offsets, entry_ids, entry_lp, soffsets, sample_ids, draws)
+            scounts = np.zeros(n, dtype=np.int64)
+            out["sample_ids"] = out["sample_draws"] = np.zeros(0, np.uint32)
+        out["sample_offsets"] = np.concatenate([[0], np.cumsum(scounts)]).astype(np.int64)
+        return out
 
-    def _dequantise(self, stored: np.ndarray, offsets: np.ndarray, counts: np.ndarray, where: str) -> np.ndarray:
-        """Section 5: per position, Q_r = running sum of stored values; l'_r = -Q_r * 2^-b."""
-        if len(stored) == 0:
-            return np.zeros(0, np.float32)
-        if int(stored.max()) > QMAX:  # a single step above 2^24-1 already breaks the running-sum bound
-            raise CacheError(f"{where}: quantised log-prob step {int(stored.max())} above 2^24-1")
-        running = np.cumsum(stored, dtype=np.int64)
-        before = np.concatenate([[0], running])[offsets[:-1]]
-        q = running - np.repeat(before, counts)
-        if int(q.max()) > QMAX:
-            raise CacheError(f"{where}: quantised log-prob running sum {int(q.max())} above 2^24-1")
-        # Q < 2^24 and 2^-b are exact in float32, so the product is exact (section 5).
-        return (-(q.astype(np.float64)) * (2.0 ** -self.step_log2)).astype(np.float32)
+    def block(self, b: int, k: Optional[int] = None) -> Tokens:
+        """Decodes block b; with k, only the entry bands holding ranks < k are read."""
+        d = self._decode(b, k)
+        counts = d["counts"]
+        if int(counts.sum()) == d["ids"].size:  # every position holds kk entries
+            entry_ids, entry_lp = d["ids"].reshape(-1), d["lp"].reshape(-1)
+        else:
+            mask = np.arange(d["kk"])[None, :] < counts[:, None]
+            entry_ids, entry_lp = d["ids"][mask], d["lp"][mask]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Tokens(d["input_ids"], d["next_logprob"], d["logsumexp"], offsets, entry_ids, entry_lp,
+                      d["sample_offsets"], d["sample_ids"], d["sample_draws"])
 
-    def read(self, start: int, stop: int, k: Optional[int] = None) -> Tokens:
-        """Tokens [start, stop) of this shard (shard token indices)."""
+    def block_padded(self, b: int, k: Optional[int] = None, pad_id: int = -1) -> Padded:
+        """Block b as loss-ready [n, k] matrices (k defaults to maxEntries; columns past maxEntries
+        are padding)."""
+        width = self.max_entries if k is None else k
+        d = self._decode(b, k)
+        n, kk = len(d["counts"]), d["kk"]
+        ids = np.full((n, width), pad_id, dtype=np.int32)
+        lp = np.full((n, width), -np.inf, dtype=np.float32)
+        mask = np.arange(kk)[None, :] < d["counts"][:, None]
+        ids[:, :kk] = np.where(mask, d["ids"].astype(np.int32), np.int32(pad_id))
+        lp[:, :kk] = np.where(mask, d["lp"], np.float32(-np.inf))
+        return Padded(d["input_ids"], d["next_logprob"], d["logsumexp"], d["counts"], ids, lp)
+
+    def _blocks_in(self, start: int, stop: int, piece):
+        """piece(b) for every block overlapping shard tokens [start, stop), sliced to the range."""
         if not 0 <= start <= stop <= self.tokens:
             raise IndexError(f"{self.name}: token range [{start}, {stop}) outside [0, {self.tokens})")
-        if start == stop:
-            return Tokens.empty()
-        B = self.block_tokens
-        parts = []
-        for b in range(start // B, (stop - 1) // B + 1):
-            rows = self.block(b, k)
-            base = b * B
+        B, parts = self.block_tokens, []
+        for b in range((start // B) if stop > start else 0, -(-stop // B) if stop > start else 0):
+            rows, base = piece(b), b * B
             parts.append(rows.slice(max(start, base) - base, min(stop, base + rows.tokens) - base))
-        return Tokens.concat(parts)
+        return parts
+
+    def read(self, start: int, stop: int, k: Optional[int] = None) -> Tokens:
+        """Tokens [start, stop) of this shard (shard token indices), entries as CSR."""
+        return Tokens.concat(self._blocks_in(start, stop, lambda b: self.block(b, k)))
+
+    def read_padded(self, start: int, stop: int, k: Optional[int] = None, pad_id: int = -1) -> Padded:
+        """Tokens [start, stop) of this shard as [T, k] matrices."""
+        k = self.max_entries if k is None else k
+        return Padded.concat(self._blocks_in(start, stop, lambda b: self.block_padded(b, k, pad_id)), k)
 
     def file_checksum(self) -> int:
         return xxh3(self.buffer)
@@ -681,7 +735,7 @@ def safe_shard_path(directory: str, file: Any, where: str) -> str:
         raise CacheError(f"{where}: shard name {file!r} is not a plain file name")
     root = os.path.realpath(directory)
     real = os.path.realpath(os.path.join(root, file))
-    if os.path.dirname(real) != root:
+    if real == root or os.path.commonpath([root, real]) != root:  # a link may point deeper inside
         raise CacheError(f"{where}: shard {file!r} resolves to {real}, outside the cache directory")
     return real
 
@@ -766,8 +820,7 @@ class Cache:
         a = info.start - int(self.shard_token_starts[info.shard])
         return info, shard.read(a, a + info.length, k)
 
-    def read(self, start: int = 0, stop: Optional[int] = None, k: Optional[int] = None) -> Tokens:
-        """Global tokens [start, stop), entries cut to the top k when k is given."""
+    def _shards_in(self, start: int, stop: Optional[int], piece):
         stop = self.tokens if stop is None else stop
         if not 0 <= start <= stop <= self.tokens:
             raise IndexError(f"token range [{start}, {stop}) outside [0, {self.tokens})")
@@ -775,8 +828,19 @@ class Cache:
         for si, shard in enumerate(self.shards):
             a, b = int(self.shard_token_starts[si]), int(self.shard_token_starts[si + 1])
             if b > start and a < stop:
-                parts.append(shard.read(max(start, a) - a, min(stop, b) - a, k))
-        return Tokens.concat(parts)
+                parts.append(piece(shard, max(start, a) - a, min(stop, b) - a))
+        return parts
+
+    def read(self, start: int = 0, stop: Optional[int] = None, k: Optional[int] = None) -> Tokens:
+        """Global tokens [start, stop), entries as CSR, cut to the top k when k is given."""
+        return Tokens.concat(self._shards_in(start, stop, lambda s, a, b: s.read(a, b, k)))
+
+    def read_padded(self, start: int = 0, stop: Optional[int] = None, k: Optional[int] = None,
+                    pad_id: int = -1) -> Padded:
+        """Global tokens [start, stop) as loss-ready [T, k] matrices (k defaults to the largest
+        maxEntries of the shards)."""
+        k = self.max_entries if k is None else k
+        return Padded.concat(self._shards_in(start, stop, lambda s, a, b: s.read_padded(a, b, k, pad_id)), k)
 
     def verify(self, progress=None) -> dict:
         """Every check of the spec: whole-file checksums, then every chunk decoded and checked,

@@ -37,12 +37,18 @@ def write_manifest(path: str, manifest: dict):
         f.write(prefix + b'"checksum": "' + digest.encode() + b'"\n}\n')
 
 
-def refresh_manifest(cache_dir: str, name: str = "manifest.json"):
-    """Recomputes every shard entry (bytes, xxh3, totals from the footer) and the totals."""
-    path = os.path.join(cache_dir, name)
+def refresh_manifest(cache_dir: str):
+    """Recomputes every shard entry (bytes, xxh3, totals from the footer) and the totals of
+    manifest.json and of every partition manifest."""
+    for name in sorted(os.listdir(cache_dir)):
+        if name.startswith("manifest") and name.endswith(".json"):
+            _refresh(os.path.join(cache_dir, name))
+
+
+def _refresh(path: str):
     manifest = lr.read_manifest(path, validate_schema=False)
     for entry in manifest["shards"]:
-        with open(os.path.join(cache_dir, entry["file"]), "rb") as f:
+        with open(os.path.join(os.path.dirname(path), entry["file"]), "rb") as f:
             data = f.read()
         F, L = struct.unpack("<QQ", data[-40:-24])  # no checks: the footer may be forged on purpose
         ft = json.loads(data[F:F + L])

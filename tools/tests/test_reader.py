@@ -138,6 +138,13 @@ def test_prefix_ranges_sequences_and_padding(name, caches):
             assert np.array_equal(np.where(mask, flps[:, :kk], -np.inf), lps[:, :kk])
             assert (ids[:, kk:] == -1).all() and np.isneginf(lps[:, kk:]).all()
             assert np.array_equal(top.sample_ids, full.sample_ids)
+            padded = cache.read_padded(k=k)  # the dense path, block by block
+            assert padded.entry_ids.shape == (cache.tokens, k)
+            assert np.array_equal(padded.entry_counts, counts)
+            assert np.array_equal(padded.entry_ids[:, :kk], ids[:, :kk]) and (padded.entry_ids[:, kk:] == -1).all()
+            assert np.array_equal(padded.entry_logprobs[:, :kk], lps[:, :kk])
+            assert np.isneginf(padded.entry_logprobs[:, kk:]).all()
+            assert np.array_equal(padded.input_ids, full.input_ids)
         rng = np.random.default_rng(0)
         for _ in range(20):  # ranges across block and shard boundaries
             a, b = sorted(rng.integers(0, cache.tokens + 1, size=2))
@@ -146,6 +153,8 @@ def test_prefix_ranges_sequences_and_padding(name, caches):
             for field in ("input_ids", "entry_offsets", "entry_ids", "sample_offsets", "sample_draws"):
                 assert np.array_equal(getattr(part, field), getattr(whole, field)), field
             assert np.array_equal(part.entry_logprobs.view(np.uint32), whole.entry_logprobs.view(np.uint32))
+            dense = cache.read_padded(int(a), int(b), k=7)
+            assert np.array_equal(dense.entry_ids, part.padded_entries(7)[0])
         for i in range(cache.sequences):
             info, rows = cache.sequence(i)
             assert np.array_equal(rows.input_ids, full.input_ids[info.start:info.start + info.length])
@@ -467,10 +476,15 @@ def test_shard_names_are_confined_to_the_cache(lc_bin, tmp_path):
         for schema in (False, True):
             with pytest.raises(lr.CacheError, match=pattern if not schema or name in ("link.lcs", "missing.lcs") else "."):
                 lr.Cache(path, validate_schema=schema).close()
+    os.makedirs(os.path.join(path, "sub"))
+    shutil.copy(outside, os.path.join(path, "sub", "deeper.lcs"))
+    os.symlink(os.path.join("sub", "deeper.lcs"), os.path.join(path, "deeper-link.lcs"))
     m = json.loads(json.dumps(good))
-    m["shards"][0]["file"] = "inside-link.lcs"  # a link that stays inside is fine
-    cache_edit.write_manifest(mpath, m)
-    lr.Cache(path).close()
+    for name in ("inside-link.lcs", "deeper-link.lcs"):  # links that stay inside the directory are fine
+        m["shards"][0]["file"] = name
+        cache_edit.write_manifest(mpath, m)
+        lr.Cache(path).close()
+    m["shards"][0]["file"] = "inside-link.lcs"  # the same file twice, once through a link
     m["shards"].append(dict(m["shards"][0], file=shard))
     for key in m["totals"]:
         m["totals"][key] = sum(e[key] for e in m["shards"])

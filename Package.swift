@@ -33,8 +33,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
         .target(name: "ScalingLaws"),
-        .target(name: "Capture", swiftSettings: native),
-        .target(name: "TeacherPass", dependencies: ["CXXHash"]),
+        .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
+        .target(name: "TeacherPass", dependencies: ["CXXHash", "ShardFormat"]),
 
         .executableTarget(
             name: "logitcache",
@@ -49,6 +49,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
+        .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],

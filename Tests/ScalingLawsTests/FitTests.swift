@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+@testable import ScalingLaws
+
+@Suite struct OptimizerTests {
+    /// f = (x - 3)^2 + 10 (y + 2)^2 + (z - 0.5)^2 on [0, 1]^3: the unconstrained minimum
+    /// (3, -2, 0.5) lies outside the box in x and y, so the answer is (1, 0, 0.5).
+    @Test func boundedQuadraticStopsOnTheBounds() {
+        let m = minimizeBounded({ x, g in
+            g[0] = 2 * (x[0] - 3); g[1] = 20 * (x[1] + 2); g[2] = 2 * (x[2] - 0.5)
+            return (x[0] - 3) * (x[0] - 3) + 10 * (x[1] + 2) * (x[1] + 2) + (x[2] - 0.5) * (x[2] - 0.5)
+        }, start: [0.2, 0.9, 0.9], lower: [0, 0, 0], upper: [1, 1, 1])
+        #expect(m.converged)
+        #expect(abs(m.x[0] - 1) < 1e-12 && abs(m.x[1]) < 1e-12 && abs(m.x[2] - 0.5) < 1e-7)
+    }
+
+    static func rosenbrock(_ x: [Double], _ g: inout [Double]) -> Double {
+        let a = 1 - x[0], b = x[1] - x[0] * x[0]
+        g[0] = -2 * a - 400 * x[0] * b
+        g[1] = 200 * b
+        return a * a + 100 * b * b
+    }
+
+    @Test func rosenbrockInsideTheBox() {
+        let m = minimizeBounded(Self.rosenbrock, start: [-1.2, 1], lower: [-2, -2], upper: [2, 2])
+        #expect(m.converged)
+        #expect(abs(m.x[0] - 1) < 1e-5 && abs(m.x[1] - 1) < 1e-5)
+    }
+
+    /// With x <= 0.5 the minimum is at x = 0.5, y = 0.25: along y = x^2 the function is
+    /// (1 - x)^2, which still falls towards the bound.
+    @Test func rosenbrockWithActiveBound() {
+        let m = minimizeBounded(Self.rosenbrock, start: [-1.2, 1], lower: [-2, -2], upper: [0.5, 2])
+        #expect(abs(m.x[0] - 0.5) < 1e-12 && abs(m.x[1] - 0.25) < 1e-6)
+        #expect(abs(m.value - 0.25) < 1e-9)
+    }
+}
+
+/// Deterministic normal draws (SplitMix64 + Box–Muller), so the synthetic runs are reproducible.
+struct SeededNormal {
+    var state: UInt64
+    mutating func uniform() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return (Double(z >> 11) + 0.5) / 9_007_199_254_740_992.0
+    }
+    mutating func next() -> Double {
+        (-2 * log(uniform())).squareRoot() * cos(2 * .pi * uniform())
+    }
+}
+
+@Suite struct SupervisedFitTests {
+    /// Runs from a known law over 6 model sizes x 6 tokens-per-parameter ratios.
+    static func syntheticRuns(_ truth: SupervisedCoefficients, noise: Double, seed: UInt64) -> [SupervisedRun] {
+        var rng = SeededNormal(state: seed)
+        var runs: [SupervisedRun] = []
+        for N in [3e7, 1e8, 3e8, 1e9, 3e9, 1e10] {
+            for ratio in [2.0, 8, 20, 60, 200, 800] {
+                let D = N * ratio
+                runs.append(SupervisedRun(N: N, D: D, loss: truth.loss(parameters: N, tokens: D) * exp(noise * rng.next())))
+            }
+        }
+        return runs
+    }
+
+    @Test func recoversPublishedCoefficientsFromNoiselessRuns() throws {
+        let truth = SupervisedCoefficients.busbridge2025
+        let fit = try fitSupervised(runs: Self.syntheticRuns(truth, noise: 0, seed: 1))
+        let c = fit.coefficients
+        #expect(fit.maxRelativeError < 1e-4)
+        #expect(abs(c.E - truth.E) / truth.E < 0.02)
+        #expect(abs(c.alpha - truth.alpha) < 0.02 && abs(c.beta - truth.beta) < 0.02 && abs(c.gamma - truth.gamma) < 0.02)
+        #expect(abs(log(c.A / truth.A)) < 0.2 && abs(log(c.B / truth.B)) < 0.2)
+    }
+
+    /// With 0.3% multiplicative noise the fit must still predict unseen (larger) runs to
+    /// within 1% and land near the true exponents.
+    @Test func recoversKnownLawFromNoisyRunsAndExtrapolates() throws {
+        let truth = SupervisedCoefficients(E: 1.8, A: 400, B: 2000, alpha: 0.35, beta: 0.3, gamma: 0.8)
+        let fit = try fitSupervised(runs: Self.syntheticRuns(truth, noise: 0.003, seed: 42))
+        let c = fit.coefficients
+        #expect(fit.meanRelativeError < 0.004)
+        #expect(abs(c.E - truth.E) / truth.E < 0.05)
+        #expect(abs(c.alpha - truth.alpha) < 0.06 && abs(c.beta - truth.beta) < 0.06)
+        for (N, D) in [(3e10, 6e11), (1e11, 2e12)] {
+            let p = c.loss(parameters: N, tokens: D), t = truth.loss(parameters: N, tokens: D)
+            #expect(abs(p - t) / t < 0.01)
+        }
+    }
+
+    @Test func tooFewRunsIsAnError() {
+        let runs = (1...6).map { SupervisedRun(N: Double($0) * 1e8, D: 1e10, loss: 3) }
+        #expect(throws: ScalingLawError.tooFewRuns(count: 6, needed: 7)) { try fitSupervised(runs: runs) }
+    }
+
+    @Test func runsFileParsesAndNamesBadLines() throws {
+        let text = "{\"N\": 1e8, \"D\": 2e9, \"loss\": 3.1, \"note\": \"x\"}\n\n{\"N\": 2e8, \"D\": 4e9, \"loss\": 2.9}\n"
+        #expect(try SupervisedRun.parseJSONLines(text, source: "runs.jsonl")
+                == [SupervisedRun(N: 1e8, D: 2e9, loss: 3.1), SupervisedRun(N: 2e8, D: 4e9, loss: 2.9)])
+        #expect(throws: ScalingLawError.badRun(source: "r", line: 2, reason: "missing \"loss\"")) {
+            try SupervisedRun.parseJSONLines("{\"N\":1,\"D\":1,\"loss\":1}\n{\"N\":1,\"D\":1}", source: "r")
+        }
+        #expect(throws: ScalingLawError.badRun(source: "r", line: 1, reason: "\"D\" is not a number")) {
+            try SupervisedRun.parseJSONLines("{\"N\":1,\"D\":\"big\",\"loss\":1}", source: "r")
+        }
+        #expect(throws: ScalingLawError.badRun(source: "r", line: 1, reason: "not a JSON object")) {
+            try SupervisedRun.parseJSONLines("[1, 2]", source: "r")
+        }
+        #expect(throws: ScalingLawError.badRun(source: "r", line: 1, reason: "\"N\" must be a positive finite number, got -5.0")) {
+            try SupervisedRun.parseJSONLines("{\"N\":-5,\"D\":1,\"loss\":1}", source: "r")
+        }
+    }
+}

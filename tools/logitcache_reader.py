@@ -26,6 +26,7 @@ import json
 import mmap
 import os
 import re
+import struct
 import sys
 import time
 from typing import Any, Iterable, Optional
@@ -389,22 +390,20 @@ class Shard:
             raise CacheError(f"{name}: bad magic at offset 0")
         if bytes(b[S - 8:S]) != MAGIC:
             raise CacheError(f"{name}: bad magic at the end (truncated or not a shard?)")
-        head = np.frombuffer(b[8:16], dtype="<u4")
-        tail = np.frombuffer(b[S - 40:S - 8], dtype=np.uint8)
-        F, L, footer_hash = (int(x) for x in tail[:24].view("<u8"))
-        tail_version, tail_flags = (int(x) for x in tail[24:32].view("<u4"))
-        if int(head[0]) != FORMAT_VERSION or tail_version != FORMAT_VERSION:
-            raise CacheError(f"{name}: format version {int(head[0])} (header) / {tail_version} (trailer), "
+        head_version, head_flags = struct.unpack("<II", bytes(b[8:16]))
+        F, L, footer_hash, tail_version, tail_flags = struct.unpack("<QQQII", bytes(b[S - 40:S - 8]))
+        if head_version != FORMAT_VERSION or tail_version != FORMAT_VERSION:
+            raise CacheError(f"{name}: format version {head_version} (header) / {tail_version} (trailer), "
                              f"this reader knows {FORMAT_VERSION}")
-        if int(head[1]) != 0 or tail_flags != 0:
-            raise CacheError(f"{name}: non-zero flags {int(head[1]):#x} (header) / {tail_flags:#x} (trailer)")
+        if head_flags != 0 or tail_flags != 0:
+            raise CacheError(f"{name}: non-zero flags {head_flags:#x} (header) / {tail_flags:#x} (trailer)")
         if F < HEADER_SIZE or F + L != S - TRAILER_SIZE:
             raise CacheError(f"{name}: footer offset {F} and length {L} do not fit a {S}-byte file")
-        footer_bytes = b[F:F + L]
+        footer_bytes = bytes(b[F:F + L])
         if xxh3(footer_bytes) != footer_hash:
             raise CacheError(f"{name}: footer checksum mismatch (stored {hex64(footer_hash)}, "
                              f"computed {hex64(xxh3(footer_bytes))})")
-        self.footer_offset, self.footer_bytes = F, bytes(footer_bytes)
+        self.footer_offset, self.footer_bytes = F, footer_bytes
 
     def _parse_footer(self, validate_schema: bool):
         w = f"{self.name}: footer"

@@ -41,4 +41,6 @@ def synth(binary, out, *args):
 def swift_dump(binary, cache):
     """`logitcache dump --json`: one JSON object per sequence."""
     out = run(binary, "dump", cache, "--json").stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    # "-0" (a quantised log-prob of exactly 0 is -0.0) must stay a negative zero, not int 0.
+    parse_int = lambda text: -0.0 if text == "-0" else int(text)
+    return [json.loads(line, parse_int=parse_int) for line in out.splitlines() if line.strip()]

@@ -87,8 +87,7 @@ def flatten_dump(lines):
 
 def assert_same_floats(ours, theirs, what):
     assert ours.dtype == np.float32 and ours.shape == theirs.shape, what
-    # Bit-exact, except that the dump's decimal text cannot carry the sign of a zero.
-    same = (ours.view(np.uint32) == theirs.view(np.uint32)) | ((ours == 0) & (theirs == 0))
+    same = ours.view(np.uint32) == theirs.view(np.uint32)  # bit-exact, down to the sign of zero
     assert same.all(), f"{what}: first difference at {int(np.argmin(same))}: {ours[~same][:5]} vs {theirs[~same][:5]}"
 
 

@@ -670,6 +670,9 @@ class Shard:
         width = self.max_entries if k is None else k
         d = self._decode(b, k)
         n, kk = len(d["counts"]), d["kk"]
+        if width == kk and int(d["counts"].sum()) == n * kk:  # no padding: ids < 2^24 fit int32 as they are
+            return Padded(d["input_ids"], d["next_logprob"], d["logsumexp"], d["counts"],
+                          d["ids"].view(np.int32), d["lp"])
         ids = np.full((n, width), pad_id, dtype=np.int32)
         lp = np.full((n, width), -np.inf, dtype=np.float32)
         mask = np.arange(kk)[None, :] < d["counts"][:, None]

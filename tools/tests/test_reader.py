@@ -272,7 +272,7 @@ def test_other_valid_layouts_decode_identically(layout, lc_bin, tmp_path, caches
     with lr.Cache(path) as cache:
         assert_matches_dump(cache, want)
     if swift_crashes_on(layout):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=swift_crashes_on.__doc__))
+        request.applymarker(pytest.mark.xfail(reason=swift_crashes_on.__doc__))  # not strict: a fix must not break main
     assert swift_dump(lc_bin, path) == want, f"Swift reader disagrees on layout {layout}"
 
 

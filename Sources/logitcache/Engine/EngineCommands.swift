@@ -4,8 +4,11 @@ import ArgumentParser
 enum EngineCommands {
     static var top: [ParsableCommand.Type] { [
         TokenizeCommand.self,
+        LogitsCommand.self,
     ] }
     static var bench: [ParsableCommand.Type] { [
         BenchTokenizeCommand.self,
+        BenchGemmCommand.self,
+        BenchForwardCommand.self,
     ] }
 }

@@ -33,8 +33,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
         .target(name: "ScalingLaws"),
-        .target(name: "Capture", swiftSettings: native),
-        .target(name: "TeacherPass", dependencies: ["CXXHash"]),
+        .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
+        .target(name: "TeacherPass", dependencies: ["CXXHash", "ShardFormat"]),
         .target(name: "StudentLoader", dependencies: ["ShardFormat"], swiftSettings: native),
 
         .executableTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 
 /// Turns teacher logits into cached teacher targets under one ``CapturePolicy``.
 ///
@@ -8,7 +9,8 @@ import Foundation
 ///   LM-head top-K (descending ids and logits plus the full logsumexp) and serves top-k and
 ///   top-p without the full row ever existing.
 ///
-/// Logits given to either are raw; the capturer divides by the temperature. Reusable scratch
+/// The full-row path takes raw logits and divides by the temperature; the fused path takes
+/// the fused head's already-scaled output. Reusable scratch
 /// makes repeated calls allocation-free; one instance per thread.
 public struct Capturer: Sendable {
     public let policy: CapturePolicy
@@ -46,19 +48,24 @@ public struct Capturer: Sendable {
         guard nextToken >= 0, Int(nextToken) < V else { throw CaptureError.nextTokenOutOfRange(nextToken, vocabularySize: V) }
         if scaled.count != V { scaled = [Float](repeating: 0, count: V) }
         let invT = 1 / temperature
-        var m = -Float.infinity
-        for i in 0..<V { let z = row[i] * invT; scaled[i] = z; m = max(m, z) }
-        var sum = 0.0
-        for i in 0..<V { sum += Double(expf(scaled[i] - m)) }
-        let lse = m + Float(log(sum))
+        for i in 0..<V { scaled[i] = row[i] * invT }
+        // The same top-K and logsumexp kernel the fused LM head matches bit for bit, so a
+        // full-row capture and a fused one store identical values.
+        let headK = policy.maxEntries
+        heapIDs = [Int32](repeating: 0, count: max(headK, 1))
+        heapLogits = [Float](repeating: 0, count: max(headK, 1))
+        var lse: Float = 0
+        scaled.withUnsafeBufferPointer { z in
+            topKLogsumexp(logits: z.baseAddress!, rows: 1, vocab: V, k: headK, topIds: &heapIDs, topLogits: &heapLogits,
+                          logsumexp: &lse, pool: .serial)
+        }
+        heapIDs.removeLast(heapIDs.count - headK); heapLogits.removeLast(heapLogits.count - headK)
         out.logSumExp.append(lse)
         out.nextTokenLogProb.append(scaled[Int(nextToken)] - lse)
 
         // Exact head: top-k, or a top-p prefix of the top-maxK.
-        let headK = policy.maxEntries
         var mass = 0.0
         if headK > 0 {
-            scaled.withUnsafeBufferPointer { selectTopK($0, k: headK) }
             let keep = prefixLength(logits: heapLogits, lse: lse)
             for j in 0..<keep {
                 out.entryIDs.append(heapIDs[j])
@@ -84,18 +91,18 @@ public struct Capturer: Sendable {
     /// Captures one position from a fused top-K head (top-k and top-p policies only).
     /// - Parameters:
     ///   - topIDs: ids in descending logit order (ties: lower id first). Shape [K'] with K' >= the policy's entries.
-    ///   - topLogits: their raw logits. Shape [K'].
+    ///   - topLogits: their logits divided by the temperature, as a fused head with scale 1/τ
+    ///     returns them. Shape [K'].
     ///   - logSumExp: logsumexp of the full row of logits divided by the temperature.
-    ///   - nextTokenLogit: the raw logit of the real next token.
+    ///   - nextTokenLogit: the real next token's logit divided by the temperature.
     public mutating func capture(topIDs: UnsafeBufferPointer<Int32>, topLogits: UnsafeBufferPointer<Float>,
                                  logSumExp lse: Float, nextTokenLogit: Float, into out: inout CapturedTargets) throws {
         guard !policy.needsFullRow else { throw CaptureError.badPolicy("\(policy) needs the full logits row") }
         let k = min(policy.maxEntries, topIDs.count)
-        let invT = 1 / temperature
         heapIDs.removeAll(keepingCapacity: true); heapLogits.removeAll(keepingCapacity: true)
-        for j in 0..<k { heapIDs.append(topIDs[j]); heapLogits.append(topLogits[j] * invT) }
+        for j in 0..<k { heapIDs.append(topIDs[j]); heapLogits.append(topLogits[j]) }
         out.logSumExp.append(lse)
-        out.nextTokenLogProb.append(nextTokenLogit * invT - lse)
+        out.nextTokenLogProb.append(nextTokenLogit - lse)
         let keep = prefixLength(logits: heapLogits, lse: lse)
         var mass = 0.0
         for j in 0..<keep {
@@ -118,47 +125,6 @@ public struct Capturer: Sendable {
             if mass >= p { return j + 1 }
         }
         return logits.count
-    }
-
-    /// Fills `heapIDs`/`heapLogits` with the k largest logits, descending (ties: lower id).
-    /// A binary min-heap of the current best k keeps the scan at O(V log k), and most
-    /// candidates are rejected by one comparison with the heap's worst.
-    private mutating func selectTopK(_ z: UnsafeBufferPointer<Float>, k: Int) {
-        heapIDs.removeAll(keepingCapacity: true); heapLogits.removeAll(keepingCapacity: true)
-        // `a` ranks below `b`: lower logit, or equal logit and higher id.
-        @inline(__always) func worse(_ za: Float, _ ia: Int32, _ zb: Float, _ ib: Int32) -> Bool {
-            za < zb || (za == zb && ia > ib)
-        }
-        func siftDown(_ start: Int) {
-            var i = start
-            let n = heapIDs.count
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var w = i
-                if l < n && worse(heapLogits[l], heapIDs[l], heapLogits[w], heapIDs[w]) { w = l }
-                if r < n && worse(heapLogits[r], heapIDs[r], heapLogits[w], heapIDs[w]) { w = r }
-                if w == i { return }
-                heapIDs.swapAt(i, w); heapLogits.swapAt(i, w); i = w
-            }
-        }
-        for i in 0..<z.count {
-            let v = z[i], id = Int32(i)
-            if heapIDs.count < k {
-                heapIDs.append(id); heapLogits.append(v)
-                var c = heapIDs.count - 1
-                while c > 0 {
-                    let p = (c - 1) / 2
-                    guard worse(heapLogits[c], heapIDs[c], heapLogits[p], heapIDs[p]) else { break }
-                    heapIDs.swapAt(c, p); heapLogits.swapAt(c, p); c = p
-                }
-            } else if worse(heapLogits[0], heapIDs[0], v, id) {
-                heapIDs[0] = id; heapLogits[0] = v
-                siftDown(0)
-            }
-        }
-        let order = heapIDs.indices.sorted { worse(heapLogits[$1], heapIDs[$1], heapLogits[$0], heapIDs[$0]) }
-        heapIDs = order.map { heapIDs[$0] }
-        heapLogits = order.map { heapLogits[$0] }
     }
 
     /// Draws `draws` ids with replacement from the distribution restricted to ids not marked in

@@ -12,7 +12,7 @@ public enum ModelFamily: String, Sendable {
 
 /// Llama 3's rotary frequency rule (`rope_type: "llama3"`): long wavelengths divided by
 /// `factor`, short ones kept, the band between interpolated.
-public struct Llama3RopeScaling: Sendable, Equatable {
+public struct Llama3RopeParameters: Sendable, Equatable {
     public var factor: Double
     public var lowFreqFactor: Double
     public var highFreqFactor: Double
@@ -58,7 +58,7 @@ public struct ModelConfig: Sendable, Equatable {
     /// Rotary base (llama family only).
     public var ropeTheta: Double
     /// Llama 3 frequency scaling, when the config asks for it.
-    public var ropeScaling: Llama3RopeScaling?
+    public var ropeScaling: Llama3RopeParameters?
     /// The LM head reuses the token embedding matrix.
     public var tieWordEmbeddings: Bool
     /// Biases on the q, k, v projections (Qwen2; Llama with `attention_bias`; GPT-2).
@@ -200,7 +200,7 @@ public struct ModelConfig: Sendable, Equatable {
 
     /// Rotary settings from 5.x `rope_parameters` or 4.x `rope_theta` + `rope_scaling`.
     private static func rope(_ c: [String: JSONValue], fail: (String) -> CheckpointError) throws(CheckpointError)
-        -> (Double, Llama3RopeScaling?)
+        -> (Double, Llama3RopeParameters?)
     {
         var parameters: [String: JSONValue] = [:]
         var source = "rope_scaling"
@@ -230,7 +230,7 @@ public struct ModelConfig: Sendable, Equatable {
                 guard let d = parameters[key]?.double else { throw fail("\(source) of rope_type llama3 is missing '\(key)'") }
                 return d
             }
-            let scaling = Llama3RopeScaling(
+            let scaling = Llama3RopeParameters(
                 factor: try number("factor"), lowFreqFactor: try number("low_freq_factor"),
                 highFreqFactor: try number("high_freq_factor"),
                 originalMaxPositions: Int(try number("original_max_position_embeddings")))

@@ -66,12 +66,19 @@ public struct MeasuredTeacherCost: Codable, Equatable, Sendable {
     public func seconds(forTokens targetTokens: Double) -> Double? {
         seconds.map { $0 * targetTokens / tokens }
     }
+
+    /// Counted FLOPs scaled to `targetTokens` tokens; nil if FLOPs were not counted.
+    public func flops(forTokens targetTokens: Double) -> Double? {
+        flops.map { $0 * targetTokens / tokens }
+    }
 }
 
 /// Totals for `S` students under one scenario, comparing a cached teacher pass with an online
 /// teacher (a forward pass per student per token). Units: FLOPs.
 public struct ScenarioTotals: Codable, Equatable, Sendable {
     public var scenario: DistillationScenario
+    /// S, the number of students these totals are for.
+    public var students: Int
     /// Teacher forward run once over D_S tokens, its targets shared by all S students
     /// (per student, delta_Lgt = 1/S), plus the cache write once and a read per student.
     public var cached: Double
@@ -95,7 +102,7 @@ public struct AmortisationModel: Codable, Equatable, Sendable {
     /// D_T, teacher pretraining tokens; nil when the teacher already exists (no pretraining
     /// cost can be counted).
     public var teacherTokens: Double?
-    /// S, number of students distilled from the same teacher targets.
+    /// S, number of students distilled from the same teacher targets; at least 1.
     public var students: Int
     /// How F(N) is computed.
     public var forward: ForwardCost
@@ -132,17 +139,27 @@ public struct AmortisationModel: Codable, Equatable, Sendable {
         let pre = scenario.countsTeacherPretraining ? teacherPretraining : 0
         let training = S * studentTraining + pre
         guard scenario.countsTeacherInference else {
-            return ScenarioTotals(scenario: scenario, cached: training, online: training,
+            return ScenarioTotals(scenario: scenario, students: students, cached: training, online: training,
                                   cachedDeltaLogits: 0, deltaPretraining: pre > 0 ? 1 / S : 0)
         }
         let cached = training + teacherPass + overhead.write + S * overhead.readPerStudent
         let online = training + S * teacherPass
-        return ScenarioTotals(scenario: scenario, cached: cached, online: online,
+        return ScenarioTotals(scenario: scenario, students: students, cached: cached, online: online,
                               cachedDeltaLogits: 1 / S, deltaPretraining: pre > 0 ? 1 / S : 0)
     }
 
     /// Totals for every scenario of Eq. 9, in ``DistillationScenario/allCases`` order.
     public var allTotals: [ScenarioTotals] { DistillationScenario.allCases.map(totals) }
+
+    /// Totals under `scenario` for each student count in `counts` (each at least 1): the
+    /// cached and online compute curves against the number of students.
+    public func curve(_ scenario: DistillationScenario, students counts: ClosedRange<Int>) -> [ScenarioTotals] {
+        counts.map { s in
+            var m = self
+            m.students = s
+            return m.totals(scenario)
+        }
+    }
 
     /// Break-even for the teacher-logit cost in FLOPs (see ``BreakEven``).
     public var breakEven: BreakEven {

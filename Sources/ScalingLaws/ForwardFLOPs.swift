@@ -47,7 +47,7 @@ public struct TransformerShape: Codable, Equatable, Sendable {
 
 /// Forward FLOPs per token of a model: either `2N` (leading order, no shape known) or the
 /// shape-aware F(N) of ``TransformerShape``.
-public enum ForwardCost: Codable, Equatable, Sendable {
+public enum ForwardCost: Equatable, Sendable {
     /// F(N) = 2N: matrix multiplies only, no attention-context or logits term.
     case leadingOrder
     /// F(N) with attention-context and vocabulary terms.
@@ -58,6 +58,38 @@ public enum ForwardCost: Codable, Equatable, Sendable {
         switch self {
         case .leadingOrder: return 2 * N
         case .shaped(let s): return s.forwardFLOPs(parameters: N)
+        }
+    }
+}
+
+/// Encoded flat and self-describing: `{"formula": "2N"}`, or the shape's fields with the
+/// derived coefficients beside them.
+extension ForwardCost: Codable {
+    private enum Keys: String, CodingKey {
+        case formula, contextLength, vocabularySize, aspectRatio, cContext, cVocabulary
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        switch self {
+        case .leadingOrder:
+            try c.encode("2N", forKey: .formula)
+        case .shaped(let s):
+            try c.encode("2N(1 + cContext N^-1/3 + cVocabulary N^-2/3)", forKey: .formula)
+            try c.encode(s.contextLength, forKey: .contextLength)
+            try c.encode(s.vocabularySize, forKey: .vocabularySize)
+            try c.encode(s.aspectRatio, forKey: .aspectRatio)
+            try c.encode(s.cContext, forKey: .cContext)
+            try c.encode(s.cVocabulary, forKey: .cVocabulary)
+        }
+    }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        if c.contains(.contextLength) {
+            self = .shaped(TransformerShape(contextLength: try c.decode(Double.self, forKey: .contextLength),
+                                            vocabularySize: try c.decode(Double.self, forKey: .vocabularySize),
+                                            aspectRatio: try c.decode(Double.self, forKey: .aspectRatio)))
+        } else {
+            self = .leadingOrder
         }
     }
 }

@@ -73,10 +73,10 @@ func referenceLogProbs(_ z: [Float], temperature T: Double) -> [Double] {
             try z.withUnsafeBufferPointer { try full.capture(row: $0, nextToken: 42, position: 0, into: &a) }
             // What a fused head returns: the top 32 raw logits and the scaled logsumexp.
             let order = (0..<V).sorted { z[$0] > z[$1] || (z[$0] == z[$1] && $0 < $1) }.prefix(32)
-            let ids = order.map(Int32.init), logits = order.map { z[$0] }
+            let ids = order.map(Int32.init), logits = order.map { z[$0] * (1 / Float(1.5)) }
             try ids.withUnsafeBufferPointer { i in
                 try logits.withUnsafeBufferPointer { l in
-                    try fused.capture(topIDs: i, topLogits: l, logSumExp: a.logSumExp[0], nextTokenLogit: z[42], into: &b)
+                    try fused.capture(topIDs: i, topLogits: l, logSumExp: a.logSumExp[0], nextTokenLogit: z[42] * (1 / Float(1.5)), into: &b)
                 }
             }
             #expect(a == b, "\(policy)")

@@ -29,7 +29,7 @@ func configError(_ json: String) -> String? {
                 == [320, 64, 2, 4, 2, 16, 96] as [Int])
         #expect(c.normEpsilon == 1e-5)
         #expect(c.ropeTheta == 10000)
-        #expect(c.ropeScaling == Llama3RopeScaling(factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 16))
+        #expect(c.ropeScaling == Llama3RopeParameters(factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 16))
         #expect(!c.tieWordEmbeddings && !c.qkvBias && !c.outputBias && !c.mlpBias)
     }
 
@@ -43,7 +43,7 @@ func configError(_ json: String) -> String? {
                           "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
         """)
         #expect(c.ropeTheta == 500000)
-        #expect(c.ropeScaling == Llama3RopeScaling(factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192))
+        #expect(c.ropeScaling == Llama3RopeParameters(factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192))
         #expect(c.tieWordEmbeddings && c.kvHeadCount == 8 && c.headDim == 64)
         let plain = try config(#"{"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16, "rope_scaling": null}"#)
         #expect(plain.ropeTheta == 10000 && plain.ropeScaling == nil && plain.kvHeadCount == 2 && plain.headDim == 4)

@@ -73,6 +73,11 @@ import Testing
         let F = shape.forwardFLOPs(parameters: 1_572_864)
         #expect(abs(F - 29_925_888) / 29_925_888 < 1e-12)
         #expect(ForwardCost.leadingOrder.flopsPerToken(parameters: 1_572_864) == 3_145_728)
+        // The JSON form decodes back to the same cost.
+        for cost in [ForwardCost.leadingOrder, .shaped(shape)] {
+            let data = try! JSONEncoder().encode(cost)
+            #expect(try! JSONDecoder().decode(ForwardCost.self, from: data) == cost)
+        }
         // The correction terms vanish relative to 2N for large models.
         let big = 1e13
         #expect(abs(shape.forwardFLOPs(parameters: big) / (2 * big) - 1) < 0.01)
@@ -103,6 +108,13 @@ import Testing
                                     teacherTokens: 2e10, deltaLogits: 1, deltaPretraining: 1)
         #expect(close(one.totals(.teacherPretrainingAndInference).cached, eq9))
         #expect(close(one.totals(.teacherPretrainingAndInference).online, eq9))
+        // The curve over S: online grows by P + one student per student, cached by one student.
+        let curve = m.curve(.teacherInference, students: 1...6)
+        #expect(curve.count == 6 && curve[3].students == 4 && close(curve[3].cached, 4.4e19) && close(curve[3].online, 1.04e20))
+        for k in 1..<curve.count {
+            #expect(close(curve[k].online - curve[k - 1].online, 2e19 + 6e18))
+            #expect(close(curve[k].cached - curve[k - 1].cached, 6e18))
+        }
     }
 
     @Test func breakEvenHandValuesAndEdges() {
@@ -146,5 +158,6 @@ import Testing
         let m = MeasuredTeacherCost(tokens: 1_000, seconds: 50, flops: nil)
         #expect(m.seconds(forTokens: 4_000) == 200)
         #expect(MeasuredTeacherCost(tokens: 1_000).seconds(forTokens: 10) == nil)
+        #expect(MeasuredTeacherCost(tokens: 2_000, flops: 6e12).flops(forTokens: 500) == 1.5e12)
     }
 }

@@ -4,8 +4,10 @@ import ArgumentParser
 enum EngineCommands {
     static var top: [ParsableCommand.Type] { [
         TokenizeCommand.self,
+        LogitsCommand.self,
     ] }
     static var bench: [ParsableCommand.Type] { [
         BenchTokenizeCommand.self,
+        BenchForwardCommand.self,
     ] }
 }

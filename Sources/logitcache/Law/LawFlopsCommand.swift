@@ -44,17 +44,22 @@ struct LawFlopsCommand: ParsableCommand {
     var cacheReadFlops: Double = 0
     @Option(help: "Measured wall-clock seconds of the teacher pass.")
     var measuredTeacherSeconds: Double?
+    @Option(help: "Counted FLOPs of the teacher pass (instead of F(N_T) D_S for the break-even).")
+    var measuredTeacherFlops: Double?
     @Option(help: "Tokens that measured pass covered (default: D_S).")
     var measuredTeacherTokens: Quantity?
     @Option(help: "Measured seconds of writing the cache, beyond the teacher forward.")
     var cacheWriteSeconds: Double = 0
     @Option(help: "Measured seconds of reading the cache, per student.")
     var cacheReadSeconds: Double = 0
+    @Option(help: "Also print totals for 1…MAX students (the cached and online curves).")
+    var curve: Int?
     @Flag(help: "Print JSON.")
     var json = false
 
     func validate() throws {
         guard students >= 1 else { throw ValidationError("--students must be at least 1, got \(students)") }
+        if let curve, !(1...100_000).contains(curve) { throw ValidationError("--curve must be between 1 and 100000, got \(curve)") }
         let shape = [context, vocab, aspectRatio].compactMap { $0 }
         guard shape.isEmpty || shape.count == 3 else {
             throw ValidationError("--context, --vocab and --aspect-ratio go together")
@@ -64,17 +69,18 @@ struct LawFlopsCommand: ParsableCommand {
                           ("--cache-write-seconds", cacheWriteSeconds), ("--cache-read-seconds", cacheReadSeconds)] {
             guard v.isFinite, v >= 0 else { throw ValidationError("\(name) must be a non-negative number, got \(v)") }
         }
-        if let s = measuredTeacherSeconds, !(s.isFinite && s > 0) {
-            throw ValidationError("--measured-teacher-seconds must be positive, got \(s)")
+        for (name, v) in [("--measured-teacher-seconds", measuredTeacherSeconds), ("--measured-teacher-flops", measuredTeacherFlops)] {
+            if let v, !(v.isFinite && v > 0) { throw ValidationError("\(name) must be positive, got \(v)") }
         }
-        if measuredTeacherTokens != nil && measuredTeacherSeconds == nil {
-            throw ValidationError("--measured-teacher-tokens needs --measured-teacher-seconds")
+        if measuredTeacherTokens != nil && measuredTeacherSeconds == nil && measuredTeacherFlops == nil {
+            throw ValidationError("--measured-teacher-tokens needs --measured-teacher-seconds or --measured-teacher-flops")
         }
     }
 
-    struct SecondsBreakEven: Encodable {
-        var measured: MeasuredTeacherCost
-        var teacherPassSeconds: Double
+    /// Break-even from a measured teacher cost, scaled to the D_S tokens.
+    struct MeasuredBreakEven: Encodable {
+        var unit: String
+        var teacherPass: Double
         var overhead: CacheOverhead
         var breakEven: BreakEven
     }
@@ -85,7 +91,10 @@ struct LawFlopsCommand: ParsableCommand {
         var studentForwardPerToken: Double
         var scenarios: [ScenarioTotals]
         var breakEvenFLOPs: BreakEven
-        var breakEvenSeconds: SecondsBreakEven?
+        var measuredTeacherCost: MeasuredTeacherCost?
+        var measuredBreakEven: [MeasuredBreakEven]
+        /// Totals for 1…MAX students per inference-counting scenario, when --curve is given.
+        var curve: [ScenarioTotals]?
     }
 
     func run() throws {
@@ -101,17 +110,28 @@ struct LawFlopsCommand: ParsableCommand {
         let scenarios = DistillationScenario.allCases
             .filter { !$0.countsTeacherPretraining || teacherTokens != nil }
             .map(model.totals)
-        var seconds: SecondsBreakEven?
-        if let s = measuredTeacherSeconds {
-            let measured = MeasuredTeacherCost(tokens: measuredTeacherTokens?.value ?? studentTokens.value, seconds: s)
-            let pass = measured.seconds(forTokens: studentTokens.value) ?? s
-            let overhead = CacheOverhead(write: cacheWriteSeconds, readPerStudent: cacheReadSeconds)
-            seconds = SecondsBreakEven(measured: measured, teacherPassSeconds: pass, overhead: overhead,
-                                       breakEven: BreakEven(teacherPass: pass, overhead: overhead))
+        var measured: MeasuredTeacherCost?
+        var measuredBreakEven: [MeasuredBreakEven] = []
+        if measuredTeacherSeconds != nil || measuredTeacherFlops != nil {
+            let m = MeasuredTeacherCost(tokens: measuredTeacherTokens?.value ?? studentTokens.value,
+                                        seconds: measuredTeacherSeconds, flops: measuredTeacherFlops)
+            let DS = studentTokens.value
+            if let pass = m.seconds(forTokens: DS) {
+                let overhead = CacheOverhead(write: cacheWriteSeconds, readPerStudent: cacheReadSeconds)
+                measuredBreakEven.append(.init(unit: "seconds", teacherPass: pass, overhead: overhead,
+                                               breakEven: BreakEven(teacherPass: pass, overhead: overhead)))
+            }
+            if let pass = m.flops(forTokens: DS) {
+                measuredBreakEven.append(.init(unit: "FLOPs", teacherPass: pass, overhead: model.overhead,
+                                               breakEven: BreakEven(teacherPass: pass, overhead: model.overhead)))
+            }
+            measured = m
         }
         let out = Output(model: model, teacherForwardPerToken: model.teacherForward,
                          studentForwardPerToken: model.studentForward, scenarios: scenarios,
-                         breakEvenFLOPs: model.breakEven, breakEvenSeconds: seconds)
+                         breakEvenFLOPs: model.breakEven, measuredTeacherCost: measured,
+                         measuredBreakEven: measuredBreakEven,
+                         curve: curve.map { max in curveScenarios.flatMap { model.curve($0, students: 1...max) } })
         if json { try printJSON(out); return }
 
         switch forward {
@@ -128,11 +148,26 @@ struct LawFlopsCommand: ParsableCommand {
             print("\(name) \(String(format: "%14.4e  %14.4e  %12.3f", t.cached, t.online, t.online / t.cached))")
         }
         if teacherTokens == nil { print("(teacher-pretraining scenarios need --teacher-tokens)") }
-        print("")
-        print("break-even (FLOPs):   " + describe(model.breakEven))
-        if let seconds {
-            print("break-even (seconds): teacher pass \(String(format: "%.1f", seconds.teacherPassSeconds)) s over D_S; " + describe(seconds.breakEven))
+        if let curve {
+            for scenario in curveScenarios {
+                print("")
+                print("\(scenario.rawValue) against S:")
+                print("   S    cached FLOPs    online FLOPs")
+                for t in model.curve(scenario, students: 1...curve) {
+                    print(String(format: "%4d  %14.4e  %14.4e", t.students, t.cached, t.online))
+                }
+            }
         }
+        print("")
+        print("break-even (modelled FLOPs): " + describe(model.breakEven))
+        for m in measuredBreakEven {
+            print("break-even (measured \(m.unit)): teacher pass \(sci(m.teacherPass)) \(m.unit) over D_S; " + describe(m.breakEven))
+        }
+    }
+
+    /// The scenarios in which the cache makes a difference (teacher logits are paid for).
+    private var curveScenarios: [DistillationScenario] {
+        teacherTokens == nil ? [.teacherInference] : [.teacherInference, .teacherPretrainingAndInference]
     }
 
     private func describe(_ b: BreakEven) -> String {

@@ -22,10 +22,11 @@ struct TargetConverter {
     func rows(_ w: Window, from tb: TargetBatch, base: Int) -> WindowRows {
         let n = w.length, off = w.firstToken - base, K = k
         var out = WindowRows(inputIDs: Array(tb.inputIDs[off..<(off + n)]), labels: [Int32](repeating: -1, count: n),
-                             ids: [Int32](repeating: -1, count: n * K), weights: [Float](repeating: 0, count: n * K),
+                             ids: [], weights: [],
                              tail: [Float](repeating: 0, count: n), counts: [Int32](repeating: 0, count: n))
         for t in 0..<n where w.firstToken + t + 1 < w.sequenceEnd { out.labels[t] = tb.inputIDs[off + t + 1] }
         if mode == .sampled {
+            out.ids = .init(repeating: -1, count: n * K); out.weights = .init(repeating: 0, count: n * K)
             for t in 0..<n {
                 let q = tb.sampleOffsets[off + t]..<tb.sampleOffsets[off + t + 1]
                 var N: UInt64 = 0
@@ -39,21 +40,27 @@ struct TargetConverter {
             return out
         }
         let kd = tb.k   // decoded row width (== k)
-        tb.entryLogProbs.withUnsafeBufferPointer { lp in
-        tb.entryIDs.withUnsafeBufferPointer { eid in
-        out.ids.withUnsafeMutableBufferPointer { oid in
-        out.weights.withUnsafeMutableBufferPointer { ow in
-            for t in 0..<n {
-                let r = off + t, c = Int(tb.entryCounts[r])
-                out.counts[t] = Int32(c)
-                if c == 0 { if mode == .tail { out.tail[t] = 1 }; continue }
-                let l = lp.baseAddress! + r * kd, ids = eid.baseAddress! + r * kd
-                let o = ow.baseAddress! + t * K
-                // Safe because c <= k = kd (the reader clamps counts to the prefix) and rows are K wide.
-                (oid.baseAddress! + t * K).update(from: ids, count: c)
-                out.tail[t] = fill(o, l, c)
-            }
-        }}}}
+        // Filled row by row below (every slot written), so no zero-fill first.
+        out.ids = [Int32](unsafeUninitializedCapacity: n * K) { oid, count in
+        out.weights = [Float](unsafeUninitializedCapacity: n * K) { ow, wcount in
+            tb.entryLogProbs.withUnsafeBufferPointer { lp in
+            tb.entryIDs.withUnsafeBufferPointer { eid in
+                for t in 0..<n {
+                    let r = off + t, c = Int(tb.entryCounts[r])
+                    // Safe because c <= k = kd (the reader clamps counts to the prefix) and rows are K wide.
+                    let oi = oid.baseAddress! + t * K, o = ow.baseAddress! + t * K
+                    out.counts[t] = Int32(c)
+                    oi.update(from: eid.baseAddress! + r * kd, count: c)
+                    (oi + c).update(repeating: -1, count: K - c)
+                    (o + c).update(repeating: 0, count: K - c)
+                    if c == 0 { if mode == .tail { out.tail[t] = 1 }; continue }
+                    out.tail[t] = fill(o, lp.baseAddress! + r * kd, c)
+                }
+            }}
+            wcount = n * K
+        }
+            count = n * K
+        }
         return out
     }
 

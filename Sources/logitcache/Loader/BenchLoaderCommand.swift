@@ -51,11 +51,12 @@ struct BenchLoaderCommand: ParsableCommand {
             func m(_ x: Any?) -> String { String(format: "%.2f M", (x as? Double ?? 0) / 1e6) }
             func mb(_ x: Any?) -> String { String(format: "%.1f MiB", Double(x as? Int ?? 0) / 1_048_576) }
             print("student loader, K=64 synthetic cache (\(dir)), B=\(batch) T=\(context), renormalised targets, one epoch")
-            print("  k   threads  loader tok/s  bare reader tok/s (1 thread)  ratio  anon RSS peak  RSS")
+            func col(_ s: String, _ w: Int) -> String { s.count >= w ? s + " " : s + String(repeating: " ", count: w - s.count) }
+            print("  " + col("k", 4) + col("threads", 9) + col("loader tok/s", 14) + col("bare reader tok/s", 19) + col("ratio", 8) + col("anon RSS peak", 15) + "RSS")
             for r in rows {
-                print(String(format: "  %-3d %-8d %-13@ %-29@ %.2fx  %-14@ %@", r["k"] as? Int ?? 0, r["threads"] as? Int ?? 0,
-                             m(r["tokens_per_s"]), m(r["bare_reader_tokens_per_s"]), r["ratio_vs_bare_reader"] as? Double ?? 0,
-                             mb(r["anon_peak_bytes"]), mb(r["rss_bytes"])))
+                print("  " + col("\(r["k"] ?? "")", 4) + col("\(r["threads"] ?? "")", 9) + col(m(r["tokens_per_s"]), 14)
+                      + col(m(r["bare_reader_tokens_per_s"]), 19) + col(String(format: "%.2fx", r["ratio_vs_bare_reader"] as? Double ?? 0), 8)
+                      + col(mb(r["anon_peak_bytes"]), 15) + mb(r["rss_bytes"]))
             }
             print("  \(processes) processes at once, k=64, 1 thread each: aggregate \(m(multi["aggregate_tokens_per_s"])) tokens/s, anon RSS per process \(mb(multi["anon_peak_bytes_max"])) (max), RSS per process \(mb(multi["rss_bytes_max"])) (max, includes shared page cache)")
             print("  targets: >= 1 M tokens/s per decode thread at k=64; memory bounded by prefetch depth and shuffle buffer")

@@ -33,6 +33,14 @@ public final class Batch {
 
     public init() {}
 
+    /// FNV-1a 64 over the little-endian bytes of every array, for comparing loaders and runs.
+    public var digest: UInt64 {
+        var bytes: [UInt8] = []
+        func eat<E>(_ a: [E]) { a.withUnsafeBytes { bytes += $0 } }
+        eat(windows); eat(inputIDs); eat(labels); eat(targetIDs); eat(targetWeights); eat(tailMass); eat(entryCounts)
+        return fnv1a(bytes)
+    }
+
     func shape(B: Int, T: Int, k: Int) {
         if batchSize != B || contextLength != T || self.k != k {
             batchSize = B; contextLength = T; self.k = k

@@ -102,7 +102,7 @@ struct BenchLoaderCommand: ParsableCommand {
 
     /// `processes` workers of this executable on the same cache at once.
     private func processesRun(_ dir: String) throws -> [String: Any] {
-        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        let exe = Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
         var ps: [(Process, Pipe)] = []
         let t0 = Date()
         for _ in 0..<processes {

@@ -56,7 +56,7 @@ struct BatchesCommand: ParsableCommand {
             for _ in 0..<n {
                 try loader.next(into: b)
                 if json {
-                    var o: [String: Any] = ["epoch": b.epoch, "index": b.index, "tokens": b.tokenCount, "digest": hex16(digest(b))]
+                    var o: [String: Any] = ["epoch": b.epoch, "index": b.index, "tokens": b.tokenCount, "digest": hex16(b.digest)]
                     o["windows"] = b.windows.map { Int($0) }
                     o["input_ids"] = b.inputIDs.map { Int($0) }
                     o["labels"] = b.labels.map { Int($0) }
@@ -66,19 +66,9 @@ struct BatchesCommand: ParsableCommand {
                     o["counts"] = b.entryCounts.map { Int($0) }
                     printJSON(o)
                 } else {
-                    print("epoch \(b.epoch) batch \(b.index): \(b.tokenCount) tokens, windows \(b.windows.map(String.init).joined(separator: ",")), digest \(hex16(digest(b)))")
+                    print("epoch \(b.epoch) batch \(b.index): \(b.tokenCount) tokens, windows \(b.windows.map(String.init).joined(separator: ",")), digest \(hex16(b.digest))")
                 }
             }
         } catch let e as ValidationError { throw e } catch { throw fail(error) }
     }
-}
-
-/// FNV-1a 64 over every array of a batch (little-endian bytes), for comparing loaders.
-func digest(_ b: Batch) -> UInt64 {
-    var h: UInt64 = 0xCBF2_9CE4_8422_2325
-    func eat<E>(_ a: [E]) {
-        a.withUnsafeBytes { for x in $0 { h = (h ^ UInt64(x)) &* 0x100_0000_01B3 } }
-    }
-    eat(b.windows); eat(b.inputIDs); eat(b.labels); eat(b.targetIDs); eat(b.targetWeights); eat(b.tailMass); eat(b.entryCounts)
-    return h
 }

@@ -18,6 +18,14 @@ extension ModelConfig {
         return try ModelConfig(json: json, file: "(built config)")
     }
 
+    /// Writes ``jsonObject`` to `path` atomically (as `config.json` for a model directory).
+    public func write(to path: String) throws(CheckpointError) {
+        let bytes = Array((JSONValue.object(jsonObject).serialized + "\n").utf8)
+        try SafetensorsWriter.writeAtomically(to: path) { fd in
+            bytes.withUnsafeBytes { SafetensorsWriter.writeAll(fd, $0) }
+        }
+    }
+
     /// The config as transformers 5.x writes `config.json` (`rope_parameters`, `head_dim`),
     /// readable by `from_pretrained` and by ``init(path:)``.
     public var jsonObject: [String: JSONValue] {

@@ -1,9 +1,12 @@
 #if canImport(Glibc)
 import Glibc
+private let systemWrite = Glibc.write
 #elseif canImport(Musl)
 import Musl
+private let systemWrite = Musl.write
 #elseif canImport(Darwin)
 import Darwin
+private let systemWrite = Darwin.write
 #endif
 
 /// Writes safetensors files that transformers' `from_pretrained` and `safetensors.safe_open`
@@ -54,6 +57,20 @@ public enum SafetensorsWriter {
         var json = Array(JSONValue.object(header).serialized.utf8)
         while (8 + json.count) % 8 != 0 { json.append(UInt8(ascii: " ")) }
 
+        var length = UInt64(json.count).littleEndian
+        try writeAtomically(to: path) { fd in
+            var failure = withUnsafeBytes(of: &length) { writeAll(fd, $0) }
+            if failure == 0 { failure = json.withUnsafeBytes { writeAll(fd, $0) } }
+            for t in tensors where failure == 0 {
+                failure = writeValues(fd, t)
+            }
+            return failure
+        }
+    }
+
+    /// Creates `path` atomically: `body` writes a temporary file in the same directory (returning
+    /// 0 or a `write` errno), which is fsynced and renamed over `path`; then the directory is fsynced.
+    static func writeAtomically(to path: String, _ body: (Int32) -> Int32) throws(CheckpointError) {
         let temporary = path + ".tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw .system(file: temporary, call: "open", errno: errno) }
@@ -62,12 +79,7 @@ public enum SafetensorsWriter {
             close(fd)
             if !ok { unlink(temporary) }
         }
-        var length = UInt64(json.count).littleEndian
-        var failure = withUnsafeBytes(of: &length) { writeAll(fd, $0) }
-        if failure == 0 { failure = json.withUnsafeBytes { writeAll(fd, $0) } }
-        for t in tensors where failure == 0 {
-            failure = writeValues(fd, t)
-        }
+        let failure = body(fd)
         guard failure == 0 else { throw .system(file: temporary, call: "write", errno: failure) }
         guard fsync(fd) == 0 else { throw .system(file: temporary, call: "fsync", errno: errno) }
         guard rename(temporary, path) == 0 else { throw .system(file: path, call: "rename", errno: errno) }
@@ -100,11 +112,11 @@ public enum SafetensorsWriter {
     }
 
     /// Writes the whole buffer, retrying short writes; returns 0 or the errno of `write`.
-    private static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) -> Int32 {
+    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) -> Int32 {
         var done = 0
         while done < buffer.count, let base = buffer.baseAddress {
             // Safe because done < buffer.count, so the pointer and length stay inside buffer.
-            let n = Glibc.write(fd, base + done, buffer.count - done)
+            let n = systemWrite(fd, base + done, buffer.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
                 return errno

@@ -3,8 +3,8 @@
 //   backward  dX = dY · W        dY (M,N), W (N,K) -> dX (M,K)
 //             dW = dYᵀ · X       dY (M,N), X (M,K) -> dW (N,K)
 // The right-hand operand is always a PackedMatrix (panels of gemmNR columns of the product,
-// each [K][gemmNR]); the left-hand operand is packed per cache block into micro-panels of
-// gemmMR rows ([kc][gemmMR]). The micro-kernel keeps a gemmMR x gemmNR tile of C in SIMD
+// each [K][gemmNR]); the left-hand operand is packed per block of rows into micro-panels of
+// gemmMR rows ([K][gemmMR]). The micro-kernel keeps a gemmMR x gemmNR tile of C in SIMD
 // registers. Every C element is reduced over K in the same order (kc blocks ascending, k
 // ascending inside) whatever the threading, so results are identical for any thread count.
 
@@ -12,10 +12,11 @@
 @usableFromInline let gemmMR = 6
 /// Columns of the register tile: two SIMD16 vectors; also the packed panel width.
 @usableFromInline let gemmNR = 32
-/// Largest reduction block: a kc x NR slice of B (32 KiB) stays in L1.
-@usableFromInline let gemmKCMax = 256
-/// Rows of A packed per block (kept in L2 while B panels stream past).
-@usableFromInline let gemmMC = 144
+/// Largest reduction block. Measured on AVX-512 (Sapphire Rapids): long blocks win — C is
+/// loaded and stored once per block, and a K x NR slice of B sits comfortably in L2.
+@usableFromInline let gemmKCMax = 1024
+/// Most rows of A packed per block (B panels stream past them).
+@usableFromInline let gemmMC = 516
 
 @usableFromInline typealias F16 = SIMD16<Float>
 
@@ -34,32 +35,43 @@ func gemmBlockK(_ K: Int) -> Int {
     @usableFromInline let transposed: Bool
 }
 
-/// Packs rows i0..<i0+mc, reduction indices k0..<k0+kc of A into micro-panels.
-/// dst (⌈mc/MR⌉, kc, MR); rows past mc are zero.
+/// Packs rows i0..<i0+mc of op(A), all K columns, into micro-panels of gemmMR rows.
+/// dst (⌈mc/MR⌉, K, MR); rows past mc are zero. A reduction block k0..<k0+kc of micro-panel
+/// r then starts at dst + r·MR·K + k0·MR.
 @inline(__always)
-func gemmPackA(_ a: GemmA, _ i0: Int, _ mc: Int, _ k0: Int, _ kc: Int, _ dst: UnsafeMutablePointer<Float>) {
+func gemmPackA(_ a: GemmA, _ i0: Int, _ mc: Int, _ K: Int, _ dst: UnsafeMutablePointer<Float>) {
     let MR = gemmMR
     var r0 = 0
     while r0 < mc {
         let h = min(MR, mc - r0)
-        let panel = dst + r0 * kc
+        let panel = dst + r0 * K
         if a.transposed {
-            for kk in 0..<kc {
-                // Safe because (k0+kk, i0+r0+r) lies inside the (K,M) source for r < h.
-                let src = a.base + (k0 + kk) * a.ld + i0 + r0
+            for kk in 0..<K {
+                // Safe because (kk, i0+r0+r) lies inside the (K,M) source for r < h.
+                let src = a.base + kk * a.ld + i0 + r0
                 let out = panel + kk * MR
                 for r in 0..<h { out[r] = src[r] }
                 for r in h..<MR { out[r] = 0 }
             }
+        } else if h == MR {
+            // Six row streams in, one sequential stream out (wrapping arithmetic: the indices
+            // are bounded by the buffer sizes, so no overflow checks are needed).
+            // Safe because rows i0+r0 ..< i0+r0+6 are < M and kk < K keep reads inside A.
+            let s0 = a.base + (i0 + r0) * a.ld
+            let s1 = s0 + a.ld, s2 = s1 + a.ld, s3 = s2 + a.ld, s4 = s3 + a.ld, s5 = s4 + a.ld
+            var out = panel
+            for kk in 0..<K {
+                out[0] = s0[kk]; out[1] = s1[kk]; out[2] = s2[kk]
+                out[3] = s3[kk]; out[4] = s4[kk]; out[5] = s5[kk]
+                out += MR
+            }
         } else {
             for r in 0..<h {
-                // Safe because row i0+r0+r < M and k0+kc <= K keep reads inside A.
-                let src = a.base + (i0 + r0 + r) * a.ld + k0
-                for kk in 0..<kc { panel[kk * MR + r] = src[kk] }
+                // Safe because row i0+r0+r < M and kk < K keep reads inside A.
+                let src = a.base + (i0 + r0 + r) * a.ld
+                for kk in 0..<K { panel[kk &* MR &+ r] = src[kk] }
             }
-            if h < MR {
-                for kk in 0..<kc { for r in h..<MR { panel[kk * MR + r] = 0 } }
-            }
+            for kk in 0..<K { for r in h..<MR { panel[kk &* MR &+ r] = 0 } }
         }
         r0 += MR
     }
@@ -137,59 +149,78 @@ func gemmKernel(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
     }
 }
 
-/// Single-threaded block product: C[rows, panels] (+)= A[rows, :] · B[:, panels].
-/// a: rows `rows` of op(A) (M,K); b: packed (N,K); c points at C element
-/// (rows.lowerBound, panels.lowerBound·NR), row stride ldc; bias (N) or nil;
-/// scratch (gemmMC · gemmKCMax) floats, 64-byte aligned.
+/// Single-threaded product of packed operands: C[0..<mc, panels] (+)= Ap · B[:, panels].
+/// ap: op(A) rows packed by gemmPackA (⌈mc/MR⌉, K, MR); b: packed (N,K); c points at C
+/// element (first row, panels.lowerBound·NR), row stride ldc; bias (N) or nil.
 @usableFromInline
-func gemmBlock(_ a: GemmA, rows: Range<Int>, _ b: PackedMatrix, panels: Range<Int>,
-               _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool,
-               bias: UnsafePointer<Float>?, scratch: UnsafeMutablePointer<Float>) {
+func gemmPacked(_ ap: UnsafePointer<Float>, mc: Int, _ b: PackedMatrix, panels: Range<Int>,
+                _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, bias: UnsafePointer<Float>?) {
     let K = b.columns, N = b.rows, NR = gemmNR
     if K == 0 {
         let n0 = panels.lowerBound * NR
-        for i in 0..<rows.count {
+        for i in 0..<mc {
             for n in n0..<min(N, panels.upperBound * NR) {
-                // Safe because i < rows.count and n < N index inside C's block and bias.
+                // Safe because i < mc and n < N index inside C's block and bias.
                 if !accumulate { c[i * ldc + n - n0] = bias?[n] ?? 0 }
             }
         }
         return
     }
     let kcBlock = gemmBlockK(K)
-    var ic = rows.lowerBound
-    while ic < rows.upperBound {
-        let mc = min(gemmMC, rows.upperBound - ic)
-        var pc = 0
-        while pc < K {
-            let kc = min(kcBlock, K - pc)
-            gemmPackA(a, ic, mc, pc, kc, scratch)
-            let load = accumulate || pc > 0
-            let blockBias = pc == 0 ? bias : nil
-            for p in panels {
-                // Safe because p < panelCount and pc+kc <= K stay inside the packed storage.
-                let bp = b.storage + p * K * NR + pc * NR
-                let n0 = p * NR
-                let nValid = min(NR, N - n0)
-                // cTile: C element (ic, n0) relative to c's origin.
-                let cTile = c + (ic - rows.lowerBound) * ldc + (n0 - panels.lowerBound * NR)
-                var ir = 0
-                while ir < mc {
-                    gemmKernel(kc, scratch + ir * kc, bp, cTile + ir * ldc, ldc,
-                               min(gemmMR, mc - ir), nValid, load, blockBias.map { $0 + n0 })
-                    ir += gemmMR
-                }
+    var pc = 0
+    while pc < K {
+        let kc = min(kcBlock, K - pc)
+        let load = accumulate || pc > 0
+        let blockBias = pc == 0 ? bias : nil
+        for p in panels {
+            // Safe because p < panelCount and pc+kc <= K stay inside the packed storage.
+            let bp = b.storage + p * K * NR + pc * NR
+            let n0 = p * NR
+            let nValid = min(NR, N - n0)
+            let cPanel = c + (n0 - panels.lowerBound * NR)
+            var ir = 0
+            while ir < mc {
+                // Safe because micro-panel ir/MR holds K·MR packed floats and row ir < mc.
+                gemmKernel(kc, ap + ir * K + pc * gemmMR, bp, cPanel + ir * ldc, ldc,
+                           min(gemmMR, mc - ir), nValid, load, blockBias.map { $0 + n0 })
+                ir += gemmMR
             }
-            pc += kc
         }
-        ic += mc
+        pc += kc
     }
 }
 
-/// Allocates the per-task packing scratch for gemmBlock and passes it to `body`.
+/// Rows per packed block of A for reduction length K: about 2 MiB of packed A, a multiple
+/// of MR, at least 4·MR, at most gemmMC.
 @inline(__always)
-func withGemmScratch<R>(_ body: (UnsafeMutablePointer<Float>) -> R) -> R {
-    let n = gemmMC * gemmKCMax
+func gemmRowBlock(_ K: Int) -> Int {
+    let rows = (1 << 19) / max(1, K) / gemmMR * gemmMR
+    return max(4 * gemmMR, min(gemmMC, rows))
+}
+
+/// Single-threaded block product: C[rows, panels] (+)= op(A)[rows, :] · B[:, panels], packing
+/// A block by block. c points at C element (rows.lowerBound, panels.lowerBound·NR).
+@usableFromInline
+func gemmBlock(_ a: GemmA, rows: Range<Int>, _ b: PackedMatrix, panels: Range<Int>,
+               _ c: UnsafeMutablePointer<Float>, _ ldc: Int, accumulate: Bool, bias: UnsafePointer<Float>?) {
+    let K = b.columns
+    let mcMax = min(gemmRowBlock(K), (rows.count + gemmMR - 1) / gemmMR * gemmMR)
+    withGemmScratch(mcMax * K) { ap in
+        var ic = rows.lowerBound
+        while ic < rows.upperBound {
+            let mc = min(mcMax, rows.upperBound - ic)
+            gemmPackA(a, ic, mc, K, ap)
+            gemmPacked(ap, mc: mc, b, panels: panels, c + (ic - rows.lowerBound) * ldc, ldc,
+                       accumulate: accumulate, bias: bias)
+            ic += mc
+        }
+    }
+}
+
+/// Allocates `count` floats of 64-byte aligned scratch and passes them to `body`.
+@inline(__always)
+func withGemmScratch<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+    let n = max(16, count)
     // Safe because the buffer is bound to Float, used only inside body and freed after.
     let p = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64).bindMemory(to: Float.self, capacity: n)
     defer { p.deallocate() }
@@ -201,16 +232,16 @@ func withGemmScratch<R>(_ body: (UnsafeMutablePointer<Float>) -> R) -> R {
 /// each element's arithmetic is the same.
 @inline(__always)
 func gemmParallel(_ M: Int, _ b: PackedMatrix, _ pool: ThreadPool,
-                  _ body: (Range<Int>, Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+                  _ body: (Range<Int>, Range<Int>) -> Void) {
     let T = pool.threadCount
     let rowTiles = (M + gemmMR - 1) / gemmMR
     if T == 1 || rowTiles >= 4 * T || b.panelCount < 2 * T {
         pool.parallelFor(M, granule: gemmMR) { rows in
-            withGemmScratch { body(rows, 0..<b.panelCount, $0) }
+            body(rows, 0..<b.panelCount)
         }
     } else {
         pool.parallelFor(b.panelCount) { panels in
-            withGemmScratch { body(0..<M, panels, $0) }
+            body(0..<M, panels)
         }
     }
 }
@@ -236,11 +267,11 @@ public func gemm(rows M: Int, a: UnsafePointer<Float>, lda: Int, transposeA: Boo
     precondition(lda >= (transposeA ? M : b.columns) && ldc >= b.rows, "gemm: leading dimension too small")
     guard M > 0, b.rows > 0 else { return }
     let op = GemmA(base: a, ld: lda, transposed: transposeA)
-    gemmParallel(M, b, pool) { rows, panels, scratch in
+    gemmParallel(M, b, pool) { rows, panels in
         // Safe because rows < M and panels·NR < N + NR address C's block origin inside C.
         let origin = c + rows.lowerBound * ldc + panels.lowerBound * gemmNR
         gemmBlock(op, rows: rows, b, panels: panels, origin, ldc, accumulate: accumulate,
-                  bias: accumulate ? nil : bias, scratch: scratch)
+                  bias: accumulate ? nil : bias)
     }
 }
 

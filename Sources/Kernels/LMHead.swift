@@ -1,10 +1,14 @@
-/// Vocabulary columns per tile of the fused head (a multiple of the GEMM panel width).
-@usableFromInline let lmHeadTileV = 1024
+/// Vocabulary columns per tile of the fused head (a multiple of the GEMM panel width): the
+/// logits tile of a row block stays in L2 between the GEMM writing it and the scan reading it.
+@usableFromInline let lmHeadTileV = 512
+/// Positions per block of the fused head (a multiple of the register tile height): the whole
+/// weight streams past once per block, so blocks are as large as L2 allows.
+@usableFromInline let lmHeadRowBlock = 516
 
 /// LM head fused with per-position top-K and logsumexp over the full vocabulary.
 ///
-/// Computes logits = scale · (hidden · Wᵀ) tile by tile over the vocabulary (at most
-/// 144 × 1024 floats per thread exist at once), keeping per row the `k` largest logits and a
+/// Computes logits = scale · (hidden · Wᵀ) tile by tile over the vocabulary (a block of
+/// positions × one vocabulary tile per thread exists at once), keeping per row the `k` largest logits and a
 /// running logsumexp; the full (rows, V) logits never exist. The logits are bit-identical to
 /// ``matmulForward(out:input:weight:bias:rows:pool:)`` followed by
 /// ``topKLogsumexp(logits:rows:vocab:k:topIds:topLogits:logsumexp:pool:)`` (times `scale`).
@@ -38,16 +42,15 @@ public func lmHeadTopK(hidden: UnsafePointer<Float>, rows T: Int, weight: Packed
     let op = GemmA(base: hidden, ld: C, transposed: false)
     let tileV = lmHeadTileV, panelsPerTile = tileV / gemmNR
     let wanted = targetLogits != nil ? targets : nil
+    let ldt = tileV + 16  // padded: a power-of-two row stride would alias in the caches
     pool.parallelFor(T, granule: gemmMR) { rows in
-        withGemmScratch { scratch in
-            let tileCount = gemmMC * tileV
-            // tile (gemmMC, tileV); safe because it is bound to Float and freed below.
-            let tile = UnsafeMutableRawPointer.allocate(byteCount: tileCount * 4, alignment: 64)
-                .bindMemory(to: Float.self, capacity: tileCount)
-            defer { tile.deallocate() }
+        let rowBlock = min(lmHeadRowBlock, (rows.count + gemmMR - 1) / gemmMR * gemmMR)
+        // ap: packed rows of hidden (⌈rowBlock/MR⌉, C, MR); tile (rowBlock, ldt) logits.
+        withGemmScratch(rowBlock * C) { ap in withGemmScratch(rowBlock * ldt) { tile in
             var r0 = rows.lowerBound
             while r0 < rows.upperBound {
-                let rb = r0..<min(rows.upperBound, r0 + gemmMC)
+                let rb = r0..<min(rows.upperBound, r0 + rowBlock)
+                gemmPackA(op, r0, rb.count, C, ap)
                 var accs = [TopKAccumulator]()
                 accs.reserveCapacity(rb.count)
                 // Safe because r < T keeps each accumulator inside its own output row.
@@ -57,10 +60,9 @@ public func lmHeadTopK(hidden: UnsafePointer<Float>, rows T: Int, weight: Packed
                     let panels = p0..<min(weight.panelCount, p0 + panelsPerTile)
                     let n0 = p0 * gemmNR
                     let width = min(V, panels.upperBound * gemmNR) - n0
-                    gemmBlock(op, rows: rb, weight, panels: panels, tile, tileV, accumulate: false,
-                              bias: nil, scratch: scratch)
+                    gemmPacked(ap, mc: rb.count, weight, panels: panels, tile, ldt, accumulate: false, bias: nil)
                     for (i, r) in rb.enumerated() {
-                        let row = tile + i * tileV
+                        let row = tile + i * ldt
                         if scale != 1 { mapSIMD(row, row, width) { $0 * scale } }
                         if let wanted, let targetLogits {
                             let id = Int(wanted[r])
@@ -74,6 +76,6 @@ public func lmHeadTopK(hidden: UnsafePointer<Float>, rows T: Int, weight: Packed
                 for (i, r) in rb.enumerated() { lse[r] = accs[i].logsumexp }
                 r0 = rb.upperBound
             }
-        }
+        }}
     }
 }

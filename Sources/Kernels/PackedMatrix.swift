@@ -77,6 +77,16 @@ public final class PackedMatrix: @unchecked Sendable {
                     if width < NR {
                         for k in 0..<K { for j in width..<NR { panel[k * NR + j] = 0 } }
                     }
+                case .transposed where type == .float32 && width == NR:
+                    for k in 0..<K {
+                        // Safe because column k of W holds rows n0..<n0+32 contiguously and the
+                        // panel row has 32 floats: two unaligned 16-lane copies.
+                        let src = source + (k * ld + n0) * 4
+                        let out = UnsafeMutableRawPointer(panel + k * NR)
+                        out.storeBytes(of: src.loadUnaligned(as: SIMD16<Float>.self), as: SIMD16<Float>.self)
+                        out.storeBytes(of: src.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self),
+                                       toByteOffset: 64, as: SIMD16<Float>.self)
+                    }
                 case .transposed:
                     for k in 0..<K {
                         let out = panel + k * NR

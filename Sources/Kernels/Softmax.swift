@@ -13,8 +13,10 @@ func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     let raw = UnsafeRawPointer(x)
     var i = 0
     while i + 16 <= n {
-        // Safe because i+16 <= n elements exist.
-        m = pointwiseMax(m, raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
+        // Safe because i+16 <= n elements exist. (A compare+blend: `pointwiseMax` goes lane
+        // by lane for its NaN rules.)
+        let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+        m = m.replacing(with: v, where: v .> m)
         i += 16
     }
     var r = m.max()

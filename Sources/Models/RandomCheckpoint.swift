@@ -71,21 +71,8 @@ public enum RandomCheckpoint {
             constant("transformer.ln_f.bias", C, 0)
             if !c.tieWordEmbeddings { matrix("lm_head.weight", V, C, fanIn: C) }
         }
-        try writeConfig(c, to: directory + "/config.json")
+        try c.write(to: directory + "/config.json")
         try SafetensorsWriter.write(entries, metadata: ["format": "pt"], to: directory + "/model.safetensors")
-    }
-
-    static func writeConfig(_ c: ModelConfig, to path: String) throws(CheckpointError) {
-        let text = JSONValue.object(c.jsonObject).serialized + "\n"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw .system(file: path, call: "open", errno: errno) }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        let written = bytes.withUnsafeBytes { buffer in
-            // Safe because the config text is non-empty, so baseAddress exists.
-            Glibc.write(fd, buffer.baseAddress!, buffer.count)
-        }
-        guard written == bytes.count else { throw .system(file: path, call: "write", errno: errno) }
     }
 }
 
@@ -105,9 +92,3 @@ struct SplitMix64 {
         Float(next() >> 40) * 0x1p-23 - 1
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -8,6 +8,7 @@ enum EngineCommands {
     ] }
     static var bench: [ParsableCommand.Type] { [
         BenchTokenizeCommand.self,
+        BenchGemmCommand.self,
         BenchForwardCommand.self,
     ] }
 }

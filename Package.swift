@@ -35,11 +35,12 @@ let package = Package(
         .target(name: "ScalingLaws"),
         .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
+        .target(name: "StudentLoader", dependencies: ["ShardFormat"], swiftSettings: native),
 
         .executableTarget(
             name: "logitcache",
             dependencies: [
-                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass",
+                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass", "StudentLoader",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),
@@ -51,6 +52,7 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass", "Capture", "Checkpoints", "Models", "ShardFormat", "Kernels"], swiftSettings: native),
+        .testTarget(name: "StudentLoaderTests", dependencies: ["StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
                     exclude: ["Fixtures"], swiftSettings: native),

@@ -9,7 +9,7 @@ import Testing
     static func smallCache(_ tag: String) throws -> String {
         let dir = freshDirectory(tag)
         let g = TeacherLikeGenerator(vocabularySize: 300, k: 6, seed: 5, draws: 4)
-        try writeCache(dir, (0..<3).map { g.sequence($0, length: 7) }, vocab: 300, k: 6, samples: 4,
+        try writeCache(dir, (0..<2).map { g.sequence($0, length: 5) }, vocab: 300, k: 6, samples: 4,
                        options: WriterOptions(blockTokens: 4, targetShardBytes: 1))
         return dir
     }
@@ -27,7 +27,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(CacheVerifier.verify(directory: dir).isSound)
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
-        #expect(files.count == 4)   // two shards, the partition manifest and manifest.json
+        #expect(files.count == 4)   // two shards (one per sequence), the partition manifest and manifest.json
         var undetected: [String] = [], readerAccepted: [String] = []
         for name in files {
             let path = dir + "/" + name

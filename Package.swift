@@ -37,11 +37,12 @@ let package = Package(
         .target(name: "ScalingLaws"),
         .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["CXXHash", "ShardFormat"]),
+        .target(name: "StudentLoader", dependencies: ["ShardFormat"], swiftSettings: native),
 
         .executableTarget(
             name: "logitcache",
             dependencies: [
-                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws",
+                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "StudentLoader",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),
@@ -53,6 +54,7 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass"]),
+        .testTarget(name: "StudentLoaderTests", dependencies: ["StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
                     exclude: ["Fixtures"], swiftSettings: native),

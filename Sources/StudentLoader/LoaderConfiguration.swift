@@ -1,0 +1,156 @@
+import Foundation
+import ShardFormat
+
+/// How teacher entries become the weights a distillation loss reads.
+///
+/// The layouts match `DistillationTargets` in `Sources/Kernels/Losses.swift`, so a trainer
+/// passes a ``Batch``'s buffers straight through: ``renormalized`` and ``sampled`` are the
+/// `.sparse` kind (weights sum to one over the row), ``tail`` is `.sparseWithTail` (exact
+/// probabilities plus the uncovered mass in ``Batch/tailMass``).
+public enum TargetMode: String, Sendable, Codable, CaseIterable {
+    /// Top-k probabilities renormalised to sum to one: `w_i = p_i^(1/τ) / Σ_{j<k} p_j^(1/τ)`.
+    /// Exact for the truncated distribution at any τ.
+    case renormalized
+    /// Exact top-k probabilities and the uncovered mass `1 − Σ p_i` as one extra class.
+    ///
+    /// At τ = 1 this is exact. At τ ≠ 1 the full-vocabulary normaliser at τ is unknown, because
+    /// the stored entries do not say how the uncovered mass m is spread. We treat it as
+    /// `m / p_min` ids each holding the smallest stored probability `p_min` — the most
+    /// concentrated spread consistent with the descending order — so its tempered total is
+    /// `m · p_min^(1/τ − 1)`; head and tail are then normalised together. For τ > 1 this is a
+    /// lower bound of the true tempered tail (p^(1/τ) is concave), for τ < 1 an upper bound.
+    /// A row without entries gets tail 1.
+    case tail
+    /// Sampled ids with the unbiased estimator weights `count / N` (N = the row's draws).
+    /// Needs a cache with samples; τ must be 1 (draws were taken at the capture temperature).
+    case sampled
+}
+
+/// What to do with the windows that do not fill equal parts for every rank and whole batches.
+public enum RemainderPolicy: String, Sendable, Codable {
+    /// Pad with empty windows (every label −1, so losses skip them): every window is seen
+    /// exactly once per epoch and every rank gets the same number of batches.
+    case pad
+    /// Drop them: each rank keeps as many windows as the smallest rank has, in whole batches.
+    /// The dropped windows differ from epoch to epoch because the order does.
+    case drop
+}
+
+/// Settings of a ``StudentLoader``. Every field that changes the order or the contents of
+/// batches is part of ``fingerprint``, which a ``LoaderState`` must match on resume.
+public struct LoaderConfiguration: Sendable, Codable, Equatable {
+    /// B: windows per batch.
+    public var batchSize: Int
+    /// T: tokens per window (the student's context). Longer cache sequences are cut into
+    /// windows of T tokens; shorter windows are padded (label −1).
+    public var contextLength: Int
+    /// k: target slots per token (prefix read of the cache's K entries; for ``TargetMode/sampled``
+    /// the most distinct sampled ids a row may have, at least the cache's `maxSamples`).
+    public var k: Int
+    public var mode: TargetMode
+    /// τ applied to the stored log-probs (see ``TargetMode``). 1 leaves them as captured.
+    public var temperature: Double
+    /// Seed of the order; with the epoch and the manifest it fixes the order completely.
+    public var seed: UInt64
+    /// This process's data-parallel rank, `0..<worldSize`.
+    public var rank: Int
+    public var worldSize: Int
+    /// Windows held by the in-epoch shuffle buffer (bounds memory: each holds T·(8k+16) bytes).
+    public var shuffleBuffer: Int
+    public var remainder: RemainderPolicy
+    /// Worker threads decoding and converting blocks (not part of the fingerprint).
+    public var decodeThreads: Int
+    /// Blocks decoded ahead of the consumer (bounds memory; not part of the fingerprint).
+    public var prefetchBlocks: Int
+
+    public init(batchSize: Int, contextLength: Int, k: Int, mode: TargetMode = .renormalized, temperature: Double = 1,
+                seed: UInt64 = 0, rank: Int = 0, worldSize: Int = 1, shuffleBuffer: Int = 64,
+                remainder: RemainderPolicy = .pad, decodeThreads: Int = 1, prefetchBlocks: Int = 4) {
+        self.batchSize = batchSize; self.contextLength = contextLength; self.k = k; self.mode = mode
+        self.temperature = temperature; self.seed = seed; self.rank = rank; self.worldSize = worldSize
+        self.shuffleBuffer = shuffleBuffer; self.remainder = remainder
+        self.decodeThreads = decodeThreads; self.prefetchBlocks = prefetchBlocks
+    }
+
+    /// Checks ranges; throws ``LoaderError/invalidConfiguration(_:)`` naming the field.
+    func validate() throws {
+        func need(_ ok: Bool, _ what: String) throws { if !ok { throw LoaderError.invalidConfiguration(what) } }
+        try need(batchSize >= 1, "batch size \(batchSize) must be >= 1")
+        try need(contextLength >= 1, "context length \(contextLength) must be >= 1")
+        try need(k >= 0, "k \(k) must be >= 0")
+        try need(temperature.isFinite && temperature > 0, "temperature \(temperature) must be finite and > 0")
+        try need(mode != .sampled || temperature == 1, "sampled targets need temperature 1 (draws were taken at the capture temperature)")
+        try need(worldSize >= 1 && (0..<worldSize).contains(rank), "rank \(rank) must lie in 0..<world size \(worldSize)")
+        try need(shuffleBuffer >= 1, "shuffle buffer \(shuffleBuffer) must be >= 1")
+        try need(decodeThreads >= 1 && prefetchBlocks >= 1, "decode threads and prefetch blocks must be >= 1")
+    }
+
+    /// Hash of the fields that determine the batches (not threads or prefetch depth).
+    var fingerprint: String {
+        let s = "\(batchSize)|\(contextLength)|\(k)|\(mode.rawValue)|\(temperature.bitPattern)|\(seed)|\(rank)|\(worldSize)|\(shuffleBuffer)|\(remainder.rawValue)"
+        return hex16(fnv1a(Array(s.utf8)))
+    }
+}
+
+/// The student a cache must match: the loader refuses a cache made with another tokenizer.
+public struct StudentVocabulary: Sendable, Equatable {
+    /// The tokenizer fingerprint recorded in the manifest (`fingerprints.tokenizer`).
+    public var tokenizerFingerprint: String
+    /// The student's vocabulary size V.
+    public var vocabularySize: Int
+    public init(tokenizerFingerprint: String, vocabularySize: Int) {
+        self.tokenizerFingerprint = tokenizerFingerprint; self.vocabularySize = vocabularySize
+    }
+}
+
+/// The exact position of a loader: enough to continue with the very next batch.
+///
+/// Small and `Codable` (about 150 bytes as JSON). A loader refuses a state whose configuration
+/// or cache differ from its own.
+public struct LoaderState: Sendable, Codable, Equatable {
+    public var version = 1
+    /// Epoch of the next batch.
+    public var epoch: Int
+    /// Index of the next batch inside `epoch` (this rank's batches).
+    public var batch: Int
+    /// ``LoaderConfiguration`` fingerprint (order-determining fields).
+    public var configuration: String
+    /// Manifest checksum of the cache (16 hex digits).
+    public var cache: String
+}
+
+/// Errors of the student loader. Cache damage arrives as ``cache(_:)`` wrapping the format's
+/// error, which names the shard file and chunk.
+public enum LoaderError: Error, Equatable, CustomStringConvertible {
+    case invalidConfiguration(String)
+    /// The cache's tokenizer fingerprint differs from the student's.
+    case tokenizerMismatch(cache: String, cacheFingerprint: String, student: String)
+    /// The cache's vocabulary size differs from the student's.
+    case vocabularyMismatch(cache: String, cacheSize: Int, student: Int)
+    /// The cache lacks what the configuration needs (k > K, no samples, too many samples).
+    case unsupported(cache: String, reason: String)
+    /// A resume state made for another configuration or cache.
+    case stateMismatch(String)
+    /// The cache failed a check while reading (shard file and chunk named inside).
+    case cache(ShardFormatError)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let m): return "loader configuration: \(m)"
+        case .tokenizerMismatch(let c, let f, let s):
+            return "\(c): cache tokenizer fingerprint \(f) differs from the student's \(s); refusing targets of another tokenizer"
+        case .vocabularyMismatch(let c, let n, let s):
+            return "\(c): cache vocabulary size \(n) differs from the student's \(s)"
+        case .unsupported(let c, let r): return "\(c): \(r)"
+        case .stateMismatch(let m): return "resume state: \(m)"
+        case .cache(let e): return "cache failed verification: \(e)"
+        }
+    }
+}
+
+/// FNV-1a 64 of `bytes`: identity of a configuration or manifest (not a security hash).
+func fnv1a(_ bytes: [UInt8]) -> UInt64 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+    return h
+}

@@ -1,0 +1,283 @@
+import Foundation
+import ShardFormat
+
+/// One batch of loss-ready student inputs and teacher targets (B windows of T tokens, k slots).
+///
+/// Layouts match `DistillationTargets` (`Sources/Kernels/Losses.swift`): pass `labels` as the
+/// labels, `targetIDs`/`targetWeights` (and `tailMass` for ``TargetMode/tail``) as the targets,
+/// kind `.sparse` for ``TargetMode/renormalized`` and ``TargetMode/sampled``, `.sparseWithTail`
+/// for ``TargetMode/tail``. Slot (b, t, j) is valid iff `j < entryCounts[b, t]`, equivalently
+/// `targetIDs[b, t, j] >= 0`. Reused by ``StudentLoader/next(into:)`` to avoid allocations.
+public final class Batch {
+    public private(set) var batchSize = 0, contextLength = 0, k = 0
+    /// Epoch and index inside the epoch (this rank's batches) of this batch.
+    public internal(set) var epoch = 0, index = 0
+    /// [B] window index in the loader's ``WindowTable`` per row, −1 for a padding window.
+    public internal(set) var windows: [Int32] = []
+    /// [B, T] input ids; 0 where padded.
+    public internal(set) var inputIDs: [Int32] = []
+    /// [B, T] next-token ids; −1 where padded and at each sequence's last token (the cache does
+    /// not store the id following a sequence).
+    public internal(set) var labels: [Int32] = []
+    /// [B, T, k] teacher ids, −1 in unused slots.
+    public internal(set) var targetIDs: [Int32] = []
+    /// [B, T, k] weights: renormalised probabilities, exact probabilities (tail mode) or
+    /// count/N (sampled); 0 in unused slots.
+    public internal(set) var targetWeights: [Float] = []
+    /// [B, T] uncovered mass per token (tail mode; 0 otherwise and where padded).
+    public internal(set) var tailMass: [Float] = []
+    /// [B, T] valid slots per token.
+    public internal(set) var entryCounts: [Int32] = []
+    /// Real (unpadded) tokens in the batch.
+    public internal(set) var tokenCount = 0
+
+    public init() {}
+
+    /// FNV-1a 64 over the little-endian bytes of every array, for comparing loaders and runs.
+    public var digest: UInt64 {
+        var bytes: [UInt8] = []
+        func eat<E>(_ a: [E]) { a.withUnsafeBytes { bytes += $0 } }
+        eat(windows); eat(inputIDs); eat(labels); eat(targetIDs); eat(targetWeights); eat(tailMass); eat(entryCounts)
+        return fnv1a(bytes)
+    }
+
+    func shape(B: Int, T: Int, k: Int) {
+        if batchSize != B || contextLength != T || self.k != k {
+            batchSize = B; contextLength = T; self.k = k
+            windows = .init(repeating: -1, count: B)
+            inputIDs = .init(repeating: 0, count: B * T); labels = .init(repeating: -1, count: B * T)
+            targetIDs = .init(repeating: -1, count: B * T * k); targetWeights = .init(repeating: 0, count: B * T * k)
+            tailMass = .init(repeating: 0, count: B * T); entryCounts = .init(repeating: 0, count: B * T)
+        }
+        tokenCount = 0
+    }
+
+    /// Copies `r` into row b (tokens 0..<n) and pads tokens n..<T.
+    func put(_ r: WindowRows?, row b: Int, window: Int32) {
+        let T = contextLength, K = k, n = r?.inputIDs.count ?? 0
+        windows[b] = window
+        tokenCount += n
+        func copy<E>(_ dst: inout [E], _ src: [E]?, at o: Int, width: Int, pad: E) {
+            dst.withUnsafeMutableBufferPointer { d in
+                // Safe because row b spans T·width values of dst and src holds n·width <= T·width.
+                if let src { src.withUnsafeBufferPointer { s in (d.baseAddress! + o).update(from: s.baseAddress!, count: n * width) } }
+                (d.baseAddress! + o + n * width).update(repeating: pad, count: (T - n) * width)
+            }
+        }
+        copy(&inputIDs, r?.inputIDs, at: b * T, width: 1, pad: 0)
+        copy(&labels, r?.labels, at: b * T, width: 1, pad: -1)
+        copy(&targetIDs, r?.ids, at: b * T * K, width: K, pad: -1)
+        copy(&targetWeights, r?.weights, at: b * T * K, width: K, pad: 0)
+        copy(&tailMass, r?.tail, at: b * T, width: 1, pad: 0)
+        copy(&entryCounts, r?.counts, at: b * T, width: 1, pad: 0)
+    }
+}
+
+/// Streams a cache as shuffled, resumable, rank-partitioned batches.
+///
+/// The order of every epoch is ``EpochOrder`` (a pure function of manifest, seed, epoch and the
+/// configuration): blocks shuffled, then a bounded shuffle buffer. Decoding and target
+/// conversion run on ``LoaderConfiguration/decodeThreads`` worker threads, at most
+/// ``LoaderConfiguration/prefetchBlocks`` blocks ahead; decoded windows wait in memory only
+/// until their turn, so memory is bounded by the prefetch depth and the shuffle buffer, not by
+/// the cache. Epochs follow each other without end; ``state`` after any batch restores the
+/// exact position. Not thread-safe: one consumer.
+public final class StudentLoader {
+    public let reader: CacheReader
+    public let configuration: LoaderConfiguration
+    public let table: WindowTable
+    private let unitOf: [Int32]
+    private let cacheID: String
+    private let converter: TargetConverter
+    /// Epoch and batch index of the next batch.
+    public private(set) var epoch = 0, batchIndex = 0
+    private var order: [Int32] = []
+    private var pipeline: Pipeline?
+
+    /// Opens `directory` and checks it against the student and the configuration.
+    /// - Throws: ``LoaderError`` (tokenizer or vocabulary mismatch, k above the cache's K, no
+    ///   samples for sampled mode, bad configuration) or ``ShardFormatError`` from opening.
+    public convenience init(cache directory: String, configuration: LoaderConfiguration, student: StudentVocabulary?) throws {
+        try configuration.validate()
+        if let s = student {
+            let m = try CacheManifest.load(directory: directory)
+            try Self.check(m, directory: directory, student: s)
+        }
+        try self.init(reader: CacheReader(directory: directory), configuration: configuration, student: student)
+    }
+
+    /// Uses an open reader (shared between loaders in one process).
+    public init(reader: CacheReader, configuration c: LoaderConfiguration, student: StudentVocabulary?) throws {
+        try c.validate()
+        let dir = reader.directory
+        if let s = student { try Self.check(reader.manifest, directory: dir, student: s) }
+        if c.mode == .sampled {
+            guard reader.maxSamples > 0 else { throw LoaderError.unsupported(cache: dir, reason: "sampled targets asked for, but the cache stores no samples") }
+            guard c.k >= reader.maxSamples else {
+                throw LoaderError.unsupported(cache: dir, reason: "k = \(c.k) slots cannot hold up to \(reader.maxSamples) sampled ids per token; use k >= \(reader.maxSamples)")
+            }
+        } else if c.k > reader.maxEntries {
+            throw LoaderError.unsupported(cache: dir, reason: "k = \(c.k) exceeds the cache's K = \(reader.maxEntries)")
+        }
+        self.reader = reader; configuration = c
+        table = try WindowTable(reader: reader, contextLength: c.contextLength)
+        unitOf = table.unitOfWindow()
+        cacheID = hex16(fnv1a(reader.manifest.encoded()))
+        converter = TargetConverter(k: c.k, mode: c.mode, invTau: 1 / c.temperature)
+        try seek(epoch: 0, batch: 0)
+        guard !order.isEmpty else {
+            throw LoaderError.unsupported(cache: dir, reason: "\(table.windows.count) windows of \(c.contextLength) tokens give rank \(c.rank) of \(c.worldSize) no batch of \(c.batchSize)")
+        }
+    }
+
+    deinit { pipeline?.stop() }
+
+    private static func check(_ m: CacheManifest, directory: String, student s: StudentVocabulary) throws {
+        guard m.fingerprints.tokenizer == s.tokenizerFingerprint else {
+            throw LoaderError.tokenizerMismatch(cache: directory, cacheFingerprint: m.fingerprints.tokenizer, student: s.tokenizerFingerprint)
+        }
+        guard m.vocabularySize == s.vocabularySize else {
+            throw LoaderError.vocabularyMismatch(cache: directory, cacheSize: m.vocabularySize, student: s.vocabularySize)
+        }
+    }
+
+    /// This rank's batches in the current epoch (equal for all ranks of an epoch).
+    public var batchesInEpoch: Int { order.count / configuration.batchSize }
+
+    /// The position as a small serialisable value; ``resume(from:)`` continues from it.
+    public var state: LoaderState {
+        LoaderState(epoch: epoch, batch: batchIndex, configuration: configuration.fingerprint, cache: cacheID)
+    }
+
+    /// Continues exactly where `state` was taken.
+    /// - Throws: ``LoaderError/stateMismatch(_:)`` if the state belongs to another
+    ///   configuration or cache, or points past its epoch.
+    public func resume(from s: LoaderState) throws {
+        guard s.version == 1 else { throw LoaderError.stateMismatch("version \(s.version) is not 1") }
+        guard s.configuration == configuration.fingerprint else {
+            throw LoaderError.stateMismatch("made for configuration \(s.configuration), this loader has \(configuration.fingerprint) (batch, T, k, mode, τ, seed, rank, world size, buffer or remainder differ)")
+        }
+        guard s.cache == cacheID else { throw LoaderError.stateMismatch("made for cache \(s.cache), this cache is \(cacheID)") }
+        try seek(epoch: s.epoch, batch: s.batch)
+    }
+
+    /// Moves to batch `batch` of epoch `epoch` (0 ..< its batch count; the count itself means
+    /// the start of the next epoch).
+    public func seek(epoch e: Int, batch b: Int) throws {
+        guard e >= 0 else { throw LoaderError.stateMismatch("epoch \(e) < 0") }
+        let c = configuration
+        let o = EpochOrder.windows(table: table, seed: c.seed, epoch: e, rank: c.rank, worldSize: c.worldSize,
+                                   shuffleBuffer: c.shuffleBuffer, batchSize: c.batchSize, remainder: c.remainder)
+        guard (0...(o.count / c.batchSize)).contains(b) else {
+            throw LoaderError.stateMismatch("batch \(b) outside epoch \(e)'s 0...\(o.count / c.batchSize)")
+        }
+        pipeline?.stop()
+        epoch = e; batchIndex = b; order = o
+        pipeline = Pipeline(loader: self, order: o, from: b * c.batchSize)
+    }
+
+    /// The next batch (epochs follow each other without end), written into `batch`.
+    /// - Throws: ``LoaderError/cache(_:)`` naming shard and chunk when the cache is damaged.
+    public func next(into batch: Batch) throws {
+        let B = configuration.batchSize
+        if batchIndex >= batchesInEpoch { try seek(epoch: epoch + 1, batch: 0) }
+        guard let p = pipeline else { throw LoaderError.stateMismatch("no pipeline") }
+        batch.shape(B: B, T: configuration.contextLength, k: configuration.k)
+        batch.epoch = epoch; batch.index = batchIndex
+        for b in 0..<B {
+            let w = order[batchIndex * B + b]
+            batch.put(w >= 0 ? try p.take(w) : nil, row: b, window: w)
+        }
+        batchIndex += 1
+    }
+
+    /// The next batch in a fresh ``Batch``.
+    public func next() throws -> Batch {
+        let b = Batch()
+        try next(into: b)
+        return b
+    }
+
+    /// Decodes one unit's needed windows (runs on a worker thread).
+    fileprivate func decode(_ windows: [Int32], into tb: TargetBatch) throws -> [Int32: WindowRows] {
+        var lo = Int.max, hi = 0
+        for w in windows {
+            let x = table.windows[Int(w)]
+            lo = min(lo, x.firstToken)
+            let end = x.firstToken + x.length
+            hi = max(hi, end < x.sequenceEnd ? end + 1 : end)
+        }
+        let sampled = configuration.mode == .sampled
+        do { try reader.decode(tokens: lo..<hi, k: sampled ? 0 : configuration.k, samples: sampled, into: tb) }
+        catch let e as ShardFormatError { throw LoaderError.cache(e) }
+        var out: [Int32: WindowRows] = [:]
+        for w in windows { out[w] = converter.rows(table.windows[Int(w)], from: tb, base: lo) }
+        return out
+    }
+
+    fileprivate func unit(of w: Int32) -> Int { Int(unitOf[Int(w)]) }
+}
+
+/// Background decoding of one epoch's remaining units in the order they are first needed.
+private final class Pipeline: @unchecked Sendable {
+    // Sendable because every mutable field is guarded by `cond`.
+    private let cond = NSCondition()
+    private var jobs: [[Int32]] = []       // [jobs] windows needed from each unit, in need order
+    private var jobOfUnit: [Int32: Int] = [:]
+    private var results: [Int: Result<[Int32: WindowRows], Error>] = [:]
+    private var claimed = 0, taken = 0, stopped = false
+    private var held: [Int32: WindowRows] = [:]
+    private let depth: Int
+
+    init(loader: StudentLoader, order: [Int32], from start: Int) {
+        depth = loader.configuration.prefetchBlocks
+        for w in order[start...] where w >= 0 {
+            let u = Int32(loader.unit(of: w))
+            if let j = jobOfUnit[u] { jobs[j].append(w) } else { jobOfUnit[u] = jobs.count; jobs.append([w]) }
+        }
+        for _ in 0..<loader.configuration.decodeThreads {
+            // The thread holds the loader weakly so dropping the loader stops the work.
+            let t = Thread { [weak loader, self] in self.work(loader) }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+    }
+
+    func stop() { cond.lock(); stopped = true; cond.broadcast(); cond.unlock() }
+
+    private func work(_ weakLoader: StudentLoader?) {
+        let tb = TargetBatch()
+        while true {
+            cond.lock()
+            while !stopped && claimed < jobs.count && claimed >= taken + depth { cond.wait() }
+            if stopped || claimed >= jobs.count { cond.unlock(); return }
+            let j = claimed
+            claimed += 1
+            let ws = jobs[j]
+            cond.unlock()
+            guard let loader = weakLoader else { return }
+            let r = Result { try loader.decode(ws, into: tb) }
+            cond.lock(); results[j] = r; cond.broadcast(); cond.unlock()
+        }
+    }
+
+    /// The rows of window `w`, waiting for its unit if needed.
+    func take(_ w: Int32) throws -> WindowRows {
+        if let r = held.removeValue(forKey: w) { return r }
+        cond.lock()
+        defer { cond.unlock() }
+        while true {
+            if let r = held.removeValue(forKey: w) { return r }
+            guard taken < jobs.count else { throw LoaderError.stateMismatch("window \(w) was not planned") }
+            while results[taken] == nil { cond.wait() }
+            // Safe because the loop above waited for this key.
+            let r = results.removeValue(forKey: taken)!
+            taken += 1
+            cond.broadcast()
+            switch r {
+            case .success(let rows): held.merge(rows) { a, _ in a }
+            case .failure(let e): stopped = true; throw e
+            }
+        }
+    }
+}

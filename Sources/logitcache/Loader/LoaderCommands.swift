@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import ShardFormat
+import StudentLoader
+
+/// Commands of the student loader area (batches, bench loader).
+enum LoaderCommands {
+    static var top: [ParsableCommand.Type] { [BatchesCommand.self] }
+    static var bench: [ParsableCommand.Type] { [BenchLoaderCommand.self] }
+}
+
+/// Loader options shared by `batches` and `bench loader`.
+struct LoaderOptions: ParsableArguments {
+    @Option(help: "B: windows per batch.") var batch: Int = 8
+    @Option(help: "T: tokens per window.") var context: Int = 1024
+    @Option(help: "k: target slots per token (prefix of the cache's K).") var k: Int = 8
+    @Option(help: "Targets: renormalized, tail or sampled.") var mode: String = "renormalized"
+    @Option(help: "τ applied to the stored log-probs.") var temperature: Double = 1
+    @Option(help: "Seed of the order.") var seed: UInt64 = 0
+    @Option(help: "Data-parallel rank.") var rank: Int = 0
+    @Option(help: "Data-parallel world size.") var worldSize: Int = 1
+    @Option(help: "Windows in the shuffle buffer.") var shuffleBuffer: Int = 64
+    @Flag(help: "Drop the remainder instead of padding with empty windows.") var dropRemainder = false
+    @Option(help: "Decode threads.") var threads: Int = 1
+    @Option(help: "Blocks decoded ahead.") var prefetch: Int = 4
+
+    func configuration() throws -> LoaderConfiguration {
+        guard let m = TargetMode(rawValue: mode) else { throw ValidationError("unknown mode \(mode) (renormalized, tail, sampled)") }
+        return LoaderConfiguration(batchSize: batch, contextLength: context, k: k, mode: m, temperature: temperature, seed: seed,
+                                   rank: rank, worldSize: worldSize, shuffleBuffer: shuffleBuffer,
+                                   remainder: dropRemainder ? .drop : .pad, decodeThreads: threads, prefetchBlocks: prefetch)
+    }
+}
+
+struct BatchesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "batches",
+        abstract: "Print the loader's batches (a digest per batch, or full contents with --json).")
+    @Argument(help: "Cache directory.") var cache: String
+    @OptionGroup var options: LoaderOptions
+    @Option(help: "First epoch.") var epoch: Int = 0
+    @Option(help: "Batches to print (default: the rest of the epoch).") var count: Int?
+    @Option(help: "Refuse the cache unless its tokenizer fingerprint is this.") var tokenizer: String?
+    @Option(help: "The student's vocabulary size (required with --tokenizer).") var vocab: Int?
+    @Flag(help: "One JSON object per batch with every array.") var json = false
+
+    func run() throws {
+        do {
+            let c = try options.configuration()
+            guard (tokenizer == nil) == (vocab == nil) else { throw ValidationError("--tokenizer and --vocab go together") }
+            let student = tokenizer.map { StudentVocabulary(tokenizerFingerprint: $0, vocabularySize: vocab ?? 0) }
+            let loader = try StudentLoader(cache: cache, configuration: c, student: student)
+            try loader.seek(epoch: epoch, batch: 0)
+            let n = count ?? loader.batchesInEpoch
+            let b = Batch()
+            for _ in 0..<n {
+                try loader.next(into: b)
+                if json {
+                    var o: [String: Any] = ["epoch": b.epoch, "index": b.index, "tokens": b.tokenCount, "digest": hex16(b.digest)]
+                    o["windows"] = b.windows.map { Int($0) }
+                    o["input_ids"] = b.inputIDs.map { Int($0) }
+                    o["labels"] = b.labels.map { Int($0) }
+                    o["target_ids"] = b.targetIDs.map { Int($0) }
+                    o["target_weights"] = b.targetWeights.map { Double($0) }
+                    o["tail"] = b.tailMass.map { Double($0) }
+                    o["counts"] = b.entryCounts.map { Int($0) }
+                    printJSON(o)
+                } else {
+                    print("epoch \(b.epoch) batch \(b.index): \(b.tokenCount) tokens, windows \(b.windows.map(String.init).joined(separator: ",")), digest \(hex16(b.digest))")
+                }
+            }
+        } catch let e as ValidationError { throw e } catch { throw fail(error) }
+    }
+}

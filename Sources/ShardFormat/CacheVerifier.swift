@@ -10,20 +10,21 @@ public enum CacheVerifier {
         public var isSound: Bool { problems.isEmpty }
     }
 
-    /// Verifies `directory`; never throws: every problem becomes a line of the report, and the
-    /// check goes on with the next shard after one fails.
-    public static func verify(directory: String) -> Report {
+    /// Verifies `directory` through its manifest `manifest` (`manifest.json`, or a partition
+    /// manifest to check what a still-running or killed writer has published); never throws:
+    /// every problem becomes a line of the report, and the check goes on after one fails.
+    public static func verify(directory: String, manifest: String = CacheManifest.fileName) -> Report {
         var rep = Report()
-        let mfile = directory + "/" + CacheManifest.fileName
+        let mfile = directory + "/" + manifest
         let m: CacheManifest
-        do { m = try CacheManifest.load(directory: directory) } catch { rep.problems.append("\(error)"); return rep }
+        do { m = try CacheManifest.load(directory: directory, name: manifest) } catch { rep.problems.append("\(error)"); return rep }
         // Partition manifests are manifests too: a damaged one would break a later merge.
         if let names = try? listDirectory(directory) {
-            for n in names where n.hasPrefix("manifest.part-") && n.hasSuffix(".json") {
+            for n in names where n.hasPrefix("manifest.part-") && n.hasSuffix(".json") && (manifest == CacheManifest.fileName || n == manifest) {
                 do {
                     let p = try CacheManifest.load(directory: directory, name: n)
                     for s in p.shards where !m.shards.contains(s) {
-                        rep.problems.append("\(directory)/\(n): shard \(s.file) is not in \(CacheManifest.fileName) as listed here")
+                        rep.problems.append("\(directory)/\(n): shard \(s.file) is not in \(manifest) as listed here")
                     }
                 } catch { rep.problems.append("\(error)") }
             }

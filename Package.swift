@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash"], swiftSettings: native),
         .target(name: "ScalingLaws"),
         .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
-        .target(name: "TeacherPass", dependencies: ["CXXHash"]),
+        .target(name: "TeacherPass", dependencies: ["CXXHash", "ShardFormat"]),
 
         .executableTarget(
             name: "logitcache",

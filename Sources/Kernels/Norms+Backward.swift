@@ -27,10 +27,16 @@ public func rmsnormBackward(dInput: UnsafeMutablePointer<Float>, dWeight: Unsafe
     }
     guard let dWeight else { return }
     pool.parallelFor(C, granule: 16) { cols in
+        // The row sum is formed apart and added once, so repeated calls accumulate exactly as
+        // separate sums would. Safe because acc is bound to cols.count floats and freed here.
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: cols.count)
+        defer { acc.deallocate() }
+        acc.initialize(repeating: 0, count: cols.count)
         for r in 0..<rows {
             // Safe because r < rows and cols ⊂ 0..<C.
             let x = input + r * C, dy = dOut + r * C, s = rstd[r]
-            for i in cols { dWeight[i] += dy[i] * x[i] * s }
+            for i in cols { acc[i - cols.lowerBound] += dy[i] * x[i] * s }
         }
+        for i in cols { dWeight[i] += acc[i - cols.lowerBound] }
     }
 }

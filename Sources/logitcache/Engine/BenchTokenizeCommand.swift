@@ -82,7 +82,7 @@ struct BenchTokenizeCommand: ParsableCommand {
         let reference = rows.first { $0.name != "logitcache" }
         for r in rows {
             let baseline = rows.first { $0.name != "logitcache" && $0.threads == r.threads }
-            let ratio = baseline.map { String(format: "%.2fx", r.tokensPerSecond / $0.tokensPerSecond) } ?? "-"
+            let ratio = baseline.flatMap { $0.tokensPerSecond > 0 ? String(format: "%.2fx", r.tokensPerSecond / $0.tokensPerSecond) : nil } ?? "-"
             let same = reference.map { $0.idsFNV1a == r.idsFNV1a && $0.tokens == r.tokens ? "same" : "DIFFERENT" } ?? r.idsFNV1a
             print(pad(r.name, 24) + String(format: "%7d %11.0f %9.2f", r.threads, r.tokensPerSecond, r.megabytesPerSecond)
                   + String(repeating: " ", count: max(1, 12 - ratio.count)) + ratio + "  " + same)

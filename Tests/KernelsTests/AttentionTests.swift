@@ -72,7 +72,7 @@ import Testing
         return (out, lse)
     }
 
-    @Test(arguments: [(1, 1, 1, 1, 1), (2, 37, 4, 2, 20), (1, 50, 3, 3, 64), (2, 17, 6, 1, 16)])
+    @Test(arguments: [(1, 1, 1, 1, 1), (2, 37, 4, 2, 20), (1, 50, 3, 3, 64), (2, 17, 6, 1, 16), (1, 300, 2, 1, 40), (1, 520, 3, 1, 8)])
     func matchesDoubleReferenceWithGroupedHeadsAndFusedStrides(shape: (Int, Int, Int, Int, Int)) {
         let (B, T, H, KH, D) = shape
         var rng = Rng(71)

@@ -1,0 +1,400 @@
+import Foundation
+
+/// Settings of a cache writer.
+public struct WriterOptions: Sendable, Equatable {
+    /// Codec of every chunk (default zstd level 3).
+    public var codec: Codec = .zstd(level: 3)
+    /// Log-prob storage (default: quantised to 1/64 nat, error <= 1/128 nat).
+    public var logProbs: LogProbEncoding = .default
+    /// Tokens per block (the unit of lazy decoding). Default 8192.
+    public var blockTokens = 8192
+    /// Band edges for entries (`[0, e1, ..., K]`); nil derives `[0, 8, 16, 32, 64, ...]` up to K.
+    public var entryBands: [Int]? = nil
+    /// A shard is closed at the first sequence boundary once it holds this many bytes. Default 256 MiB.
+    public var targetShardBytes = 256 << 20
+
+    public init(codec: Codec = .zstd(level: 3), logProbs: LogProbEncoding = .default, blockTokens: Int = 8192,
+                entryBands: [Int]? = nil, targetShardBytes: Int = 256 << 20) {
+        self.codec = codec; self.logProbs = logProbs; self.blockTokens = blockTokens
+        self.entryBands = entryBands; self.targetShardBytes = targetShardBytes
+    }
+
+    /// The default band edges for `k` entries: 0, 8, 16, 32, … doubling, ending at `k`.
+    public static func defaultBands(k: Int) -> [Int] {
+        if k == 0 { return [0] }
+        var e = [0], next = 8
+        while next < k { e.append(next); next *= 2 }
+        e.append(k)
+        return e
+    }
+}
+
+/// What a cache records about its teacher and capture, written into every manifest.
+public struct CacheDescription: Sendable, Equatable {
+    /// Vocabulary size V (256 ... 16,777,216); every id is < V.
+    public var vocabularySize: Int
+    public var fingerprints: Fingerprints
+    /// Capture settings; `capture.k` is K (most entries per position), and `capture.samples`
+    /// bounds the distinct sampled ids per position (0: no sample columns).
+    public var capture: CaptureSettings
+    public init(vocabularySize: Int, fingerprints: Fingerprints, capture: CaptureSettings) {
+        self.vocabularySize = vocabularySize; self.fingerprints = fingerprints; self.capture = capture
+    }
+}
+
+/// Streaming writer of one cache partition: sequences of per-token teacher targets in, shards
+/// and manifests out, with memory bounded by one block plus one shard's footer.
+///
+/// Usage (teacher pass):
+/// ```swift
+/// let w = try CacheWriter(directory: dir, description: d, options: WriterOptions())
+/// for s in sequences.dropFirst(w.resumedSequences) {      // skip what a killed run published
+///     try w.beginSequence(documentKey: s.key, documentOffset: s.offset)
+///     for t in s.tokens { try w.appendToken(inputID: …, nextTokenLogProb: …, logSumExp: …,
+///                                           entryIDs: ids[...], entryLogProbs: lps[...]) }
+///     try w.endSequence()
+///     w.teacherCost.seconds += …
+/// }
+/// let manifest = try w.finish()
+/// ```
+/// Shards are published atomically (temp file, fsync, rename, fsync directory); a writer killed
+/// at any point leaves only complete shards. A new writer on the same directory and partition
+/// removes stale temporaries and reports in ``resumedSequences`` how many sequences are already
+/// published. Not thread-safe: one writer per partition.
+public final class CacheWriter {
+    public let directory: String
+    public let description: CacheDescription
+    public let options: WriterOptions
+    public let partition: PartitionInfo
+    /// Sequences already published by an earlier run of this partition; the caller must skip
+    /// them (in the same order) so the cache continues where it stopped.
+    public let resumedSequences: Int
+    /// The teacher's cost so far for this partition (the caller adds to it); recorded in the
+    /// partition manifest at every shard and at ``finish()``.
+    public var teacherCost = TeacherCost()
+
+    private var shards: [ShardEntry] = []
+    private let bands: [Int]
+    private var shard: ShardBuilder?
+    private var inSequence = false
+    private let encoder = ChunkEncoder()
+    private var finished = false
+
+    /// Opens (creating the directory if needed) partition `partition` of `partitionCount`.
+    /// - Throws: ``ShardFormatError/invalidInput(_:)`` for bad settings; I/O errors naming the
+    ///   call; `malformed` if an already-published shard of this partition is damaged.
+    public init(directory: String, description: CacheDescription, options: WriterOptions = WriterOptions(),
+                partition: Int = 0, partitionCount: Int = 1) throws {
+        let d = description
+        guard (1...(1 << 24)).contains(d.vocabularySize) else { throw ShardFormatError.invalidInput("vocabulary size \(d.vocabularySize) outside 1...16777216") }
+        guard (0...65535).contains(d.capture.k) else { throw ShardFormatError.invalidInput("K = \(d.capture.k) outside 0...65535") }
+        guard (0...(1 << 20)).contains(d.capture.samples) else { throw ShardFormatError.invalidInput("samples \(d.capture.samples) outside 0...1048576") }
+        guard options.blockTokens >= 1, options.blockTokens <= 1 << 24 else { throw ShardFormatError.invalidInput("blockTokens \(options.blockTokens) outside 1...16777216") }
+        if case .quantized(let b) = options.logProbs, !(0...20).contains(b) { throw ShardFormatError.invalidInput("stepLog2 \(b) outside 0...20") }
+        guard partitionCount >= 1, (0..<partitionCount).contains(partition), partitionCount <= 99999 else {
+            throw ShardFormatError.invalidInput("partition \(partition) of \(partitionCount)")
+        }
+        let bands = options.entryBands ?? WriterOptions.defaultBands(k: d.capture.k)
+        guard bands.first == 0, bands.last == d.capture.k, zip(bands, bands.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw ShardFormatError.invalidInput("entry bands \(bands) must rise strictly from 0 to K = \(d.capture.k)")
+        }
+        self.directory = directory; self.description = d; self.options = options; self.bands = bands
+        self.partition = PartitionInfo(index: partition, count: partitionCount)
+        try makeDirectory(directory)
+
+        // Resume: drop stale temporaries, adopt published shards of this partition in order.
+        let prefix = "part-\(pad(partition, 5))-shard-"
+        var found: [ShardEntry] = []
+        for name in try listDirectory(directory) {
+            if name.hasPrefix("." + prefix) && name.hasSuffix(".tmp") || name == "." + CacheManifest.partitionFileName(partition) + ".tmp" {
+                unlink(directory + "/" + name)
+            } else if name.hasPrefix(prefix) && name.hasSuffix(".lcs") {
+                let expected = CacheWriter.shardName(partition: partition, index: found.count)
+                guard name == expected else {
+                    throw ShardFormatError.mismatch(file: directory + "/" + name, reason: "unexpected shard (expected \(expected) next)")
+                }
+                let r = try ShardReader(path: directory + "/" + name)
+                guard r.layout.vocabularySize == d.vocabularySize, r.layout.maxEntries == d.capture.k else {
+                    throw ShardFormatError.mismatch(file: r.path, reason: "vocabulary or K differ from this writer's")
+                }
+                found.append(ShardEntry(file: name, partition: partition, tokens: r.layout.tokens, sequences: r.layout.sequences,
+                                        entries: r.layout.entries, samples: r.layout.samples, bytes: r.bytes.count,
+                                        xxh3: hex16(Checksum.xxh3(r.bytes))))
+            }
+        }
+        if let old = try? CacheManifest.load(directory: directory, name: CacheManifest.partitionFileName(partition)),
+           old.shards.count <= found.count, Array(found.prefix(old.shards.count)) == old.shards {
+            teacherCost = old.teacherCost
+        }
+        shards = found
+        resumedSequences = found.reduce(0) { $0 + $1.sequences }
+    }
+
+    /// Final name of shard `index` of partition `partition`.
+    public static func shardName(partition: Int, index: Int) -> String { "part-\(pad(partition, 5))-shard-\(pad(index, 6)).lcs" }
+
+    /// Starts a sequence (a training window) of document `documentKey` at token
+    /// `documentOffset` of that document.
+    public func beginSequence(documentKey: DocumentHash, documentOffset: Int) throws {
+        guard !finished else { throw ShardFormatError.invalidInput("writer already finished") }
+        guard !inSequence else { throw ShardFormatError.invalidInput("beginSequence inside an open sequence") }
+        guard documentOffset >= 0 else { throw ShardFormatError.invalidInput("negative document offset \(documentOffset)") }
+        if shard == nil {
+            shard = try ShardBuilder(directory: directory, name: CacheWriter.shardName(partition: partition.index, index: shards.count),
+                                     description: description, options: options, bands: bands)
+        }
+        shard!.beginSequence(key: documentKey, offset: documentOffset)
+        inSequence = true
+    }
+
+    /// Appends one token position to the open sequence.
+    /// - Parameters:
+    ///   - inputID: the token fed to the model (< V).
+    ///   - nextTokenLogProb: exact teacher log-prob of the real next token (nats).
+    ///   - logSumExp: full-vocabulary logsumexp of logits / temperature.
+    ///   - entryIDs: 0...K ids in descending probability order (< V).
+    ///   - entryLogProbs: their log-probs, non-increasing, no NaN (same count).
+    ///   - sampleIDs: distinct sampled ids (0...capture.samples of them).
+    ///   - sampleDraws: their draw counts (>= 1, same count).
+    /// - Throws: ``ShardFormatError/invalidInput(_:)`` naming the violated rule; I/O errors.
+    public func appendToken(inputID: Int32, nextTokenLogProb: Float, logSumExp: Float,
+                            entryIDs: ArraySlice<Int32>, entryLogProbs: ArraySlice<Float>,
+                            sampleIDs: ArraySlice<Int32> = [], sampleDraws: ArraySlice<UInt32> = []) throws {
+        guard inSequence, let s = shard else { throw ShardFormatError.invalidInput("appendToken outside a sequence") }
+        try entryIDs.withUnsafeBufferPointer { ids in
+            try entryLogProbs.withUnsafeBufferPointer { lps in
+                try sampleIDs.withUnsafeBufferPointer { sids in
+                    try sampleDraws.withUnsafeBufferPointer { sd in
+                        try s.append(inputID: inputID, next: nextTokenLogProb, lse: logSumExp, ids: ids, lps: lps, sampleIDs: sids, draws: sd)
+                    }
+                }
+            }
+        }
+        if s.pendingTokens >= options.blockTokens { try s.flushBlock(encoder) }
+    }
+
+    /// Closes the open sequence; rolls the shard if it reached the target size.
+    public func endSequence() throws {
+        guard inSequence, let s = shard else { throw ShardFormatError.invalidInput("endSequence without beginSequence") }
+        s.endSequence()
+        inSequence = false
+        if s.bytesSoFar >= options.targetShardBytes { try closeShard() }
+    }
+
+    private func closeShard() throws {
+        guard let s = shard else { return }
+        shards.append(try s.publish(encoder, partition: partition.index))
+        shard = nil
+        try publishPartitionManifest()
+    }
+
+    private func manifest() -> CacheManifest {
+        let (lp, step) = { () -> (String, Int) in
+            if case .quantized(let b) = options.logProbs { return ("quantized", b) }; return ("float32", 0) }()
+        var m = CacheManifest(vocabularySize: description.vocabularySize, fingerprints: description.fingerprints,
+                              capture: description.capture,
+                              encoding: EncodingSettings(codec: options.codec.name, level: Int(options.codec.level), logProbs: lp, stepLog2: step,
+                                                         blockTokens: options.blockTokens, entryBands: bands),
+                              teacherCost: teacherCost, partition: partition, totals: CacheTotals(), shards: shards)
+        m.recomputeTotals()
+        return m
+    }
+
+    private func publishPartitionManifest() throws {
+        try manifest().publish(directory: directory, name: CacheManifest.partitionFileName(partition.index))
+    }
+
+    /// Publishes the last shard and the partition manifest; with a single partition also the
+    /// merged `manifest.json`. Returns the partition manifest.
+    @discardableResult
+    public func finish() throws -> CacheManifest {
+        guard !inSequence else { throw ShardFormatError.invalidInput("finish inside an open sequence") }
+        guard !finished else { throw ShardFormatError.invalidInput("writer already finished") }
+        if let s = shard, s.tokenCount > 0 || s.sequenceCount > 0 { try closeShard() } else { shard = nil; try publishPartitionManifest() }
+        finished = true
+        if partition.count == 1 { try CacheManifest.merge(directory: directory) }
+        return manifest()
+    }
+}
+
+/// One shard being written: the current block's rows plus the footer so far.
+final class ShardBuilder {
+    let description: CacheDescription
+    let options: WriterOptions
+    let bands: [Int]
+    let file: TempFile
+    private let k: Int, v: UInt32, maxSamples: Int
+    private let scale: Float   // 2^stepLog2, or 0 for float32
+
+    // Current block, token-major: [n] per token, [e] per entry, [s] per sample.
+    private var inIDs: [UInt32] = [], nextLP: [UInt32] = [], lse: [UInt32] = [], counts: [UInt32] = []
+    private var entIDs: [UInt32] = [], entLP: [UInt32] = []
+    private var sCounts: [UInt32] = [], sIDs: [UInt32] = [], sDraws: [UInt32] = []
+    private var band: [UInt32] = []
+
+    private var blocks: [FooterJSON.Block] = []
+    private var keys: [String] = [], offsets: [Int] = [], lengths: [Int] = []
+    private(set) var tokenCount = 0
+    private var entryTotal = 0, sampleTotal = 0
+
+    var pendingTokens: Int { inIDs.count }
+    var sequenceCount: Int { lengths.count }
+    var bytesSoFar: Int { file.size }
+
+    init(directory: String, name: String, description: CacheDescription, options: WriterOptions, bands: [Int]) throws {
+        self.description = description; self.options = options; self.bands = bands
+        k = description.capture.k; v = UInt32(description.vocabularySize); maxSamples = description.capture.samples
+        if case .quantized(let b) = options.logProbs { scale = Float(1 << b) } else { scale = 0 }
+        file = try TempFile(directory: directory, finalName: name)
+        var header = shardMagic
+        header += le32(1) + le32(0)
+        try file.write(header)
+    }
+
+    func beginSequence(key: DocumentHash, offset: Int) {
+        keys.append(key.description); offsets.append(offset); lengths.append(0)
+    }
+    func endSequence() {}
+
+    func append(inputID: Int32, next: Float, lse l: Float, ids: UnsafeBufferPointer<Int32>, lps: UnsafeBufferPointer<Float>,
+                sampleIDs: UnsafeBufferPointer<Int32>, draws: UnsafeBufferPointer<UInt32>) throws {
+        let c = ids.count
+        guard UInt32(bitPattern: inputID) < v else { throw ShardFormatError.invalidInput("input id \(inputID) outside 0..<\(v)") }
+        guard c <= k else { throw ShardFormatError.invalidInput("\(c) entries exceed K = \(k)") }
+        guard lps.count == c else { throw ShardFormatError.invalidInput("\(c) entry ids but \(lps.count) log-probs") }
+        guard sampleIDs.count == draws.count else { throw ShardFormatError.invalidInput("\(sampleIDs.count) sample ids but \(draws.count) draw counts") }
+        guard sampleIDs.count <= maxSamples else { throw ShardFormatError.invalidInput("\(sampleIDs.count) samples exceed the capture's \(maxSamples)") }
+        // Validate everything first so a rejected row leaves the block untouched.
+        var prev = Float.infinity
+        for r in 0..<c {
+            let id = ids[r], l = lps[r]
+            guard UInt32(bitPattern: id) < v else { throw ShardFormatError.invalidInput("entry id \(id) outside 0..<\(v)") }
+            guard !l.isNaN else { throw ShardFormatError.invalidInput("entry \(r) log-prob is NaN") }
+            guard l <= prev else { throw ShardFormatError.invalidInput("entry \(r) log-prob \(l) above entry \(r - 1)'s \(prev): not descending") }
+            guard scale == 0 || -l * scale > -0.5 else {
+                throw ShardFormatError.invalidInput("entry \(r) log-prob \(l) is positive by half a quantisation step or more")
+            }
+            prev = l
+        }
+        for i in 0..<sampleIDs.count {
+            guard UInt32(bitPattern: sampleIDs[i]) < v else { throw ShardFormatError.invalidInput("sample id \(sampleIDs[i]) outside 0..<\(v)") }
+            guard draws[i] >= 1 else { throw ShardFormatError.invalidInput("sample draw count 0") }
+        }
+        var prevQ: UInt32 = 0
+        for r in 0..<c {
+            entIDs.append(UInt32(bitPattern: ids[r]))
+            if scale == 0 { entLP.append(lps[r].bitPattern); continue }
+            let x = -lps[r] * scale   // exact: scaling by a power of two
+            // Half away from zero (FORMAT.md section 5); -inf and huge values clamp to 2^24 - 1.
+            let q: UInt32 = x >= 16_777_215 ? 16_777_215 : UInt32(max(0, x.rounded()))
+            entLP.append(r == 0 ? q : q - prevQ)
+            prevQ = q
+        }
+        for i in 0..<sampleIDs.count { sIDs.append(UInt32(bitPattern: sampleIDs[i])); sDraws.append(draws[i]) }
+        inIDs.append(UInt32(bitPattern: inputID)); nextLP.append(next.bitPattern); lse.append(l.bitPattern)
+        counts.append(UInt32(c)); sCounts.append(UInt32(sampleIDs.count))
+        lengths[lengths.count - 1] += 1
+        tokenCount += 1
+    }
+
+    /// Encodes the pending rows as one block.
+    func flushBlock(_ enc: ChunkEncoder) throws {
+        let n = inIDs.count
+        if n == 0 { return }
+        var chunks: [FooterJSON.Chunk] = []
+        func put(_ name: String, _ values: [UInt32], float: Bool = false) throws {
+            let offset = file.size
+            var sum: UInt64 = 0
+            let (f, w, c) = try values.withUnsafeBufferPointer { vals in
+                try enc.encode(vals, codec: options.codec, float: float) { bytes in
+                    sum = Checksum.xxh3(bytes)
+                    try file.write(bytes)
+                }
+            }
+            chunks.append(.init(column: name, offset: offset, size: file.size - offset, count: values.count, width: w,
+                                filter: f.rawValue, codec: c.name, xxh3: hex16(sum)))
+        }
+        try put("input_ids", inIDs)
+        try put("next_logprob", nextLP, float: true)
+        try put("logsumexp", lse, float: true)
+        try put("entry_count", counts)
+        // Compressed blocks store entry ids as ranks into a dictionary of the block's distinct
+        // ids by descending frequency (FORMAT.md section 4): frequent ids get small ranks, whose
+        // byte planes code far better than the ids' own (which carry no frequency order).
+        let useDict = options.codec != .none && !entIDs.isEmpty
+        if useDict {
+            let dict = buildDictionary()
+            try put("entry_id_dict", dict)
+            for i in entIDs.indices { entIDs[i] = rankOf[Int(entIDs[i])] }
+        }
+        var bandIDs: [[UInt32]] = [], bandLPs: [[UInt32]] = []
+        for j in 0..<(bands.count - 1) {
+            let lo = bands[j], hi = bands[j + 1]
+            var ids: [UInt32] = [], lps: [UInt32] = []
+            var off = 0
+            for t in 0..<n {
+                let c = Int(counts[t])
+                if c > lo { for r in lo..<min(c, hi) { ids.append(entIDs[off + r]); lps.append(entLP[off + r]) } }
+                off += c
+            }
+            bandIDs.append(ids); bandLPs.append(lps)
+        }
+        for j in bandIDs.indices { try put("entry_ids.\(j)", bandIDs[j]) }
+        for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0) }
+        if maxSamples > 0 {
+            try put("sample_count", sCounts); try put("sample_ids", sIDs); try put("sample_draws", sDraws)
+        }
+        blocks.append(.init(tokens: n, entries: entIDs.count, samples: sIDs.count, chunks: chunks))
+        entryTotal += entIDs.count; sampleTotal += sIDs.count
+        inIDs.removeAll(keepingCapacity: true); nextLP.removeAll(keepingCapacity: true); lse.removeAll(keepingCapacity: true)
+        counts.removeAll(keepingCapacity: true); entIDs.removeAll(keepingCapacity: true); entLP.removeAll(keepingCapacity: true)
+        sCounts.removeAll(keepingCapacity: true); sIDs.removeAll(keepingCapacity: true); sDraws.removeAll(keepingCapacity: true)
+    }
+
+    private var idCounts: [UInt32] = []   // [V] occurrences in the current block
+    private var rankOf: [UInt32] = []     // [V] rank of each id in the current block's dictionary
+
+    /// The block's distinct entry ids by descending count, ties by ascending id; fills `rankOf`.
+    private func buildDictionary() -> [UInt32] {
+        if idCounts.isEmpty { idCounts = .init(repeating: 0, count: Int(v)); rankOf = .init(repeating: 0, count: Int(v)) }
+        var distinct: [UInt32] = []
+        for id in entIDs {
+            if idCounts[Int(id)] == 0 { distinct.append(id) }
+            idCounts[Int(id)] += 1
+        }
+        distinct.sort { a, b in
+            let ca = idCounts[Int(a)], cb = idCounts[Int(b)]
+            return ca > cb || (ca == cb && a < b)
+        }
+        for (r, id) in distinct.enumerated() { rankOf[Int(id)] = UInt32(r); idCounts[Int(id)] = 0 }
+        return distinct
+    }
+
+    /// Writes the footer and trailer, publishes the file and returns its manifest entry.
+    func publish(_ enc: ChunkEncoder, partition: Int) throws -> ShardEntry {
+        try flushBlock(enc)
+        let lp: FooterJSON.LogProbs
+        if case .quantized(let b) = options.logProbs { lp = .init(encoding: "quantized", stepLog2: b) } else { lp = .init(encoding: "float32", stepLog2: nil) }
+        let footer = FooterJSON(formatVersion: 1, vocabularySize: description.vocabularySize, maxEntries: k, maxSamples: maxSamples,
+                                blockTokens: options.blockTokens, entryBands: bands, logProbs: lp, tokens: tokenCount,
+                                sequences: lengths.count, entries: entryTotal, samples: sampleTotal,
+                                sequenceTable: .init(documentKeys: keys, documentOffsets: offsets, lengths: lengths), blocks: blocks)
+        let je = JSONEncoder(); je.outputFormatting = [.sortedKeys]
+        // Safe because the footer holds only strings, integers and arrays: encoding cannot fail.
+        let json = Array(try! je.encode(footer))
+        let footerOffset = file.size
+        try file.write(json)
+        var trailer = le64(UInt64(footerOffset)) + le64(UInt64(json.count)) + le64(Checksum.xxh3(json))
+        trailer += le32(1) + le32(0) + shardMagic
+        try file.write(trailer)
+        let sum = file.checksum, size = file.size
+        try file.publish()
+        return ShardEntry(file: file.finalName, partition: partition, tokens: tokenCount, sequences: lengths.count,
+                          entries: entryTotal, samples: sampleTotal, bytes: size, xxh3: hex16(sum))
+    }
+}
+
+/// The 8 magic bytes at both ends of a shard: "LCSHARD" then 0x1A.
+let shardMagic: [UInt8] = [0x4C, 0x43, 0x53, 0x48, 0x41, 0x52, 0x44, 0x1A]
+func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }

@@ -1,0 +1,224 @@
+/// JSON shapes of the shard footer (FORMAT.md section 4, `Schemas/footer.schema.json`) and
+/// their validation into a bounds-checked layout.
+
+struct FooterJSON: Codable, Equatable {
+    struct LogProbs: Codable, Equatable { var encoding: String; var stepLog2: Int? }
+    struct SequenceTable: Codable, Equatable {
+        var documentKeys: [String]
+        var documentOffsets: [Int]
+        var lengths: [Int]
+    }
+    struct Chunk: Codable, Equatable {
+        var column: String
+        var offset: Int
+        var size: Int
+        var count: Int
+        var width: Int
+        var filter: String
+        var codec: String
+        var xxh3: String
+    }
+    struct Block: Codable, Equatable {
+        var tokens: Int
+        var entries: Int
+        var samples: Int
+        var chunks: [Chunk]
+    }
+    var formatVersion: Int
+    var vocabularySize: Int
+    var maxEntries: Int
+    var maxSamples: Int
+    var blockTokens: Int
+    var entryBands: [Int]
+    var logProbs: LogProbs
+    var tokens: Int
+    var sequences: Int
+    var entries: Int
+    var samples: Int
+    var sequenceTable: SequenceTable
+    var blocks: [Block]
+}
+
+/// A chunk descriptor after validation: the bytes `[offset, offset+size)` lie inside the
+/// chunk area of the file.
+struct ChunkDescriptor: Sendable {
+    var offset: Int
+    var size: Int
+    var count: Int
+    var width: Int
+    var filter: ChunkFilter
+    var codec: Codec
+    var xxh3: UInt64
+}
+
+/// One block of a shard after validation.
+struct BlockLayout: Sendable {
+    var firstToken: Int
+    var tokens: Int
+    var entries: Int
+    var samples: Int
+    var inputIDs: ChunkDescriptor
+    var nextLogProb: ChunkDescriptor
+    var logSumExp: ChunkDescriptor
+    var entryCount: ChunkDescriptor
+    var entryIDDict: ChunkDescriptor?    // when present, entry_ids.j hold ranks into it
+    var entryIDs: [ChunkDescriptor]      // [bands]
+    var entryLogProbs: [ChunkDescriptor] // [bands]
+    var sampleCount: ChunkDescriptor?
+    var sampleIDs: ChunkDescriptor?
+    var sampleDraws: ChunkDescriptor?
+}
+
+/// How a shard stores entry log-probabilities (FORMAT.md section 5).
+public enum LogProbEncoding: Sendable, Equatable, Hashable, CustomStringConvertible {
+    /// Quantised to steps of `2^-stepLog2` nats; worst-case error `2^-(stepLog2+1)` per entry.
+    case quantized(stepLog2: Int)
+    /// Exact float32 (lossless).
+    case float32
+
+    /// The default: steps of 1/64 nat, worst-case error 1/128 = 0.0078125 nats.
+    public static let `default` = LogProbEncoding.quantized(stepLog2: 6)
+
+    /// Largest absolute decoding error per entry, in nats (0 for float32).
+    public var maxError: Double {
+        if case .quantized(let b) = self { return 1 / Double(1 << (b + 1)) }
+        return 0
+    }
+    public var description: String {
+        if case .quantized(let b) = self { return "quantized(step=2^-\(b))" }
+        return "float32"
+    }
+}
+
+/// 128-bit content hash of a document (for example XXH3-128 of its bytes).
+public struct DocumentHash: Hashable, Sendable, CustomStringConvertible {
+    public var high: UInt64
+    public var low: UInt64
+    public init(high: UInt64, low: UInt64) { self.high = high; self.low = low }
+    /// 32 lowercase hex digits, high word first (the footer's rendering).
+    public var description: String { hex16(high) + hex16(low) }
+    /// Parses 32 lowercase hex digits.
+    public init?(hex: String) {
+        let u = Array(hex.utf8)
+        guard u.count == 32, let h = parseHex16(String(decoding: u[0..<16], as: UTF8.self)),
+              let l = parseHex16(String(decoding: u[16..<32], as: UTF8.self)) else { return nil }
+        self.init(high: h, low: l)
+    }
+}
+
+/// A shard's footer after every count, offset and length was checked.
+struct ShardLayout: Sendable {
+    var vocabularySize: Int
+    var maxEntries: Int
+    var maxSamples: Int
+    var blockTokens: Int
+    var bands: [Int]             // [m+1] edges
+    var logProbs: LogProbEncoding
+    var tokens: Int
+    var entries: Int
+    var samples: Int
+    var documentKeys: [DocumentHash]   // [sequences]
+    var documentOffsets: [Int]         // [sequences]
+    var lengths: [Int]                 // [sequences]
+    var sequenceStarts: [Int]          // [sequences + 1] shard token index
+    var blocks: [BlockLayout]
+    var json: FooterJSON
+
+    var sequences: Int { lengths.count }
+
+    /// Validates a decoded footer of a file whose chunk area is `[16, chunkEnd)`.
+    init(_ f: FooterJSON, file: String, chunkEnd: Int) throws {
+        func bad(_ r: String, _ chunk: String? = nil) -> ShardFormatError { .malformed(file: file, chunk: chunk, reason: "footer: " + r) }
+        guard f.formatVersion == 1 else { throw bad("formatVersion \(f.formatVersion) is not 1") }
+        guard (1...(1 << 24)).contains(f.vocabularySize) else { throw bad("vocabularySize \(f.vocabularySize) outside 1...16777216") }
+        guard (0...65535).contains(f.maxEntries) else { throw bad("maxEntries \(f.maxEntries) outside 0...65535") }
+        guard (0...(1 << 20)).contains(f.maxSamples) else { throw bad("maxSamples \(f.maxSamples) outside 0...1048576") }
+        guard f.blockTokens >= 1, f.blockTokens <= 1 << 24 else { throw bad("blockTokens \(f.blockTokens) outside 1...16777216") }
+        let e = f.entryBands
+        guard e.first == 0, e.last == f.maxEntries, zip(e, e.dropFirst()).allSatisfy({ $0 < $1 }),
+              (f.maxEntries == 0) == (e.count == 1) else {
+            throw bad("entryBands \(e) must rise strictly from 0 to maxEntries \(f.maxEntries)")
+        }
+        switch (f.logProbs.encoding, f.logProbs.stepLog2) {
+        case ("float32", _): logProbs = .float32
+        case ("quantized", .some(let b)) where (0...20).contains(b): logProbs = .quantized(stepLog2: b)
+        default: throw bad("logProbs \(f.logProbs.encoding) stepLog2 \(f.logProbs.stepLog2.map(String.init) ?? "missing") not valid")
+        }
+        guard f.tokens >= 0, f.entries >= 0, f.samples >= 0, f.sequences >= 0 else { throw bad("negative total") }
+        let st = f.sequenceTable
+        guard st.lengths.count == f.sequences, st.documentKeys.count == f.sequences, st.documentOffsets.count == f.sequences else {
+            throw bad("sequenceTable arrays must each have \(f.sequences) elements")
+        }
+        var starts = [0]; starts.reserveCapacity(f.sequences + 1)
+        for (i, n) in st.lengths.enumerated() {
+            guard n >= 0, n <= f.tokens, st.documentOffsets[i] >= 0 else { throw bad("sequence \(i): bad length \(n) or offset \(st.documentOffsets[i])") }
+            starts.append(starts[i] + n)
+            guard starts[i + 1] <= f.tokens else { throw bad("sequence lengths exceed tokens \(f.tokens)") }
+        }
+        guard starts.last == f.tokens else { throw bad("sequence lengths sum to \(starts.last ?? 0), not tokens \(f.tokens)") }
+        var keys: [DocumentHash] = []; keys.reserveCapacity(f.sequences)
+        for (i, k) in st.documentKeys.enumerated() {
+            guard let h = DocumentHash(hex: k) else { throw bad("sequence \(i): document key \"\(k.prefix(40))\" is not 32 hex digits") }
+            keys.append(h)
+        }
+        let nBlocks = (f.tokens + f.blockTokens - 1) / f.blockTokens
+        guard f.blocks.count == nBlocks else { throw bad("\(f.blocks.count) blocks, expected \(nBlocks) for \(f.tokens) tokens") }
+        let m = e.count - 1
+        var blocks: [BlockLayout] = []; blocks.reserveCapacity(nBlocks)
+        var sumE = 0, sumS = 0
+        for (b, bj) in f.blocks.enumerated() {
+            let first = b * f.blockTokens
+            let n = min(f.blockTokens, f.tokens - first)
+            guard bj.tokens == n else { throw bad("block \(b) has \(bj.tokens) tokens, expected \(n)") }
+            guard bj.entries >= 0, bj.entries <= n * f.maxEntries else { throw bad("block \(b): entries \(bj.entries) outside 0...\(n * f.maxEntries)") }
+            guard bj.samples >= 0, bj.samples <= n * f.maxSamples else { throw bad("block \(b): samples \(bj.samples) outside 0...\(n * f.maxSamples)") }
+            sumE += bj.entries; sumS += bj.samples
+            var byName: [String: ChunkDescriptor] = [:]
+            for c in bj.chunks {
+                let where_ = "block \(b) column \(c.column)"
+                guard byName[c.column] == nil else { throw bad("duplicate column", where_) }
+                guard c.offset >= 16, c.size >= 0, c.offset <= chunkEnd, c.size <= chunkEnd - c.offset else {
+                    throw bad("chunk bytes [\(c.offset), +\(c.size)) outside the chunk area [16, \(chunkEnd))", where_)
+                }
+                guard (1...4).contains(c.width), c.count >= 0, c.count <= (1 << 40) else { throw bad("width \(c.width) or count \(c.count) invalid", where_) }
+                guard let filter = ChunkFilter(rawValue: c.filter) else { throw bad("unknown filter \(c.filter)", where_) }
+                let codec: Codec
+                switch c.codec { case "none": codec = .none; case "lz4": codec = .lz4; case "zstd": codec = .zstd(level: 0)
+                default: throw bad("unknown codec \(c.codec)", where_) }
+                guard let sum = parseHex16(c.xxh3) else { throw bad("xxh3 \"\(c.xxh3.prefix(20))\" is not 16 hex digits", where_) }
+                byName[c.column] = ChunkDescriptor(offset: c.offset, size: c.size, count: c.count, width: c.width, filter: filter, codec: codec, xxh3: sum)
+            }
+            func col(_ name: String, count: Int?) throws -> ChunkDescriptor {
+                guard let d = byName.removeValue(forKey: name) else { throw bad("block \(b): missing column \(name)") }
+                if let c = count, d.count != c { throw bad("count \(d.count), expected \(c)", "block \(b) column \(name)") }
+                return d
+            }
+            let inputIDs = try col("input_ids", count: n), next = try col("next_logprob", count: n)
+            let lse = try col("logsumexp", count: n), cnt = try col("entry_count", count: n)
+            guard next.width == 4, lse.width == 4 else { throw bad("block \(b): float columns must have width 4") }
+            let dict = byName.removeValue(forKey: "entry_id_dict")
+            var ids: [ChunkDescriptor] = [], lps: [ChunkDescriptor] = []
+            var bandTotal = 0
+            for j in 0..<m {
+                let i = try col("entry_ids.\(j)", count: nil), l = try col("entry_logprobs.\(j)", count: i.count)
+                bandTotal += i.count
+                ids.append(i); lps.append(l)
+            }
+            guard bandTotal == bj.entries else { throw bad("block \(b): band counts sum to \(bandTotal), not entries \(bj.entries)") }
+            if case .float32 = logProbs, !lps.allSatisfy({ $0.width == 4 || $0.count == 0 }) { throw bad("block \(b): float32 log-probs need width 4") }
+            var sc: ChunkDescriptor?, si: ChunkDescriptor?, sd: ChunkDescriptor?
+            if f.maxSamples > 0 {
+                sc = try col("sample_count", count: n); si = try col("sample_ids", count: bj.samples); sd = try col("sample_draws", count: bj.samples)
+            } else if bj.samples != 0 { throw bad("block \(b): samples without sample columns") }
+            if let extra = byName.keys.sorted().first { throw bad("block \(b): unexpected column \(extra)") }
+            blocks.append(BlockLayout(firstToken: first, tokens: n, entries: bj.entries, samples: bj.samples,
+                                      inputIDs: inputIDs, nextLogProb: next, logSumExp: lse, entryCount: cnt, entryIDDict: dict,
+                                      entryIDs: ids, entryLogProbs: lps, sampleCount: sc, sampleIDs: si, sampleDraws: sd))
+        }
+        guard sumE == f.entries, sumS == f.samples else { throw bad("block totals (\(sumE) entries, \(sumS) samples) differ from shard totals") }
+        vocabularySize = f.vocabularySize; maxEntries = f.maxEntries; maxSamples = f.maxSamples
+        blockTokens = f.blockTokens; bands = e; tokens = f.tokens; entries = f.entries; samples = f.samples
+        documentKeys = keys; documentOffsets = st.documentOffsets; lengths = st.lengths; sequenceStarts = starts
+        self.blocks = blocks; json = f
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+
+/// Fingerprints that tie a cache to its teacher, tokenizer and corpus (opaque strings, e.g.
+/// hex hashes). Readers refuse a cache whose tokenizer fingerprint differs from theirs.
+public struct Fingerprints: Codable, Sendable, Equatable, Hashable {
+    public var teacher: String
+    public var tokenizer: String
+    public var corpus: String
+    public init(teacher: String, tokenizer: String, corpus: String) {
+        self.teacher = teacher; self.tokenizer = tokenizer; self.corpus = corpus
+    }
+}
+
+/// How the teacher targets were captured (FORMAT.md section 7).
+public struct CaptureSettings: Codable, Sendable, Equatable, Hashable {
+    /// `top-k`, `top-p`, `sampled` or `head-tail`.
+    public var policy: String
+    /// K: the most exact entries a position may have.
+    public var k: Int
+    /// Top-p threshold, nil unless the policy is `top-p`.
+    public var topP: Double?
+    /// Draws per position for sampled policies, 0 otherwise.
+    public var samples: Int
+    /// Temperature the log-probs and logsumexp are taken at.
+    public var temperature: Double
+    /// Seed of the sampler.
+    public var seed: UInt64
+    public init(policy: String, k: Int, topP: Double? = nil, samples: Int = 0, temperature: Double = 1, seed: UInt64 = 0) {
+        self.policy = policy; self.k = k; self.topP = topP; self.samples = samples; self.temperature = temperature; self.seed = seed
+    }
+}
+
+/// What the teacher pass cost: tokens processed, floating-point operations, wall seconds.
+public struct TeacherCost: Codable, Sendable, Equatable, Hashable {
+    public var tokens: Int
+    public var flops: Double
+    public var seconds: Double
+    public init(tokens: Int = 0, flops: Double = 0, seconds: Double = 0) { self.tokens = tokens; self.flops = flops; self.seconds = seconds }
+    static func + (a: TeacherCost, b: TeacherCost) -> TeacherCost {
+        TeacherCost(tokens: a.tokens + b.tokens, flops: a.flops + b.flops, seconds: a.seconds + b.seconds)
+    }
+}
+
+/// The writer settings recorded in a manifest (footers are authoritative).
+public struct EncodingSettings: Codable, Sendable, Equatable, Hashable {
+    public var codec: String
+    public var level: Int
+    public var logProbs: String
+    public var stepLog2: Int
+    public var blockTokens: Int
+    public var entryBands: [Int]
+}
+
+/// A writer partition: manifest `index` of `count`.
+public struct PartitionInfo: Codable, Sendable, Equatable, Hashable {
+    public var index: Int
+    public var count: Int
+}
+
+/// Sums over a manifest's shards.
+public struct CacheTotals: Codable, Sendable, Equatable, Hashable {
+    public var tokens = 0, sequences = 0, entries = 0, samples = 0, bytes = 0
+}
+
+/// One shard as a manifest lists it.
+public struct ShardEntry: Codable, Sendable, Equatable, Hashable {
+    /// Plain file name inside the cache directory.
+    public var file: String
+    public var partition: Int
+    public var tokens: Int
+    public var sequences: Int
+    public var entries: Int
+    public var samples: Int
+    /// File size in bytes.
+    public var bytes: Int
+    /// XXH3-64 of the whole file, 16 hex digits.
+    public var xxh3: String
+}
+
+/// The manifest of a cache or of one writer partition (`Schemas/manifest.schema.json`).
+public struct CacheManifest: Codable, Sendable, Equatable {
+    public var format = "logitcache"
+    public var formatVersion = 1
+    public var vocabularySize: Int
+    public var fingerprints: Fingerprints
+    public var capture: CaptureSettings
+    public var encoding: EncodingSettings
+    public var teacherCost: TeacherCost
+    /// Set in partition manifests, nil in the merged one.
+    public var partition: PartitionInfo?
+    public var totals: CacheTotals
+    public var shards: [ShardEntry]
+
+    /// File name of the merged manifest.
+    public static let fileName = "manifest.json"
+    /// File name of partition `p`'s manifest.
+    public static func partitionFileName(_ p: Int) -> String { "manifest.part-\(pad(p, 5)).json" }
+
+    mutating func recomputeTotals() {
+        var t = CacheTotals()
+        for s in shards { t.tokens += s.tokens; t.sequences += s.sequences; t.entries += s.entries; t.samples += s.samples; t.bytes += s.bytes }
+        totals = t
+    }
+
+    /// The manifest's file bytes: sorted-key JSON ending in the checksum member (FORMAT.md section 7).
+    public func encoded() -> [UInt8] {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        // Safe because every field is a plain string, number or array: encoding cannot fail.
+        var body = Array(try! enc.encode(self))
+        while let last = body.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: " ") { body.removeLast() }
+        body.removeLast() // the closing brace
+        while let last = body.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: " ") { body.removeLast() }
+        body += Array(",\n  ".utf8)
+        let sum = Checksum.xxh3(body)
+        body += Array("\"checksum\": \"\(hex16(sum))\"\n}\n".utf8)
+        return body
+    }
+
+    /// Parses manifest bytes after checking their checksum. `file` names the file in errors.
+    public static func decode(_ bytes: [UInt8], file: String) throws -> CacheManifest {
+        let key = Array("\"checksum\": \"".utf8)
+        let tailLength = key.count + 16 + 4
+        guard bytes.count >= tailLength else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "manifest too short (\(bytes.count) bytes)") }
+        let i = bytes.count - tailLength
+        guard Array(bytes[i..<(i + key.count)]) == key, Array(bytes[(bytes.count - 4)...]) == Array("\"\n}\n".utf8),
+              let want = parseHex16(String(decoding: bytes[(i + key.count)..<(i + key.count + 16)], as: UTF8.self)) else {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "manifest does not end with the \"checksum\" member")
+        }
+        let got = bytes.withUnsafeBytes { Checksum.xxh3(UnsafeRawBufferPointer(rebasing: $0[0..<i])) }
+        guard got == want else { throw ShardFormatError.checksumMismatch(file: file, chunk: "manifest", expected: want, actual: got) }
+        let m: CacheManifest
+        do { m = try JSONDecoder().decode(CacheManifest.self, from: Data(bytes)) } catch {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "manifest JSON: \(error)")
+        }
+        guard m.format == "logitcache", m.formatVersion == 1 else {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "format \(m.format) version \(m.formatVersion) is not logitcache 1")
+        }
+        guard (1...(1 << 24)).contains(m.vocabularySize) else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "vocabularySize \(m.vocabularySize) outside 1...16777216") }
+        var check = m; check.recomputeTotals()
+        guard check.totals == m.totals else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "totals do not equal the sums over shards") }
+        for s in m.shards {
+            guard s.tokens >= 0, s.sequences >= 0, s.entries >= 0, s.samples >= 0, s.bytes >= 56, parseHex16(s.xxh3) != nil else {
+                throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "bad shard entry (negative count, size < 56 or bad xxh3)")
+            }
+        }
+        return m
+    }
+
+    /// Reads and checks `directory/name`.
+    public static func load(directory: String, name: String = CacheManifest.fileName) throws -> CacheManifest {
+        let path = directory + "/" + name
+        return try decode(try readWholeFile(path), file: path)
+    }
+
+    /// Publishes the manifest atomically as `directory/name`.
+    public func publish(directory: String, name: String) throws {
+        try publishFile(encoded(), directory: directory, name: name)
+    }
+
+    /// The path of shard `name` inside `directory`, refusing names that could reach outside it:
+    /// anything but `[A-Za-z0-9._-]{1,200}`, `.`/`..`, and links resolving outside.
+    /// - Throws: ``ShardFormatError/unsafePath(file:name:reason:)``, or `system` if it is missing.
+    public static func shardPath(directory: String, name: String, manifestFile: String) throws -> String {
+        let ok = !name.isEmpty && name.utf8.count <= 200 && name != "." && name != ".." &&
+            name.utf8.allSatisfy { c in (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 46 || c == 95 || c == 45 }
+        guard ok else { throw ShardFormatError.unsafePath(file: manifestFile, name: name, reason: "not a plain file name ([A-Za-z0-9._-], not . or ..)") }
+        let path = directory + "/" + name
+        guard let dir = resolvedPath(directory) else { throw ShardFormatError.system(file: directory, call: "realpath", errno: errno) }
+        guard let real = resolvedPath(path) else { throw ShardFormatError.system(file: path, call: "realpath", errno: errno) }
+        guard real.hasPrefix(dir.hasSuffix("/") ? dir : dir + "/") else {
+            throw ShardFormatError.unsafePath(file: manifestFile, name: name, reason: "resolves to \(real), outside \(dir)")
+        }
+        return path
+    }
+
+    /// Builds `manifest.json` from the partition manifests `manifest.part-00000.json` ...
+    /// (all `count` of them must exist and agree) without touching shard data, publishes it
+    /// and returns it.
+    /// - Throws: ``ShardFormatError/mismatch(file:reason:)`` naming the disagreeing partition.
+    @discardableResult
+    public static func merge(directory: String) throws -> CacheManifest {
+        let first = try load(directory: directory, name: partitionFileName(0))
+        guard let count = first.partition?.count, first.partition?.index == 0 else {
+            throw ShardFormatError.mismatch(file: directory + "/" + partitionFileName(0), reason: "not a partition manifest of index 0")
+        }
+        var merged = first
+        merged.partition = nil
+        merged.shards = []
+        merged.teacherCost = TeacherCost()
+        for p in 0..<count {
+            let name = partitionFileName(p)
+            let m = p == 0 ? first : try load(directory: directory, name: name)
+            let file = directory + "/" + name
+            guard m.partition == PartitionInfo(index: p, count: count) else {
+                throw ShardFormatError.mismatch(file: file, reason: "partition \(m.partition.map { "\($0.index)/\($0.count)" } ?? "none"), expected \(p)/\(count)")
+            }
+            guard m.vocabularySize == first.vocabularySize, m.fingerprints == first.fingerprints,
+                  m.capture == first.capture, m.encoding == first.encoding else {
+                throw ShardFormatError.mismatch(file: file, reason: "vocabulary, fingerprints, capture or encoding differ from partition 0")
+            }
+            merged.shards += m.shards
+            merged.teacherCost = merged.teacherCost + m.teacherCost
+        }
+        merged.recomputeTotals()
+        try merged.publish(directory: directory, name: fileName)
+        return merged
+    }
+}
+
+@inline(__always) func pad(_ v: Int, _ n: Int) -> String {
+    let s = String(v)
+    return s.count >= n ? s : String(repeating: "0", count: n - s.count) + s
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import ShardFormat
+
+/// `logitcache bench format`: our cache (default and lossless) against raw int32+float16 and
+/// Parquet+zstd on the same generated teacher-like rows (see ``TeacherLikeGenerator``).
+struct BenchFormatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "format",
+        abstract: "Bytes/token and read/write speed of the cache format vs raw and Parquet+zstd.")
+    @Option(help: "Tokens per vocabulary.") var tokens: Int = 262_144
+    @Option(help: "K entries per token.") var k: Int = 64
+    @Option(help: "Vocabulary sizes, comma separated.") var vocabs: String = "32000,128000"
+    @Option(help: "Seed.") var seed: UInt64 = 7
+    @Option(help: "Python with pyarrow for the Parquet baseline (else n/a).") var python: String?
+    @Option(help: "Directory for the raw row dump read by tools/parquet_bench.py (default: a temp dir).") var dump: String?
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() throws {
+        var results: [[String: Any]] = []
+        for vs in vocabs.split(separator: ",") {
+            guard let V = Int(vs), V >= 2 else { throw ValidationError("bad vocabulary \(vs)") }
+            do { results.append(try bench(V)) } catch { throw fail(error) }
+        }
+        if json { printJSON(["k": k, "tokens": tokens, "seed": seed, "results": results]); return }
+        func f(_ x: Any?) -> String { (x as? Double).map { String(format: "%.1f", $0) } ?? "n/a" }
+        func r(_ x: Any?) -> String { (x as? Double).map { String(format: "%.2fx", $0) } ?? "n/a" }
+        func mt(_ x: Any?) -> String { (x as? Double).map { String(format: "%.2f M", $0 / 1e6) } ?? "n/a" }
+        for res in results {
+            print("vocabulary \(res["vocabulary"]!), K=\(k), \(tokens) tokens (teacher-like generator, seed \(seed))")
+            print("  bytes/token   ours default (zstd-3, 1/64 nat) \(f(res["ours_default_bytes_per_token"]))   ours lossless \(f(res["ours_lossless_bytes_per_token"]))   raw int32+f16 \(f(res["raw_bytes_per_token"]))   parquet+zstd \(f(res["parquet_bytes_per_token"]))")
+            print("  ratio vs parquet+zstd: default \(r(res["default_vs_parquet"]))   lossless \(r(res["lossless_vs_parquet"]))   (target <= 0.50x)")
+            print("  write tokens/s (1 core)    ours default \(mt(res["write_tokens_per_s"]))   parquet \(mt(res["parquet_write_tokens_per_s"]))   (target >= 0.2 M)")
+            print("  read tokens/s into [T,k] arrays: k=64 1 thread \(mt(res["read_k64_1t"]))  2 threads \(mt(res["read_k64_2t"]))   k=8 1 thread \(mt(res["read_k8_1t"]))  2 threads \(mt(res["read_k8_2t"]))   parquet k=64 \(mt(res["parquet_read_tokens_per_s"]))   (target >= 1 M/core at k=64)")
+        }
+    }
+
+    private func bench(_ V: Int) throws -> [String: Any] {
+        let g = TeacherLikeGenerator(vocabularySize: V, k: k, seed: seed)
+        let seqLen = 1024
+        let seqs = (0..<((tokens + seqLen - 1) / seqLen)).map { g.sequence($0, length: min(seqLen, tokens - $0 * seqLen)) }
+        let T = seqs.reduce(0) { $0 + $1.count }, E = seqs.reduce(0) { $0 + $1.entryIDs.count }
+        let tmp = NSTemporaryDirectory() + "logitcache-bench-\(getpid())-\(V)"
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        let desc = CacheDescription(vocabularySize: V, fingerprints: Fingerprints(teacher: "bench", tokenizer: "bench", corpus: "bench"),
+                                    capture: CaptureSettings(policy: "top-k", k: k))
+        func write(_ dir: String, _ o: WriterOptions) throws -> (bytes: Int, seconds: Double) {
+            let t0 = Date()
+            let w = try CacheWriter(directory: dir, description: desc, options: o)
+            for s in seqs { try w.append(s) }
+            let m = try w.finish()
+            return (m.totals.bytes, Date().timeIntervalSince(t0))
+        }
+        let def = try write(tmp + "/default", WriterOptions())
+        let lossless = try write(tmp + "/lossless", WriterOptions(logProbs: .float32))
+        let reader = try CacheReader(directory: tmp + "/default")
+        func read(k kk: Int, threads: Int) throws -> Double {
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let t0 = Date()
+                let errors = ErrorBox()
+                DispatchQueue.concurrentPerform(iterations: threads) { th in
+                    let batch = TargetBatch()
+                    let lo = T * th / threads, hi = T * (th + 1) / threads
+                    var t = lo
+                    do {
+                        while t < hi { let n = min(8192, hi - t); try reader.decode(tokens: t..<(t + n), k: kk, into: batch); t += n }
+                    } catch { errors.set(error) }
+                }
+                if let e = errors.error { throw e }
+                best = min(best, Date().timeIntervalSince(t0))
+            }
+            return Double(T) / best
+        }
+        var res: [String: Any] = [
+            "vocabulary": V, "tokens": T, "entries": E,
+            "ours_default_bytes_per_token": Double(def.bytes) / Double(T),
+            "ours_lossless_bytes_per_token": Double(lossless.bytes) / Double(T),
+            "raw_bytes_per_token": Double(12 * T + 6 * E) / Double(T),
+            "write_tokens_per_s": Double(T) / def.seconds,
+            "read_k64_1t": try read(k: k, threads: 1), "read_k64_2t": try read(k: k, threads: 2),
+            "read_k8_1t": try read(k: min(8, k), threads: 1), "read_k8_2t": try read(k: min(8, k), threads: 2),
+        ]
+        if let py = python {
+            let dir = dump.map { $0 + "/vocab-\(V)" } ?? tmp + "/dump"
+            try dumpRows(seqs, to: dir)
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../tools/parquet_bench.py").standardized.path
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: py)
+            p.arguments = [script, dir]
+            let pipe = Pipe(); p.standardOutput = pipe
+            try p.run(); p.waitUntilExit()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            if p.terminationStatus == 0, let j = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+               let bytes = j["bytes"] as? Double ?? (j["bytes"] as? Int).map(Double.init) {
+                let pq = bytes / Double(T)
+                res["parquet_bytes_per_token"] = pq
+                res["default_vs_parquet"] = Double(def.bytes) / Double(T) / pq
+                res["lossless_vs_parquet"] = Double(lossless.bytes) / Double(T) / pq
+                if let w = j["write_seconds"] as? Double { res["parquet_write_tokens_per_s"] = Double(T) / w }
+                if let r = j["read_seconds"] as? Double { res["parquet_read_tokens_per_s"] = Double(T) / r }
+            } else {
+                FileHandle.standardError.write(Data("bench format: \(script) failed (exit \(p.terminationStatus))\n".utf8))
+            }
+        } else if let d = dump {
+            try dumpRows(seqs, to: d + "/vocab-\(V)")
+        }
+        return res
+    }
+}
+
+/// First error thrown by any of several threads.
+final class ErrorBox: @unchecked Sendable {
+    // Sendable because `error` is only touched under `lock`.
+    private let lock = NSLock()
+    private var stored: Error?
+    var error: Error? { lock.lock(); defer { lock.unlock() }; return stored }
+    func set(_ e: Error) { lock.lock(); if stored == nil { stored = e }; lock.unlock() }
+}
+
+/// Writes generated rows as plain little-endian arrays (read by tools/parquet_bench.py):
+/// `input_ids.i32` [T], `next_logprob.f32` [T], `logsumexp.f32` [T], `entry_offsets.i64` [T+1],
+/// `entry_ids.i32` [E], `entry_logprobs.f32` [E].
+func dumpRows(_ seqs: [TeacherLikeGenerator.Sequence], to dir: String) throws {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var inp: [Int32] = [], nxt: [Float] = [], lse: [Float] = [], off: [Int64] = [0], ids: [Int32] = [], lps: [Float] = []
+    for s in seqs {
+        inp += s.inputIDs; nxt += s.nextTokenLogProbs; lse += s.logSumExps
+        let base = off.last!
+        off += s.entryOffsets.dropFirst().map { base + Int64($0) }
+        ids += s.entryIDs; lps += s.entryLogProbs
+    }
+    func w<T>(_ a: [T], _ name: String) throws { try a.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: dir + "/" + name)) } }
+    try w(inp, "input_ids.i32"); try w(nxt, "next_logprob.f32"); try w(lse, "logsumexp.f32")
+    try w(off, "entry_offsets.i64"); try w(ids, "entry_ids.i32"); try w(lps, "entry_logprobs.f32")
+}

@@ -1,0 +1,68 @@
+import Foundation
+@testable import ShardFormat
+
+/// A fresh empty directory under the system temp dir.
+func freshDirectory(_ tag: String) -> String {
+    let d = NSTemporaryDirectory() + "lc-test-\(tag)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
+    try? FileManager.default.removeItem(atPath: d)
+    try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}
+
+/// Random sequences of arbitrary shape (uniform ids, variable entry counts incl. 0, empty and
+/// one-token sequences), in the generator's CSR layout so writer and checks share it.
+func randomSequences(_ rng: inout SplitMix, count: Int, vocab V: Int, k K: Int, samples S: Int, maxLength: Int) -> [TeacherLikeGenerator.Sequence] {
+    (0..<count).map { i in
+        var s = TeacherLikeGenerator.Sequence(documentKey: DocumentHash(high: rng.next(), low: rng.next()), documentOffset: Int(rng.next() % 100_000))
+        let T = i == 0 ? 0 : i == 1 ? 1 : Int(rng.next() % UInt64(maxLength + 1))
+        for _ in 0..<T {
+            s.inputIDs.append(Int32(rng.next() % UInt64(V)))
+            s.nextTokenLogProbs.append(Float(-30 * rng.unit()))
+            s.logSumExps.append(Float(20 * rng.normal()))
+            let c = Int(rng.next() % UInt64(K + 1))
+            var l = Float(-rng.unit())
+            for _ in 0..<c {
+                s.entryIDs.append(Int32(rng.next() % UInt64(V)))
+                s.entryLogProbs.append(l)
+                l -= Float(rng.unit() * (rng.next() % 8 == 0 ? 40 : 0.5))
+            }
+            s.entryOffsets.append(s.entryIDs.count)
+            if S > 0 {
+                let n = Int(rng.next() % UInt64(S + 1))
+                for _ in 0..<n { s.sampleIDs.append(Int32(rng.next() % UInt64(V))); s.sampleDraws.append(UInt32(1 + rng.next() % 50)) }
+            }
+            s.sampleOffsets.append(s.sampleIDs.count)
+        }
+        return s
+    }
+}
+
+func description(vocab: Int, k: Int, samples: Int = 0, tokenizer: String = "tok") -> CacheDescription {
+    CacheDescription(vocabularySize: vocab, fingerprints: Fingerprints(teacher: "t", tokenizer: tokenizer, corpus: "c"),
+                     capture: CaptureSettings(policy: samples > 0 ? "head-tail" : "top-k", k: k, samples: samples))
+}
+
+/// Writes `seqs` as a one-partition cache.
+@discardableResult
+func writeCache(_ dir: String, _ seqs: [TeacherLikeGenerator.Sequence], vocab: Int, k: Int, samples: Int = 0,
+                options: WriterOptions = WriterOptions()) throws -> CacheManifest {
+    let w = try CacheWriter(directory: dir, description: description(vocab: vocab, k: k, samples: samples), options: options)
+    for s in seqs { try w.append(s) }
+    return try w.finish()
+}
+
+/// The quantiser of FORMAT.md section 5, in double precision, as an independent reference.
+func referenceQuantized(_ l: Float, stepLog2 b: Int) -> Double {
+    let x = -Double(l) * Double(1 << b)
+    let q = x >= 16_777_215 ? 16_777_215 : (x < 0 ? 0 : (x + 0.5).rounded(.down))
+    return -q / Double(1 << b)
+}
+
+/// Every file in `dir` as bytes, by name.
+func snapshot(_ dir: String) throws -> [String: [UInt8]] {
+    var out: [String: [UInt8]] = [:]
+    for n in try FileManager.default.contentsOfDirectory(atPath: dir) {
+        out[n] = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + n)))
+    }
+    return out
+}

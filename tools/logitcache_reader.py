@@ -1,0 +1,992 @@
+#!/usr/bin/env python3
+"""An independent reader of LogitCache caches, written from `Schemas/FORMAT.md` alone.
+
+It exists to prove that the written spec is enough to read a cache that the Swift code wrote:
+it shares no code with `Sources/ShardFormat`, and every check the spec asks of a reader is made
+here, with an error naming the file, block and chunk. Needs numpy, zstandard, lz4 and xxhash;
+jsonschema (optional) adds validation of the manifest and footers against `Schemas/`.
+
+Library use:
+
+    cache = Cache("CACHE")                  # manifest + every shard footer, checked; shards mmapped
+    rows = cache.read(0, cache.tokens)       # Tokens: per-token arrays, entries as CSR
+    ids, logprobs, counts = rows.padded_entries(k=8)   # [T,8] int32 (-1 pad), float32 (-inf pad)
+    seq = cache.sequence(3, k=8)             # (SequenceInfo, Tokens) of one sequence, top-8 only
+    cache.verify()                           # whole-file checksums + decode and check every value
+
+CLI: `python3 tools/logitcache_reader.py CACHE [--verify] [--json] [--dump]`.
+Exit status 0 when the cache is sound, 1 with `error: FILE: block B chunk C: what` otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import mmap
+import os
+import re
+import struct
+import sys
+import time
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+try:
+    import lz4.block as _lz4_block
+except ImportError:  # reported when an lz4 chunk is met
+    _lz4_block = None
+try:
+    import zstandard as _zstd
+except ImportError:
+    _zstd = None
+import xxhash
+
+MAGIC = b"LCSHARD\x1a"
+FORMAT_VERSION = 1
+HEADER_SIZE = 16
+TRAILER_SIZE = 40
+MAX_VOCABULARY = 1 << 24
+QMAX = (1 << 24) - 1
+SHARD_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+CHECKSUM_KEY = b'"checksum": "'
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "Schemas")
+
+
+class CacheError(Exception):
+    """A cache that breaks the spec; the message names the file (and block/chunk) and what."""
+
+
+def xxh3(data) -> int:
+    return xxhash.xxh3_64_intdigest(data)
+
+
+def hex64(value: int) -> str:
+    return "%016x" % value
+
+
+# ----------------------------------------------------------------------------------------------
+# JSON helpers: strict parsing (no duplicate keys) and typed field access
+
+
+def _no_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _parse_json(data: bytes, where: str) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CacheError(f"{where}: not UTF-8 ({e})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except ValueError as e:
+        raise CacheError(f"{where}: invalid JSON ({e})") from None
+
+
+def _get(obj: Any, key: str, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise CacheError(f"{where}: expected an object")
+    if key not in obj:
+        raise CacheError(f"{where}: missing key {key!r}")
+    return obj[key]
+
+
+def _int(obj: Any, key: str, where: str, lo: int = 0, hi: Optional[int] = None) -> int:
+    value = _get(obj, key, where)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CacheError(f"{where}: {key!r} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        raise CacheError(f"{where}: {key!r} = {value} outside [{lo}, {hi if hi is not None else 'inf'}]")
+    return value
+
+
+def _int_list(obj: Any, key: str, where: str) -> list:
+    values = _get(obj, key, where)
+    if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise CacheError(f"{where}: {key!r} must be a list of non-negative integers")
+    return values
+
+
+def _hex16(obj: Any, key: str, where: str) -> int:
+    value = _get(obj, key, where)
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{16}", value):
+        raise CacheError(f"{where}: {key!r} must be 16 lowercase hex digits, got {value!r}")
+    return int(value, 16)
+
+
+_schemas: dict = {}
+
+
+def schema_validate(document: Any, schema_name: str, where: str) -> bool:
+    """Validates `document` against `Schemas/<schema_name>`; False when jsonschema is absent."""
+    try:
+        import jsonschema
+    except ImportError:
+        return False
+    if schema_name not in _schemas:
+        with open(os.path.join(SCHEMA_DIR, schema_name), "rb") as f:
+            schema = json.load(f)
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _schemas[schema_name] = cls(schema)
+    errors = sorted(_schemas[schema_name].iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        path = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        raise CacheError(f"{where}: does not match {schema_name} at {path}: {e.message}")
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunk decoding (section 6)
+
+
+def decode_values(stored, count: int, width: int, filt: str, codec: str, where: str) -> np.ndarray:
+    """Stored chunk bytes -> codec -> filtered bytes (count*width) -> filter -> uint32[count]."""
+    n = count * width
+    if codec == "none":
+        if len(stored) != n:
+            raise CacheError(f"{where}: codec none but size {len(stored)} != count*width {n}")
+        data = stored
+    elif codec == "lz4":
+        if _lz4_block is None:
+            raise CacheError(f"{where}: lz4 chunk but the Python package 'lz4' is not installed")
+        if n == 0:
+            raise CacheError(f"{where}: an empty chunk must use codec none")
+        try:
+            data = _lz4_block.decompress(bytes(stored), uncompressed_size=n)
+        except Exception as e:  # lz4.block.LZ4BlockError and friends
+            raise CacheError(f"{where}: lz4 block does not decompress to {n} bytes ({e})") from None
+        if len(data) != n:
+            raise CacheError(f"{where}: lz4 block decompressed to {len(data)} bytes, expected {n}")
+    elif codec == "zstd":
+        if _zstd is None:
+            raise CacheError(f"{where}: zstd chunk but the Python package 'zstandard' is not installed")
+        if n == 0:
+            raise CacheError(f"{where}: an empty chunk must use codec none")
+        stored = bytes(stored)
+        try:
+            params = _zstd.get_frame_parameters(stored)
+        except Exception as e:
+            raise CacheError(f"{where}: not a zstd frame ({e})") from None
+        if params.content_size != n:
+            raise CacheError(f"{where}: zstd frame content size {params.content_size}, expected {n}")
+        try:
+            dobj = _zstd.ZstdDecompressor().decompressobj()
+            data = dobj.decompress(stored)
+            complete, rest = dobj.eof, dobj.unused_data
+        except Exception as e:
+            raise CacheError(f"{where}: zstd frame does not decompress ({e})") from None
+        if not complete or rest or len(data) != n:
+            raise CacheError(f"{where}: zstd data is not exactly one frame of {n} bytes "
+                             f"(got {len(data)} bytes, complete={complete}, {len(rest)} trailing bytes)")
+    else:
+        raise CacheError(f"{where}: unknown codec {codec!r}")
+
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if filt == "raw":
+        if width == 4:
+            return raw.view("<u4").astype(np.uint32, copy=False)
+        if width == 2:
+            return raw.view("<u2").astype(np.uint32)
+        if width == 1:
+            return raw.astype(np.uint32)
+        planes = raw.reshape(count, width).T  # [width, count]: byte p of every value
+    elif filt == "planes":
+        planes = raw.reshape(width, count)
+    else:
+        raise CacheError(f"{where}: unknown filter {filt!r}")
+    values = planes[0].astype(np.uint32)
+    for p in range(1, width):
+        values |= planes[p].astype(np.uint32) << np.uint32(8 * p)
+    return values
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoded rows
+
+
+@dataclasses.dataclass
+class Tokens:
+    """Per-token teacher targets of a token range, entries and samples as CSR.
+
+    T tokens; position t's entries are `entry_ids[entry_offsets[t]:entry_offsets[t+1]]` in
+    descending probability order (ranks 0, 1, ...), likewise its samples.
+    """
+
+    input_ids: np.ndarray        # uint32 [T]
+    next_logprob: np.ndarray     # float32 [T], nats, exact
+    logsumexp: np.ndarray        # float32 [T], exact
+    entry_offsets: np.ndarray    # int64 [T+1]
+    entry_ids: np.ndarray        # uint32 [E]
+    entry_logprobs: np.ndarray   # float32 [E], nats (dequantised when the shard is quantised)
+    sample_offsets: np.ndarray   # int64 [T+1] (all zero when the cache has no samples)
+    sample_ids: np.ndarray       # uint32 [S]
+    sample_draws: np.ndarray     # uint32 [S], each >= 1
+
+    @property
+    def tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def entry_counts(self) -> np.ndarray:
+        return np.diff(self.entry_offsets)
+
+    @property
+    def sample_counts(self) -> np.ndarray:
+        return np.diff(self.sample_offsets)
+
+    def entries(self, t: int):
+        a, b = self.entry_offsets[t], self.entry_offsets[t + 1]
+        return self.entry_ids[a:b], self.entry_logprobs[a:b]
+
+    def samples(self, t: int):
+        a, b = self.sample_offsets[t], self.sample_offsets[t + 1]
+        return self.sample_ids[a:b], self.sample_draws[a:b]
+
+    def padded_entries(self, k: Optional[int] = None, pad_id: int = -1):
+        """(ids int32 [T,k], logprobs float32 [T,k], counts int64 [T]); padding is pad_id / -inf.
+
+        k defaults to the largest entry count; positions with more than k entries keep their
+        first k (the top-k, since entries are in descending order)."""
+        full = self.entry_counts
+        if k is None:
+            k = int(full.max()) if len(full) else 0
+        counts = np.minimum(full, k)
+        ids = np.full((self.tokens, k), pad_id, dtype=np.int32)
+        lps = np.full((self.tokens, k), -np.inf, dtype=np.float32)
+        mask = np.arange(k)[None, :] < counts[:, None]  # row-major cells (t, r < c_t): CSR order
+        if int(counts.sum()) == len(self.entry_ids):
+            ids[mask], lps[mask] = self.entry_ids, self.entry_logprobs
+        else:  # drop ranks >= k
+            rank = np.arange(len(self.entry_ids)) - np.repeat(self.entry_offsets[:-1], full)
+            keep = rank < k
+            ids[mask], lps[mask] = self.entry_ids[keep], self.entry_logprobs[keep]
+        return ids, lps, counts
+
+    def slice(self, a: int, b: int) -> "Tokens":
+        ea, eb = self.entry_offsets[a], self.entry_offsets[b]
+        sa, sb = self.sample_offsets[a], self.sample_offsets[b]
+        return Tokens(self.input_ids[a:b], self.next_logprob[a:b], self.logsumexp[a:b],
+                      self.entry_offsets[a:b + 1] - ea, self.entry_ids[ea:eb], self.entry_logprobs[ea:eb],
+                      self.sample_offsets[a:b + 1] - sa, self.sample_ids[sa:sb], self.sample_draws[sa:sb])
+
+    @staticmethod
+    def concat(parts: list) -> "Tokens":
+        if not parts:
+            return Tokens.empty()
+        if len(parts) == 1:
+            return parts[0]
+
+        def offsets(key):
+            pieces, base = [np.zeros(1, np.int64)], 0
+            for p in parts:
+                o = getattr(p, key)
+                pieces.append(o[1:] + base)
+                base += int(o[-1])
+            return np.concatenate(pieces)
+
+        cat = lambda key: np.concatenate([getattr(p, key) for p in parts])
+        return Tokens(cat("input_ids"), cat("next_logprob"), cat("logsumexp"),
+                      offsets("entry_offsets"), cat("entry_ids"), cat("entry_logprobs"),
+                      offsets("sample_offsets"), cat("sample_ids"), cat("sample_draws"))
+
+    @staticmethod
+    def empty() -> "Tokens":
+        u, f, o = np.zeros(0, np.uint32), np.zeros(0, np.float32), np.zeros(1, np.int64)
+        return Tokens(u, f, f, o, u, f, o, u, u)
+
+
+@dataclasses.dataclass
+class Padded:
+    """Loss-ready per-token targets of a token range: entries as [T, k] matrices.
+
+    Row t holds position t's top min(c_t, k) entries in descending order, then padding
+    (id pad_id, log-prob -inf, so exp() of the padding is 0)."""
+
+    input_ids: np.ndarray       # uint32 [T]
+    next_logprob: np.ndarray    # float32 [T]
+    logsumexp: np.ndarray       # float32 [T]
+    entry_counts: np.ndarray    # int64 [T], min(c_t, k)
+    entry_ids: np.ndarray       # int32 [T, k]
+    entry_logprobs: np.ndarray  # float32 [T, k]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.input_ids)
+
+    def slice(self, a: int, b: int) -> "Padded":
+        return Padded(*(getattr(self, f.name)[a:b] for f in dataclasses.fields(self)))
+
+    @staticmethod
+    def concat(parts: list, k: int) -> "Padded":
+        if not parts:
+            return Padded(np.zeros(0, np.uint32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                          np.zeros(0, np.int64), np.zeros((0, k), np.int32), np.zeros((0, k), np.float32))
+        return Padded(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Padded)))
+
+
+@dataclasses.dataclass
+class SequenceInfo:
+    index: int           # global sequence index
+    document_key: str    # 32 lowercase hex digits, high 64 bits first
+    document_offset: int  # offset of the window's first token in its document
+    length: int          # tokens
+    start: int           # global token index of its first token
+    shard: int           # index into Cache.shards
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards (sections 3-6)
+
+_FIXED_COLUMNS = ("input_ids", "next_logprob", "logsumexp", "entry_count")
+_SAMPLE_COLUMNS = ("sample_count", "sample_ids", "sample_draws")
+
+
+class Shard:
+    """One memory-mapped shard file; the constructor checks header, trailer and footer."""
+
+    def __init__(self, path: str, name: str, validate_schema: bool = True):
+        self.path, self.name = path, name
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise CacheError(f"{name}: cannot open ({e.strerror})") from None
+        try:
+            self.size = os.fstat(fd).st_size
+            if self.size < HEADER_SIZE + TRAILER_SIZE:
+                raise CacheError(f"{name}: {self.size} bytes, shorter than the 56-byte minimum (truncated?)")
+            self._map = mmap.mmap(fd, self.size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        self.buffer = memoryview(self._map)
+        try:
+            self._check_frame()
+            self._parse_footer(validate_schema)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        m, self._map = getattr(self, "_map", None), None
+        if m is None:
+            return
+        try:
+            self.buffer.release()
+            m.close()
+        except BufferError:
+            pass  # zero-copy arrays still view the mapping; it is unmapped when the last one is freed
+
+    def _check_frame(self):
+        b, S, name = self.buffer, self.size, self.name
+        if bytes(b[0:8]) != MAGIC:
+            raise CacheError(f"{name}: bad magic at offset 0")
+        if bytes(b[S - 8:S]) != MAGIC:
+            raise CacheError(f"{name}: bad magic at the end (truncated or not a shard?)")
+        head_version, head_flags = struct.unpack("<II", bytes(b[8:16]))
+        F, L, footer_hash, tail_version, tail_flags = struct.unpack("<QQQII", bytes(b[S - 40:S - 8]))
+        if head_version != FORMAT_VERSION or tail_version != FORMAT_VERSION:
+            raise CacheError(f"{name}: format version {head_version} (header) / {tail_version} (trailer), "
+                             f"this reader knows {FORMAT_VERSION}")
+        if head_flags != 0 or tail_flags != 0:
+            raise CacheError(f"{name}: non-zero flags {head_flags:#x} (header) / {tail_flags:#x} (trailer)")
+        if F < HEADER_SIZE or F + L != S - TRAILER_SIZE:
+            raise CacheError(f"{name}: footer offset {F} and length {L} do not fit a {S}-byte file")
+        footer_bytes = bytes(b[F:F + L])
+        if xxh3(footer_bytes) != footer_hash:
+            raise CacheError(f"{name}: footer checksum mismatch (stored {hex64(footer_hash)}, "
+                             f"computed {hex64(xxh3(footer_bytes))})")
+        self.footer_offset, self.footer_bytes = F, footer_bytes
+
+    def _parse_footer(self, validate_schema: bool):
+        w = f"{self.name}: footer"
+        ft = _parse_json(self.footer_bytes, w)
+        self.footer = ft
+        if validate_schema:
+            schema_validate(ft, "footer.schema.json", w)
+        _int(ft, "formatVersion", w, FORMAT_VERSION, FORMAT_VERSION)
+        self.vocabulary_size = _int(ft, "vocabularySize", w, 1, MAX_VOCABULARY)
+        self.max_entries = _int(ft, "maxEntries", w, 0, 65535)
+        self.max_samples = _int(ft, "maxSamples", w, 0, 1 << 20)
+        self.block_tokens = _int(ft, "blockTokens", w, 1)
+        bands = _int_list(ft, "entryBands", w)
+        if not bands or bands[0] != 0 or bands[-1] != self.max_entries or \
+                any(a >= b for a, b in zip(bands, bands[1:])):
+            raise CacheError(f"{w}: entryBands {bands} must rise strictly from 0 to maxEntries {self.max_entries}")
+        self.bands = bands
+        lp = _get(ft, "logProbs", w)
+        encoding = _get(lp, "encoding", w + " logProbs")
+        if encoding == "quantized":
+            self.step_log2 = _int(lp, "stepLog2", w + " logProbs", 0, 20)
+        elif encoding == "float32":
+            self.step_log2 = None
+        else:
+            raise CacheError(f"{w}: unknown logProbs encoding {encoding!r}")
+        self.tokens = _int(ft, "tokens", w)
+        self.sequences = _int(ft, "sequences", w)
+        self.entries = _int(ft, "entries", w)
+        self.samples = _int(ft, "samples", w)
+
+        st = _get(ft, "sequenceTable", w)
+        ws = w + " sequenceTable"
+        keys = _get(st, "documentKeys", ws)
+        if not isinstance(keys, list) or any(not isinstance(k, str) or not re.fullmatch(r"[0-9a-f]{32}", k) for k in keys):
+            raise CacheError(f"{ws}: documentKeys must be 32 lowercase hex digits each")
+        offsets = _int_list(st, "documentOffsets", ws)
+        lengths = _int_list(st, "lengths", ws)
+        if not (len(keys) == len(offsets) == len(lengths) == self.sequences):
+            raise CacheError(f"{ws}: {len(keys)} keys, {len(offsets)} offsets, {len(lengths)} lengths "
+                             f"for {self.sequences} sequences")
+        if sum(lengths) != self.tokens:
+            raise CacheError(f"{ws}: lengths sum to {sum(lengths)}, footer says {self.tokens} tokens")
+        self.document_keys = keys
+        self.document_offsets = np.array(offsets, dtype=np.int64) if offsets else np.zeros(0, np.int64)
+        self.lengths = np.array(lengths, dtype=np.int64) if lengths else np.zeros(0, np.int64)
+        self.sequence_starts = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+        blocks = _get(ft, "blocks", w)
+        if not isinstance(blocks, list):
+            raise CacheError(f"{w}: blocks must be a list")
+        expected_blocks = -(-self.tokens // self.block_tokens)
+        if len(blocks) != expected_blocks:
+            raise CacheError(f"{w}: {len(blocks)} blocks, expected ceil({self.tokens}/{self.block_tokens}) = {expected_blocks}")
+        m = len(bands) - 1
+        required = list(_FIXED_COLUMNS) + [f"entry_ids.{j}" for j in range(m)] + \
+            [f"entry_logprobs.{j}" for j in range(m)]
+        if self.max_samples > 0:
+            required += list(_SAMPLE_COLUMNS)
+        allowed = set(required) | {"entry_id_dict"}
+        self.blocks = []
+        sums = [0, 0, 0]
+        for bi, block in enumerate(blocks):
+            wb = f"{self.name}: block {bi}"
+            n = _int(block, "tokens", wb, 1)
+            want = self.block_tokens if bi + 1 < len(blocks) else self.tokens - bi * self.block_tokens
+            if n != want:
+                raise CacheError(f"{wb}: {n} tokens, expected {want}")
+            e = _int(block, "entries", wb)
+            s = _int(block, "samples", wb)
+            if e > n * self.max_entries or s > n * self.max_samples:
+                raise CacheError(f"{wb}: {e} entries / {s} samples exceed what {n} tokens may hold")
+            chunks = _get(block, "chunks", wb)
+            if not isinstance(chunks, list):
+                raise CacheError(f"{wb}: chunks must be a list")
+            columns = {}
+            for ci, chunk in enumerate(chunks):
+                column = _get(chunk, "column", f"{wb} chunk {ci}")
+                wc = f"{wb} chunk {column!r}"
+                if column not in allowed:
+                    raise CacheError(f"{wc}: unexpected column")
+                if column in columns:
+                    raise CacheError(f"{wc}: column appears twice")
+                c = {
+                    "offset": _int(chunk, "offset", wc, HEADER_SIZE),
+                    "size": _int(chunk, "size", wc),
+                    "count": _int(chunk, "count", wc),
+                    "width": _int(chunk, "width", wc, 1, 4),
+                    "filter": _get(chunk, "filter", wc),
+                    "codec": _get(chunk, "codec", wc),
+                    "xxh3": _hex16(chunk, "xxh3", wc),
+                }
+                if c["offset"] + c["size"] > self.footer_offset:
+                    raise CacheError(f"{wc}: bytes [{c['offset']}, {c['offset'] + c['size']}) run past the "
+                                     f"footer at {self.footer_offset}")
+                if c["filter"] not in ("raw", "planes"):
+                    raise CacheError(f"{wc}: unknown filter {c['filter']!r}")
+                if c["codec"] not in ("none", "lz4", "zstd"):
+                    raise CacheError(f"{wc}: unknown codec {c['codec']!r}")
+                if c["count"] == 0 and (c["size"] != 0 or c["codec"] != "none" or c["filter"] != "raw"):
+                    raise CacheError(f"{wc}: an empty chunk must have size 0, codec none, filter raw")
+                if c["codec"] == "none" and c["size"] != c["count"] * c["width"]:
+                    raise CacheError(f"{wc}: codec none but size {c['size']} != count*width "
+                                     f"{c['count'] * c['width']}")
+                columns[column] = c
+            for column in required:
+                if column not in columns:
+                    raise CacheError(f"{wb}: missing column {column!r}")
+            for column in _FIXED_COLUMNS + (_SAMPLE_COLUMNS[:1] if self.max_samples > 0 else ()):
+                if columns[column]["count"] != n:
+                    raise CacheError(f"{wb} chunk {column!r}: count {columns[column]['count']}, expected {n} tokens")
+            if self.max_samples > 0:
+                for column in _SAMPLE_COLUMNS[1:]:
+                    if columns[column]["count"] != s:
+                        raise CacheError(f"{wb} chunk {column!r}: count {columns[column]['count']}, "
+                                         f"expected {s} samples")
+            elif s != 0:
+                raise CacheError(f"{wb}: {s} samples in a shard with maxSamples = 0")
+            band_total = 0
+            for j in range(m):
+                ci, cl = columns[f"entry_ids.{j}"], columns[f"entry_logprobs.{j}"]
+                if ci["count"] != cl["count"]:
+                    raise CacheError(f"{wb}: band {j} has {ci['count']} ids but {cl['count']} log-probs")
+                band_total += ci["count"]
+            if band_total != e:
+                raise CacheError(f"{wb}: bands hold {band_total} entries, block says {e}")
+            start = bi * self.block_tokens
+            self.blocks.append({"index": bi, "start": start, "tokens": n, "entries": e, "samples": s,
+                                "columns": columns})
+            sums[0] += n
+            sums[1] += e
+            sums[2] += s
+        if sums != [self.tokens, self.entries, self.samples]:
+            raise CacheError(f"{w}: blocks sum to tokens/entries/samples {sums}, footer says "
+                             f"{[self.tokens, self.entries, self.samples]}")
+
+    # -- chunks and blocks
+
+    def column(self, b: int, column: str) -> np.ndarray:
+        """Checksums and decodes one chunk of block b into uint32[count]."""
+        c = self.blocks[b]["columns"][column]
+        where = f"{self.name}: block {b} chunk {column!r} (offset {c['offset']}, {c['size']} bytes)"
+        stored = self.buffer[c["offset"]:c["offset"] + c["size"]]
+        got = xxh3(stored)
+        if got != c["xxh3"]:
+            raise CacheError(f"{where}: checksum mismatch (stored {hex64(c['xxh3'])}, computed {hex64(got)})")
+        values = decode_values(stored, c["count"], c["width"], c["filter"], c["codec"], where)
+        if len(values) != c["count"]:
+            raise CacheError(f"{where}: decoded {len(values)} values, expected {c['count']}")
+        return values
+
+    def _ids(self, b: int, column: str, values: np.ndarray) -> np.ndarray:
+        if len(values) and int(values.max()) >= self.vocabulary_size:
+            i = int(np.argmax(values >= self.vocabulary_size))
+            raise CacheError(f"{self.name}: block {b} chunk {column!r}: value {int(values[i])} at index {i} "
+                             f"is not below vocabularySize {self.vocabulary_size}")
+        return values
+
+    def _decode(self, b: int, k: Optional[int]) -> dict:
+        """Decodes block b with entries as dense [n, kk] matrices (kk = min(k, K); the cells past a
+        position's count are undefined). With k, only the bands holding ranks < k are read."""
+        blk = self.blocks[b]
+        n = blk["tokens"]
+        where = f"{self.name}: block {b}"
+        out = {"input_ids": self._ids(b, "input_ids", self.column(b, "input_ids")),
+               "next_logprob": self.column(b, "next_logprob").view(np.float32),
+               "logsumexp": self.column(b, "logsumexp").view(np.float32)}
+        counts = self.column(b, "entry_count").astype(np.int64)
+        if len(counts) and int(counts.max()) > self.max_entries:
+            raise CacheError(f"{where} chunk 'entry_count': count {int(counts.max())} above maxEntries {self.max_entries}")
+        if int(counts.sum()) != blk["entries"]:
+            raise CacheError(f"{where} chunk 'entry_count': counts sum to {int(counts.sum())}, block says {blk['entries']}")
+        bands = self.bands
+        for j in range(len(bands) - 1):  # band counts follow from entry_count; check them all
+            want = int(np.clip(counts - bands[j], 0, bands[j + 1] - bands[j]).sum())
+            got = blk["columns"][f"entry_ids.{j}"]["count"]
+            if got != want:
+                raise CacheError(f"{where} chunk 'entry_ids.{j}': count {got}, expected {want}")
+
+        kk = self.max_entries if k is None else max(0, min(k, self.max_entries))
+        ids = np.zeros((n, kk), dtype=np.uint32)     # [n, kk] entry ids, rank-major per row
+        stored = np.zeros((n, kk), dtype=np.uint32)  # [n, kk] stored log-prob values
+        dictionary = None
+        if "entry_id_dict" in blk["columns"] and blk["entries"] and kk:
+            dictionary = self._ids(b, "entry_id_dict", self.column(b, "entry_id_dict"))
+        for j in range(len(bands) - 1):
+            lo, hi = bands[j], bands[j + 1]
+            if lo >= kk:
+                break
+            w, take = hi - lo, min(hi, kk) - lo
+            column = f"entry_ids.{j}"
+            if blk["columns"][column]["count"] == 0:
+                continue
+            band_ids = self.column(b, column)
+            band_lp = self.column(b, f"entry_logprobs.{j}")
+            if dictionary is not None:
+                if int(band_ids.max()) >= len(dictionary):
+                    raise CacheError(f"{where} chunk '{column}': dictionary rank {int(band_ids.max())} "
+                                     f"not below its size {len(dictionary)}")
+                band_ids = dictionary[band_ids]
+            else:
+                self._ids(b, column, band_ids)
+            if len(band_ids) == n * w:  # every position fills the band: a plain [n, w] matrix
+                ids[:, lo:lo + take] = band_ids.reshape(n, w)[:, :take]
+                stored[:, lo:lo + take] = band_lp.reshape(n, w)[:, :take]
+            else:
+                # Band order is position by position, ascending rank: exactly the row-major order
+                # of the cells (t, r) with r < c_t, so a boolean mask scatters it.
+                mask = (lo + np.arange(w))[None, :] < counts[:, None]  # [n, w]
+                tmp = np.zeros((n, w), dtype=np.uint32)
+                tmp[mask] = band_ids
+                ids[:, lo:lo + take] = tmp[:, :take]
+                tmp[mask] = band_lp
+                stored[:, lo:lo + take] = tmp[:, :take]
+        if self.step_log2 is None:
+            lp = stored.view(np.float32)
+        else:
+            # Section 5: Q_r is the running sum along the row (padding cells hold 0 and add nothing).
+            if stored.size and int(stored.max()) > QMAX:  # one step above the bound breaks it already
+                raise CacheError(f"{where} chunk 'entry_logprobs': quantised log-prob step "
+                                 f"{int(stored.max())} above 2^24-1")
+            # With every step <= 2^24-1, kk < 128 steps cannot overflow int32 (half the time of int64).
+            q = np.cumsum(stored.view(np.int32), axis=1, dtype=np.int32 if kk < 128 else np.int64)
+            if q.size and int(q.max()) > QMAX:
+                raise CacheError(f"{where} chunk 'entry_logprobs': quantised log-prob running sum "
+                                 f"{int(q.max())} above 2^24-1")
+            # Q < 2^24 and 2^-b are exact in float32, so this product is exact.
+            lp = q.astype(np.float32) * np.float32(-(2.0 ** -self.step_log2))
+        out.update(counts=np.minimum(counts, kk), ids=ids, lp=lp, kk=kk)
+
+        if self.max_samples > 0:
+            scounts = self.column(b, "sample_count").astype(np.int64)
+            if len(scounts) and int(scounts.max()) > self.max_samples:
+                raise CacheError(f"{where} chunk 'sample_count': count {int(scounts.max())} above "
+                                 f"maxSamples {self.max_samples}")
+            if int(scounts.sum()) != blk["samples"]:
+                raise CacheError(f"{where} chunk 'sample_count': counts sum to {int(scounts.sum())}, "
+                                 f"block says {blk['samples']}")
+            out["sample_ids"] = self._ids(b, "sample_ids", self.column(b, "sample_ids"))
+            out["sample_draws"] = draws = self.column(b, "sample_draws")
+            if len(draws) and int(draws.min()) < 1:
+                raise CacheError(f"{where} chunk 'sample_draws': a draw count of 0")
+        else:
+            scounts = np.zeros(n, dtype=np.int64)
+            out["sample_ids"] = out["sample_draws"] = np.zeros(0, np.uint32)
+        out["sample_offsets"] = np.concatenate([[0], np.cumsum(scounts)]).astype(np.int64)
+        return out
+
+    def block(self, b: int, k: Optional[int] = None) -> Tokens:
+        """Decodes block b; with k, only the entry bands holding ranks < k are read."""
+        d = self._decode(b, k)
+        counts = d["counts"]
+        if int(counts.sum()) == d["ids"].size:  # every position holds kk entries
+            entry_ids, entry_lp = d["ids"].reshape(-1), d["lp"].reshape(-1)
+        else:
+            mask = np.arange(d["kk"])[None, :] < counts[:, None]
+            entry_ids, entry_lp = d["ids"][mask], d["lp"][mask]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Tokens(d["input_ids"], d["next_logprob"], d["logsumexp"], offsets, entry_ids, entry_lp,
+                      d["sample_offsets"], d["sample_ids"], d["sample_draws"])
+
+    def block_padded(self, b: int, k: Optional[int] = None, pad_id: int = -1) -> Padded:
+        """Block b as loss-ready [n, k] matrices (k defaults to maxEntries; columns past maxEntries
+        are padding)."""
+        width = self.max_entries if k is None else k
+        d = self._decode(b, k)
+        n, kk = len(d["counts"]), d["kk"]
+        if width == kk and int(d["counts"].sum()) == n * kk:  # no padding: ids < 2^24 fit int32 as they are
+            return Padded(d["input_ids"], d["next_logprob"], d["logsumexp"], d["counts"],
+                          d["ids"].view(np.int32), d["lp"])
+        ids = np.full((n, width), pad_id, dtype=np.int32)
+        lp = np.full((n, width), -np.inf, dtype=np.float32)
+        mask = np.arange(kk)[None, :] < d["counts"][:, None]
+        ids[:, :kk] = np.where(mask, d["ids"].astype(np.int32), np.int32(pad_id))
+        lp[:, :kk] = np.where(mask, d["lp"], np.float32(-np.inf))
+        return Padded(d["input_ids"], d["next_logprob"], d["logsumexp"], d["counts"], ids, lp)
+
+    def _blocks_in(self, start: int, stop: int, piece):
+        """piece(b) for every block overlapping shard tokens [start, stop), sliced to the range."""
+        if not 0 <= start <= stop <= self.tokens:
+            raise IndexError(f"{self.name}: token range [{start}, {stop}) outside [0, {self.tokens})")
+        B, parts = self.block_tokens, []
+        for b in range((start // B) if stop > start else 0, -(-stop // B) if stop > start else 0):
+            rows, base = piece(b), b * B
+            parts.append(rows.slice(max(start, base) - base, min(stop, base + rows.tokens) - base))
+        return parts
+
+    def read(self, start: int, stop: int, k: Optional[int] = None) -> Tokens:
+        """Tokens [start, stop) of this shard (shard token indices), entries as CSR."""
+        return Tokens.concat(self._blocks_in(start, stop, lambda b: self.block(b, k)))
+
+    def read_padded(self, start: int, stop: int, k: Optional[int] = None, pad_id: int = -1) -> Padded:
+        """Tokens [start, stop) of this shard as [T, k] matrices."""
+        k = self.max_entries if k is None else k
+        return Padded.concat(self._blocks_in(start, stop, lambda b: self.block_padded(b, k, pad_id)), k)
+
+    def file_checksum(self) -> int:
+        return xxh3(self.buffer)
+
+
+# ----------------------------------------------------------------------------------------------
+# The cache (sections 2 and 7)
+
+
+def read_manifest(path: str, validate_schema: bool = True) -> dict:
+    """Reads a manifest: checks its checksum tail and hash before parsing, then its schema."""
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CacheError(f"{name}: cannot read ({e.strerror})") from None
+    i = data.rfind(CHECKSUM_KEY)
+    tail = data[i + len(CHECKSUM_KEY):] if i >= 0 else b""
+    if i < 0 or not re.fullmatch(rb'[0-9a-f]{16}"\n}\n', tail):
+        raise CacheError(f"{name}: does not end with '\"checksum\": \"<16 hex digits>\"\\n}}\\n' (truncated?)")
+    stored, got = int(tail[:16], 16), xxh3(data[:i])
+    if stored != got:
+        raise CacheError(f"{name}: checksum mismatch (stored {hex64(stored)}, computed {hex64(got)})")
+    manifest = _parse_json(data, name)
+    if validate_schema:
+        schema_validate(manifest, "manifest.schema.json", name)
+    if _get(manifest, "format", name) != "logitcache":
+        raise CacheError(f"{name}: format is not 'logitcache'")
+    _int(manifest, "formatVersion", name, FORMAT_VERSION, FORMAT_VERSION)
+    return manifest
+
+
+def safe_shard_path(directory: str, file: Any, where: str) -> str:
+    """Section 2: a plain name whose real path stays inside the cache directory."""
+    if not isinstance(file, str) or not SHARD_NAME.fullmatch(file) or file in (".", ".."):
+        raise CacheError(f"{where}: shard name {file!r} is not a plain file name")
+    root = os.path.realpath(directory)
+    real = os.path.realpath(os.path.join(root, file))
+    if real == root or os.path.commonpath([root, real]) != root:  # a link may point deeper inside
+        raise CacheError(f"{where}: shard {file!r} resolves to {real}, outside the cache directory")
+    return real
+
+
+class Cache:
+    """A cache directory (or a manifest file inside one), opened and checked."""
+
+    def __init__(self, path: str, validate_schema: bool = True):
+        if os.path.isdir(path):
+            self.directory, manifest_path = path, os.path.join(path, "manifest.json")
+        else:
+            self.directory, manifest_path = os.path.dirname(path) or ".", path
+        self.manifest_name = os.path.basename(manifest_path)
+        self.manifest = m = read_manifest(manifest_path, validate_schema)
+        w = self.manifest_name
+        self.vocabulary_size = _int(m, "vocabularySize", w, 1, MAX_VOCABULARY)
+        entries = _get(m, "shards", w)
+        if not isinstance(entries, list):
+            raise CacheError(f"{w}: shards must be a list")
+        self.shards: list = []
+        seen = set()
+        try:
+            for i, entry in enumerate(entries):
+                we = f"{w}: shards[{i}]"
+                file = _get(entry, "file", we)
+                real = safe_shard_path(self.directory, file, we)
+                if real in seen:
+                    raise CacheError(f"{we}: shard {file!r} listed twice")
+                seen.add(real)
+                shard = Shard(real, file, validate_schema)
+                self.shards.append(shard)
+                if shard.size != _int(entry, "bytes", we):
+                    raise CacheError(f"{file}: {shard.size} bytes, manifest says {entry['bytes']}")
+                _hex16(entry, "xxh3", we)
+                if shard.vocabulary_size != self.vocabulary_size:
+                    raise CacheError(f"{file}: footer vocabularySize {shard.vocabulary_size}, manifest says "
+                                     f"{self.vocabulary_size}")
+                for key in ("tokens", "sequences", "entries", "samples"):
+                    if getattr(shard, key) != _int(entry, key, we):
+                        raise CacheError(f"{file}: footer {key} {getattr(shard, key)}, manifest says {entry[key]}")
+            totals = _get(m, "totals", w)
+            for key in ("tokens", "sequences", "entries", "samples", "bytes"):
+                want = sum(_int(e, key, w) for e in entries)
+                if _int(totals, key, w + " totals") != want:
+                    raise CacheError(f"{w}: totals.{key} = {totals[key]}, shards sum to {want}")
+        except BaseException:
+            self.close()
+            raise
+        self.tokens = sum(s.tokens for s in self.shards)
+        self.sequences = sum(s.sequences for s in self.shards)
+        self.entries = sum(s.entries for s in self.shards)
+        self.samples = sum(s.samples for s in self.shards)
+        self.max_entries = max((s.max_entries for s in self.shards), default=0)
+        self.shard_token_starts = np.cumsum([0] + [s.tokens for s in self.shards]).astype(np.int64)
+        self.shard_sequence_starts = np.cumsum([0] + [s.sequences for s in self.shards]).astype(np.int64)
+
+    def close(self):
+        for s in self.shards:
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def sequence_info(self, i: int) -> SequenceInfo:
+        if not 0 <= i < self.sequences:
+            raise IndexError(f"sequence {i} outside [0, {self.sequences})")
+        si = int(np.searchsorted(self.shard_sequence_starts, i, side="right")) - 1
+        shard, j = self.shards[si], i - int(self.shard_sequence_starts[si])
+        return SequenceInfo(i, shard.document_keys[j], int(shard.document_offsets[j]), int(shard.lengths[j]),
+                            int(self.shard_token_starts[si] + shard.sequence_starts[j]), si)
+
+    def sequence_table(self) -> list:
+        return [self.sequence_info(i) for i in range(self.sequences)]
+
+    def sequence(self, i: int, k: Optional[int] = None):
+        """(SequenceInfo, Tokens) of global sequence i; a sequence never spans shards."""
+        info = self.sequence_info(i)
+        shard = self.shards[info.shard]
+        a = info.start - int(self.shard_token_starts[info.shard])
+        return info, shard.read(a, a + info.length, k)
+
+    def _shards_in(self, start: int, stop: Optional[int], piece):
+        stop = self.tokens if stop is None else stop
+        if not 0 <= start <= stop <= self.tokens:
+            raise IndexError(f"token range [{start}, {stop}) outside [0, {self.tokens})")
+        parts = []
+        for si, shard in enumerate(self.shards):
+            a, b = int(self.shard_token_starts[si]), int(self.shard_token_starts[si + 1])
+            if b > start and a < stop:
+                parts.append(piece(shard, max(start, a) - a, min(stop, b) - a))
+        return parts
+
+    def read(self, start: int = 0, stop: Optional[int] = None, k: Optional[int] = None) -> Tokens:
+        """Global tokens [start, stop), entries as CSR, cut to the top k when k is given."""
+        return Tokens.concat(self._shards_in(start, stop, lambda s, a, b: s.read(a, b, k)))
+
+    def read_padded(self, start: int = 0, stop: Optional[int] = None, k: Optional[int] = None,
+                    pad_id: int = -1) -> Padded:
+        """Global tokens [start, stop) as loss-ready [T, k] matrices (k defaults to the largest
+        maxEntries of the shards)."""
+        k = self.max_entries if k is None else k
+        return Padded.concat(self._shards_in(start, stop, lambda s, a, b: s.read_padded(a, b, k, pad_id)), k)
+
+    def verify(self, progress=None) -> dict:
+        """Every check of the spec: whole-file checksums, then every chunk decoded and checked,
+        plus value rules a reader need not enforce while reading (entries in descending order,
+        distinct sample ids). Raises CacheError at the first problem."""
+        entries = self.manifest["shards"]
+        for shard, entry in zip(self.shards, entries):
+            got = shard.file_checksum()
+            if got != int(entry["xxh3"], 16):
+                raise CacheError(f"{shard.name}: whole-file checksum mismatch (manifest {entry['xxh3']}, "
+                                 f"computed {hex64(got)})")
+        tokens = 0
+        for shard in self.shards:
+            for b in range(len(shard.blocks)):
+                rows = shard.block(b)
+                _check_values(rows, shard.step_log2 is None, f"{shard.name}: block {b}")
+                tokens += rows.tokens
+                if progress:
+                    progress(shard, b)
+        return {"shards": len(self.shards), "tokens": tokens, "sequences": self.sequences,
+                "entries": self.entries, "samples": self.samples}
+
+
+def _check_values(rows: Tokens, lossless: bool, where: str):
+    for name in ("next_logprob", "logsumexp"):
+        if np.isnan(getattr(rows, name)).any():
+            raise CacheError(f"{where}: NaN in {name}")
+    lp, off = rows.entry_logprobs, rows.entry_offsets
+    if lossless and np.isnan(lp).any():
+        raise CacheError(f"{where}: NaN entry log-prob")
+    if len(lp) > 1:
+        rising = lp[1:] > lp[:-1]
+        rising[off[1:-1][(off[1:-1] > 0) & (off[1:-1] < len(lp))] - 1] = False  # ignore position boundaries
+        if rising.any():
+            i = int(np.argmax(rising)) + 1
+            t = int(np.searchsorted(off, i, side="right")) - 1
+            raise CacheError(f"{where}: entries of position {t} are not in descending order")
+    if len(rows.sample_ids) > 1:
+        pos = np.repeat(np.arange(rows.tokens), rows.sample_counts)
+        order = np.lexsort((rows.sample_ids, pos))
+        p, s = pos[order], rows.sample_ids[order]
+        dup = (p[1:] == p[:-1]) & (s[1:] == s[:-1])
+        if dup.any():
+            raise CacheError(f"{where}: position {int(p[1:][dup][0])} repeats sampled id {int(s[1:][dup][0])}")
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def summary(cache: Cache) -> dict:
+    columns: dict = {}
+    for shard in cache.shards:
+        for blk in shard.blocks:
+            for name, c in blk["columns"].items():
+                key = name.split(".")[0]
+                acc = columns.setdefault(key, {"storedBytes": 0, "decodedBytes": 0})
+                acc["storedBytes"] += c["size"]
+                acc["decodedBytes"] += c["count"] * 4
+    T = max(cache.tokens, 1)
+    for acc in columns.values():
+        acc["bytesPerToken"] = acc["storedBytes"] / T
+    m = cache.manifest
+    return {
+        "directory": cache.directory, "manifest": cache.manifest_name,
+        "vocabularySize": cache.vocabulary_size, "maxEntries": cache.max_entries,
+        "shards": len(cache.shards), "tokens": cache.tokens, "sequences": cache.sequences,
+        "entries": cache.entries, "samples": cache.samples,
+        "bytes": sum(s.size for s in cache.shards),
+        "bytesPerToken": sum(s.size for s in cache.shards) / T,
+        "logProbs": sorted({"float32" if s.step_log2 is None else f"quantized (stepLog2 {s.step_log2})"
+                            for s in cache.shards}),
+        "codecs": sorted({c["codec"] for s in cache.shards for b in s.blocks for c in b["columns"].values()}),
+        "fingerprints": m.get("fingerprints"), "capture": m.get("capture"), "columns": columns,
+    }
+
+
+def dump(cache: Cache, k: Optional[int] = None) -> dict:
+    """Every decoded value, sequence by sequence (plain JSON types)."""
+    out = []
+    for i in range(cache.sequences):
+        info, rows = cache.sequence(i, k)
+        out.append({
+            "documentKey": info.document_key, "documentOffset": info.document_offset, "length": info.length,
+            "inputIds": rows.input_ids.tolist(), "nextLogProb": rows.next_logprob.tolist(),
+            "logsumexp": rows.logsumexp.tolist(),
+            "entryIds": [rows.entries(t)[0].tolist() for t in range(rows.tokens)],
+            "entryLogProbs": [rows.entries(t)[1].tolist() for t in range(rows.tokens)],
+            "sampleIds": [rows.samples(t)[0].tolist() for t in range(rows.tokens)],
+            "sampleDraws": [rows.samples(t)[1].tolist() for t in range(rows.tokens)],
+        })
+    return {"vocabularySize": cache.vocabulary_size, "sequences": out}
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(description="Independent reader of LogitCache caches (Schemas/FORMAT.md).")
+    ap.add_argument("cache", help="cache directory, or a manifest file inside one")
+    ap.add_argument("--verify", action="store_true",
+                    help="check whole-file checksums and decode and check every chunk; reports decode speed")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--dump", action="store_true", help="print every decoded value as JSON")
+    ap.add_argument("-k", type=int, default=None, help="with --dump: only the top k entries per token")
+    ap.add_argument("--no-schema", action="store_true", help="skip JSON Schema validation")
+    args = ap.parse_args(argv)
+    try:
+        with Cache(args.cache, validate_schema=not args.no_schema) as cache:
+            if args.dump:
+                json.dump(dump(cache, args.k), sys.stdout)
+                sys.stdout.write("\n")
+                return 0
+            info = summary(cache)
+            if args.verify:
+                t0 = time.perf_counter()
+                cache.verify()
+                dt = time.perf_counter() - t0
+                info["verified"] = True
+                info["verifySeconds"] = dt
+                t0 = time.perf_counter()
+                rows = cache.read()
+                dt = time.perf_counter() - t0
+                info["decodeSeconds"] = dt
+                info["decodeTokensPerSecond"] = rows.tokens / dt if dt > 0 else None
+    except CacheError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(e)}))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(dict(info, ok=True), indent=1))
+        return 0
+    print(f"{info['directory']}: {info['shards']} shards, {info['tokens']} tokens, {info['sequences']} sequences, "
+          f"vocabulary {info['vocabularySize']}, K {info['maxEntries']}")
+    print(f"  {info['entries']} entries, {info['samples']} samples; log-probs {', '.join(info['logProbs'])}; "
+          f"codecs {', '.join(info['codecs'])}")
+    print(f"  {info['bytes']} bytes, {info['bytesPerToken']:.2f} bytes/token")
+    for name, acc in info["columns"].items():
+        print(f"    {name:16s} {acc['bytesPerToken']:9.3f} bytes/token")
+    if args.verify:
+        speed = info["decodeTokensPerSecond"]
+        print(f"  verified: every checksum and value sound ({info['verifySeconds']:.3f} s); "
+              f"full decode {info['decodeSeconds']:.3f} s"
+              + (f", {speed:,.0f} tokens/s" if speed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

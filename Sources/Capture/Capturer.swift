@@ -52,21 +52,23 @@ public struct Capturer: Sendable {
         // The same top-K and logsumexp kernel the fused LM head matches bit for bit, so a
         // full-row capture and a fused one store identical values.
         let headK = policy.maxEntries
-        heapIDs = [Int32](repeating: 0, count: max(headK, 1))
-        heapLogits = [Float](repeating: 0, count: max(headK, 1))
+        // Reallocated only when the size changes (the fused path reuses these buffers too).
+        if heapIDs.count != max(headK, 1) {
+            heapIDs = [Int32](repeating: 0, count: max(headK, 1))
+            heapLogits = [Float](repeating: 0, count: max(headK, 1))
+        }
         var lse: Float = 0
         scaled.withUnsafeBufferPointer { z in
             topKLogsumexp(logits: z.baseAddress!, rows: 1, vocab: V, k: headK, topIds: &heapIDs, topLogits: &heapLogits,
                           logsumexp: &lse, pool: .serial)
         }
-        heapIDs.removeLast(heapIDs.count - headK); heapLogits.removeLast(heapLogits.count - headK)
         out.logSumExp.append(lse)
         out.nextTokenLogProb.append(scaled[Int(nextToken)] - lse)
 
         // Exact head: top-k, or a top-p prefix of the top-maxK.
         var mass = 0.0
         if headK > 0 {
-            let keep = prefixLength(logits: heapLogits, lse: lse)
+            let keep = prefixLength(logits: heapLogits[0..<headK], lse: lse)
             for j in 0..<keep {
                 out.entryIDs.append(heapIDs[j])
                 out.entryLogProbs.append(heapLogits[j] - lse)
@@ -103,7 +105,7 @@ public struct Capturer: Sendable {
         for j in 0..<k { heapIDs.append(topIDs[j]); heapLogits.append(topLogits[j]) }
         out.logSumExp.append(lse)
         out.nextTokenLogProb.append(nextTokenLogit - lse)
-        let keep = prefixLength(logits: heapLogits, lse: lse)
+        let keep = prefixLength(logits: heapLogits[...], lse: lse)
         var mass = 0.0
         for j in 0..<keep {
             out.entryIDs.append(heapIDs[j])
@@ -117,7 +119,7 @@ public struct Capturer: Sendable {
 
     /// How many of the descending head entries the policy keeps: all for top-k; for top-p the
     /// shortest prefix whose mass reaches p (all of them when even the whole head falls short).
-    private func prefixLength(logits: [Float], lse: Float) -> Int {
+    private func prefixLength(logits: ArraySlice<Float>, lse: Float) -> Int {
         guard case .topP(let p, _) = policy else { return logits.count }
         var mass = 0.0
         for (j, z) in logits.enumerated() {

@@ -117,6 +117,14 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         return body
     }
 
+    /// The `checksum` member of ``encoded()`` (16 hex digits): XXH3-64 of the canonical bytes
+    /// before it. Equals the checksum stored in `manifest.json`, which every writer encodes this way.
+    public var checksum: String {
+        var body = encoded()
+        body.removeLast(4)  // "\"\n}\n"
+        return String(decoding: body.suffix(16), as: UTF8.self)
+    }
+
     /// Parses manifest bytes after checking their checksum. `file` names the file in errors.
     public static func decode(_ bytes: [UInt8], file: String) throws -> CacheManifest {
         let key = Array("\"checksum\": \"".utf8)

@@ -115,7 +115,7 @@ public struct LoaderState: Sendable, Codable, Equatable {
     public var batch: Int
     /// ``LoaderConfiguration`` fingerprint (order-determining fields).
     public var configuration: String
-    /// Manifest checksum of the cache (16 hex digits).
+    /// The cache's manifest checksum (its `checksum` member, 16 hex digits).
     public var cache: String
 }
 

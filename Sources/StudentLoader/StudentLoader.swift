@@ -122,7 +122,7 @@ public final class StudentLoader {
         self.reader = reader; configuration = c
         table = try WindowTable(reader: reader, contextLength: c.contextLength)
         unitOf = table.unitOfWindow()
-        cacheID = hex16(fnv1a(reader.manifest.encoded()))
+        cacheID = reader.manifest.checksum
         converter = TargetConverter(k: c.k, mode: c.mode, invTau: 1 / c.temperature)
         try seek(epoch: 0, batch: 0)
         guard !order.isEmpty else {

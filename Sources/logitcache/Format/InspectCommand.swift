@@ -5,9 +5,10 @@ import ShardFormat
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Tokens, sequences, K, entry counts, bytes per token per column, compression, fingerprints.")
+        abstract: "Tokens, sequences, K, entry counts, captured mass, bytes per token per column, compression, fingerprints.")
     @Argument(help: "Cache directory.") var path: String
     @Flag(help: "Machine-readable output.") var json = false
+    @Flag(help: "Skip the captured-mass summary (a pass over every entry).") var noMass = false
 
     func run() throws {
         let r: CacheReader
@@ -15,8 +16,10 @@ struct InspectCommand: ParsableCommand {
         let m = r.manifest, T = max(1, r.tokenCount)
         let cols = r.columnStatistics()
         let stored = cols.reduce(0) { $0 + $1.storedBytes }, plain = cols.reduce(0) { $0 + $1.plainBytes }
+        var mass: CapturedMass?
+        if !noMass { do { mass = try r.capturedMass() } catch { throw fail(error) } }
         if json {
-            printJSON([
+            var o: [String: Any] = [
                 "path": path, "tokens": r.tokenCount, "sequences": r.sequenceCount, "shards": m.shards.count,
                 "vocabulary_size": m.vocabularySize, "k": m.capture.k, "policy": m.capture.policy,
                 "entries": m.totals.entries, "mean_entries_per_token": Double(m.totals.entries) / Double(T),
@@ -29,7 +32,12 @@ struct InspectCommand: ParsableCommand {
                                        "bytes_per_token": Double($0.storedBytes) / Double(T),
                                        "compression_ratio": $0.storedBytes > 0 ? Double($0.plainBytes) / Double($0.storedBytes) : 0] },
                 "compression_ratio": stored > 0 ? Double(plain) / Double(stored) : 0,
-            ])
+            ]
+            if let c = mass {
+                o["captured_mass"] = ["tokens": c.tokens, "mean": c.mean, "min": c.min, "max": c.max, "p1": c.p1, "p10": c.p10,
+                                      "p50": c.p50, "p90": c.p90, "p99": c.p99, "quantile_resolution": CapturedMass.resolution]
+            }
+            printJSON(o)
             return
         }
         func f(_ x: Double) -> String { String(format: "%.3f", x) }
@@ -37,6 +45,10 @@ struct InspectCommand: ParsableCommand {
         print("tokens       \(r.tokenCount) in \(r.sequenceCount) sequences, \(m.shards.count) shards, \(m.totals.bytes) bytes (\(f(Double(m.totals.bytes) / Double(T))) B/token)")
         print("vocabulary   \(m.vocabularySize)   K \(m.capture.k)   policy \(m.capture.policy)   temperature \(m.capture.temperature)   samples \(m.capture.samples)")
         print("entries      \(m.totals.entries) (\(f(Double(m.totals.entries) / Double(T))) per token)   sampled ids \(m.totals.samples)")
+        if let c = mass {
+            func g(_ x: Double) -> String { String(format: "%.4f", x) }
+            print("captured     mass of stored entries per token: mean \(g(c.mean))   min \(g(c.min))   p1 \(g(c.p1))   p10 \(g(c.p10))   p50 \(g(c.p50))   p90 \(g(c.p90))   p99 \(g(c.p99))   max \(g(c.max))")
+        }
         print("encoding     \(m.encoding.codec)\(m.encoding.codec == "zstd" ? "(\(m.encoding.level))" : "")   log-probs \(r.logProbEncoding) (max error \(r.logProbEncoding.maxError) nats)")
         print("fingerprints teacher \(m.fingerprints.teacher)   tokenizer \(m.fingerprints.tokenizer)   corpus \(m.fingerprints.corpus)")
         print("teacher cost \(m.teacherCost.tokens) tokens, \(m.teacherCost.flops) FLOPs, \(m.teacherCost.seconds) s")

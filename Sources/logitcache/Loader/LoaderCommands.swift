@@ -39,6 +39,8 @@ struct BatchesCommand: ParsableCommand {
     @Argument(help: "Cache directory.") var cache: String
     @OptionGroup var options: LoaderOptions
     @Option(help: "First epoch.") var epoch: Int = 0
+    @Option(help: "Start at a saved position instead: a loader state as JSON text or a file holding it (the `state` of a --json line).")
+    var resume: String?
     @Option(help: "Batches to print (default: the rest of the epoch).") var count: Int?
     @Option(help: "Refuse the cache unless its tokenizer fingerprint is this.") var tokenizer: String?
     @Option(help: "The student's vocabulary size (required with --tokenizer).") var vocab: Int?
@@ -50,8 +52,8 @@ struct BatchesCommand: ParsableCommand {
             guard (tokenizer == nil) == (vocab == nil) else { throw ValidationError("--tokenizer and --vocab go together") }
             let student = tokenizer.map { StudentVocabulary(tokenizerFingerprint: $0, vocabularySize: vocab ?? 0) }
             let loader = try StudentLoader(cache: cache, configuration: c, student: student)
-            try loader.seek(epoch: epoch, batch: 0)
-            let n = count ?? loader.batchesInEpoch
+            if let resume { try loader.resume(from: try Self.state(resume)) } else { try loader.seek(epoch: epoch, batch: 0) }
+            let n = count ?? loader.batchesInEpoch - loader.batchIndex
             let b = Batch()
             for _ in 0..<n {
                 try loader.next(into: b)
@@ -64,11 +66,26 @@ struct BatchesCommand: ParsableCommand {
                     o["target_weights"] = b.targetWeights.map { Double($0) }
                     o["tail"] = b.tailMass.map { Double($0) }
                     o["counts"] = b.entryCounts.map { Int($0) }
+                    let st = loader.state
+                    o["state"] = ["version": st.version, "epoch": st.epoch, "batch": st.batch,
+                                  "configuration": st.configuration, "cache": st.cache] as [String: Any]
                     printJSON(o)
                 } else {
                     print("epoch \(b.epoch) batch \(b.index): \(b.tokenCount) tokens, windows \(b.windows.map(String.init).joined(separator: ",")), digest \(hex16(b.digest))")
                 }
             }
         } catch let e as ValidationError { throw e } catch { throw fail(error) }
+    }
+
+    /// Parses `--resume`: inline JSON when it starts with `{`, else the file it names.
+    static func state(_ text: String) throws -> LoaderState {
+        let data: Data
+        if text.hasPrefix("{") { data = Data(text.utf8) } else {
+            guard let d = FileManager.default.contents(atPath: text) else { throw ValidationError("--resume: cannot read \(text)") }
+            data = d
+        }
+        do { return try JSONDecoder().decode(LoaderState.self, from: data) } catch {
+            throw ValidationError("--resume: not a loader state (version, epoch, batch, configuration, cache): \(error)")
+        }
     }
 }

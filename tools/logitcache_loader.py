@@ -1,0 +1,389 @@
+"""Student batches from a LogitCache cache: the Swift `StudentLoader`'s batches, in numpy.
+
+The order is `EpochOrder` of Sources/StudentLoader/EpochPlan.swift, a pure function of the
+manifest, seed, epoch, rank, world size, shuffle buffer and remainder policy; targets are
+`TargetConverter` of Sources/StudentLoader/TargetRows.swift. Windows, input ids, labels,
+target ids and counts equal the Swift loader's exactly; weights and tail mass agree to float32
+rounding (numpy's float32 exp and libm's expf may differ in the last bit). A `state()` is the
+Swift `LoaderState` as a dict, so either loader resumes where the other stopped.
+
+    loader = StudentLoader("cache/", batch_size=8, context=1024, k=32, mode="tail", seed=1)
+    for batch in loader.take(100):
+        batch["input_ids"], batch["labels"], batch["target_ids"], batch["target_weights"], ...
+    saved = loader.state()          # later: loader.resume(saved)
+
+`TorchBatches` wraps it as a PyTorch `IterableDataset` when torch is importable.
+"""
+
+import struct
+from typing import Iterator, Optional
+
+import numpy as np
+
+from logitcache_reader import Cache
+
+M64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+MODES = ("renormalized", "tail", "sampled")
+
+
+class LoaderError(ValueError):
+    """A configuration, cache or resume state the loader cannot serve (message names which)."""
+
+
+class SplitMix:
+    """SplitMix64, as `SplitMix` in Sources/ShardFormat/TeacherLikeGenerator.swift."""
+
+    def __init__(self, seed: int):
+        self.state = seed & M64
+
+    def next(self) -> int:
+        self.state = (self.state + GOLDEN) & M64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        return z ^ (z >> 31)
+
+
+def _mix(a: int, b: int) -> int:
+    return SplitMix(a ^ ((b * GOLDEN) & M64)).next()
+
+
+def permutation_seed(seed: int, epoch: int) -> int:
+    return _mix(_mix(seed, epoch & M64), 0x5045524D)
+
+
+def buffer_seed(seed: int, epoch: int, rank: int) -> int:
+    return _mix(_mix(seed, epoch & M64), (0x42554600 + rank) & M64)
+
+
+def fnv1a(data: bytes) -> int:
+    """FNV-1a 64, as `fnv1a` in Sources/StudentLoader/LoaderConfiguration.swift."""
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & M64
+    return h
+
+
+def window_table(cache: Cache, context: int):
+    """(windows int64 [W, 3] of (first token, length, sequence end), unit_starts [U + 1]).
+
+    Sequences cut in cache order into windows of `context` tokens; a unit is the run of windows
+    whose first tokens lie in one block of one shard (`WindowTable` in Swift)."""
+    block = max(1, int(cache.manifest["encoding"]["blockTokens"]))
+    starts = cache.shard_token_starts
+    windows, units, last, shard = [], [], None, 0
+    for i in range(cache.sequences):
+        info = cache.sequence_info(i)
+        end = info.start + info.length
+        t = info.start
+        while t < end:
+            while shard + 1 < len(starts) - 1 and starts[shard + 1] <= t:
+                shard += 1
+            key = (shard, (t - int(starts[shard])) // block)
+            if key != last:
+                units.append(len(windows))
+                last = key
+            windows.append((t, min(context, end - t), end))
+            t += context
+    units.append(len(windows))
+    return np.array(windows, dtype=np.int64).reshape(-1, 3), units
+
+
+def epoch_order(unit_starts, seed, epoch, rank, world, buffer, batch, remainder="pad") -> list:
+    """Window indices of one rank's epoch, -1 for padding, a multiple of `batch` long
+    (`EpochOrder.windows` in Swift: units permuted, dealt to ranks, then a shuffle buffer)."""
+    U = len(unit_starts) - 1
+    perm = list(range(U))
+    rng = SplitMix(permutation_seed(seed, epoch))
+    for i in range(U - 1, 0, -1):
+        j = rng.next() % (i + 1)
+        perm[i], perm[j] = perm[j], perm[i]
+    counts = [0] * world
+    for p, u in enumerate(perm):
+        counts[p % world] += unit_starts[u + 1] - unit_starts[u]
+    out, buf = [], []
+    brng = SplitMix(buffer_seed(seed, epoch, rank))
+    for p in range(rank, U, world):
+        u = perm[p]
+        for w in range(unit_starts[u], unit_starts[u + 1]):
+            if len(buf) < buffer:
+                buf.append(w)
+                continue
+            j = brng.next() % buffer
+            out.append(buf[j])
+            buf[j] = w
+    while buf:
+        j = brng.next() % len(buf)
+        out.append(buf[j])
+        buf[j] = buf[-1]
+        buf.pop()
+    if remainder == "pad":
+        total = -(-max(counts) // batch) * batch
+        out += [-1] * (total - len(out))
+    else:
+        out = out[:min(counts) // batch * batch]
+    return out
+
+
+def token_targets(cache: Cache, lo: int, hi: int, k: int, mode: str, temperature: float):
+    """Targets of global tokens [lo, hi): (input ids int32 [n], ids int32 [n, k],
+    weights float32 [n, k], tail float32 [n], counts int32 [n]); see `TargetMode` in Swift."""
+    n = hi - lo
+    if mode == "sampled":
+        rows = cache.read(lo, hi, 0)
+        off = rows.sample_offsets
+        counts = np.diff(off).astype(np.int32)
+        draws = rows.sample_draws.astype(np.uint64)
+        row = np.repeat(np.arange(n), counts)
+        slot = np.arange(len(draws)) - np.repeat(off[:-1], counts)
+        total = np.zeros(n, np.uint64)
+        np.add.at(total, row, draws)
+        ids = np.full((n, k), -1, np.int32)
+        weights = np.zeros((n, k), np.float32)
+        ids[row, slot] = rows.sample_ids.astype(np.int32)
+        weights[row, slot] = (draws.astype(np.float64) / total[row].astype(np.float64)).astype(np.float32)
+        return rows.input_ids.astype(np.int32), ids, weights, np.zeros(n, np.float32), counts
+    p = cache.read_padded(lo, hi, k, pad_id=-1)
+    counts = p.entry_counts.astype(np.int32)
+    lp = p.entry_logprobs.reshape(n, k)
+    ids = np.array(p.entry_ids.reshape(n, k), np.int32)
+    has = counts > 0
+    valid = np.arange(k)[None, :] < counts[:, None]
+    tail = np.zeros(n, np.float32)
+    if k == 0:
+        weights = np.zeros((n, 0), np.float32)
+        if mode == "tail":
+            tail[:] = 1
+        return p.input_ids.astype(np.int32), ids, weights, tail, counts
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if mode == "renormalized":
+            # float32 throughout like Swift's expf; shifted by the top log-prob, summed in double.
+            a = np.float32(1.0 / temperature)
+            e = np.where(valid, np.exp((lp - lp[:, :1]) * a), np.float32(0)).astype(np.float32)
+            inv = (1.0 / np.where(has, e.astype(np.float64).sum(axis=1), 1.0)).astype(np.float32)
+            weights = e * inv[:, None]
+        elif temperature == 1:
+            weights = np.where(valid, np.exp(lp), np.float32(0)).astype(np.float32)
+            tail = np.maximum(0.0, 1.0 - weights.astype(np.float64).sum(axis=1)).astype(np.float32)
+        else:
+            # Head and the tail estimate (uncovered mass m spread as m / p_min ids of p_min)
+            # tempered together in double, everything scaled by exp(-l_0 / tau).
+            l64 = lp.astype(np.float64)
+            it = 1.0 / temperature
+            m = np.where(has, l64[:, 0], 0.0) * it
+            head = np.where(valid, np.exp(l64), 0.0).sum(axis=1)
+            e = np.where(valid, np.exp(l64 * it - m[:, None]), 0.0)
+            last = l64[np.arange(n), np.maximum(counts - 1, 0)]
+            tail_t = np.maximum(0.0, 1.0 - head) * np.exp(last * (it - 1) - m)
+            z = np.where(has, e.sum(axis=1) + tail_t, 1.0)
+            weights = (e.astype(np.float32).astype(np.float64) / z[:, None]).astype(np.float32)
+            tail = (tail_t / z).astype(np.float32)
+    weights[~has] = 0
+    if mode == "tail":
+        tail[~has] = 1
+    return p.input_ids.astype(np.int32), ids, weights, tail, counts
+
+
+class StudentLoader:
+    """Shuffled, resumable, rank-partitioned batches of one cache, as the Swift loader yields.
+
+    Each batch is a dict: `epoch`, `index` (this rank's batch in the epoch), `windows` [B]
+    (-1 for a padding window), `input_ids`, `labels`, `tail`, `counts` [B, T], `target_ids`,
+    `target_weights` [B, T, k], `tokens` (real tokens). Epochs follow each other without end.
+    Each block is decoded once per epoch when its first window is needed; its other windows
+    wait until their turn, so memory is bounded by the shuffle buffer, not the cache.
+
+    Raises `LoaderError` for a bad configuration, another tokenizer's cache (`student` =
+    (tokenizer fingerprint, vocabulary size)), k above the cache's K, a sampled mode without
+    samples, a rank left without a batch, or a resume state of another configuration or cache;
+    `logitcache_reader.CacheError` names the shard and chunk of a damaged cache.
+    """
+
+    def __init__(self, cache, batch_size: int, context: int, k: int, mode: str = "renormalized",
+                 temperature: float = 1.0, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 shuffle_buffer: int = 64, remainder: str = "pad", student: Optional[tuple] = None):
+        self.cache = cache if isinstance(cache, Cache) else Cache(str(cache))
+        self.batch_size, self.context, self.k, self.mode = int(batch_size), int(context), int(k), mode
+        self.temperature, self.seed = float(temperature), int(seed)
+        self.rank, self.world_size, self.shuffle_buffer, self.remainder = int(rank), int(world_size), int(shuffle_buffer), remainder
+        self._validate()
+        c, where = self.cache, self.cache.directory
+        if student is not None:
+            fp, vocab = student
+            have = c.manifest["fingerprints"]["tokenizer"]
+            if have != fp:
+                raise LoaderError(f"{where}: cache tokenizer fingerprint {have} differs from the student's {fp}; "
+                                  "refusing targets of another tokenizer")
+            if c.vocabulary_size != vocab:
+                raise LoaderError(f"{where}: cache vocabulary size {c.vocabulary_size} differs from the student's {vocab}")
+        max_samples = max((s.max_samples for s in c.shards), default=0)
+        if mode == "sampled":
+            if max_samples == 0:
+                raise LoaderError(f"{where}: sampled targets asked for, but the cache stores no samples")
+            if self.k < max_samples:
+                raise LoaderError(f"{where}: k = {self.k} slots cannot hold up to {max_samples} sampled ids per token; "
+                                  f"use k >= {max_samples}")
+        elif self.k > c.max_entries:
+            raise LoaderError(f"{where}: k = {self.k} exceeds the cache's K = {c.max_entries}")
+        self.windows, self.unit_starts = window_table(c, self.context)
+        self.unit_of = np.repeat(np.arange(len(self.unit_starts) - 1), np.diff(self.unit_starts))
+        self.cache_id = c.manifest["checksum"]
+        self.seek(0, 0)
+        if not self._order:
+            raise LoaderError(f"{where}: {len(self.windows)} windows of {self.context} tokens give rank {self.rank} "
+                              f"of {self.world_size} no batch of {self.batch_size}")
+
+    def _validate(self):
+        def need(ok, what):
+            if not ok:
+                raise LoaderError(f"loader configuration: {what}")
+        need(self.batch_size >= 1, f"batch size {self.batch_size} must be >= 1")
+        need(self.context >= 1, f"context length {self.context} must be >= 1")
+        need(self.k >= 0, f"k {self.k} must be >= 0")
+        need(self.mode in MODES, f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        need(np.isfinite(self.temperature) and self.temperature > 0, f"temperature {self.temperature} must be finite and > 0")
+        need(self.mode != "sampled" or self.temperature == 1,
+             "sampled targets need temperature 1 (draws were taken at the capture temperature)")
+        need(self.world_size >= 1 and 0 <= self.rank < self.world_size,
+             f"rank {self.rank} must lie in 0..<world size {self.world_size}")
+        need(self.shuffle_buffer >= 1, f"shuffle buffer {self.shuffle_buffer} must be >= 1")
+        need(self.remainder in ("pad", "drop"), f"remainder {self.remainder!r} is not pad or drop")
+
+    @property
+    def fingerprint(self) -> str:
+        """`LoaderConfiguration.fingerprint`: FNV-1a of the fields that fix the batches."""
+        bits = struct.unpack("<Q", struct.pack("<d", self.temperature))[0]
+        s = (f"{self.batch_size}|{self.context}|{self.k}|{self.mode}|{bits}|{self.seed}|{self.rank}|"
+             f"{self.world_size}|{self.shuffle_buffer}|{self.remainder}")
+        return f"{fnv1a(s.encode()):016x}"
+
+    def epoch_order(self, epoch: int) -> list:
+        return epoch_order(self.unit_starts, self.seed, epoch, self.rank, self.world_size, self.shuffle_buffer,
+                           self.batch_size, self.remainder)
+
+    @property
+    def batches_in_epoch(self) -> int:
+        return len(self._order) // self.batch_size
+
+    def state(self) -> dict:
+        """The position of the next batch, the Swift `LoaderState` as a dict (JSON-ready)."""
+        return {"version": 1, "epoch": self.epoch, "batch": self.batch_index,
+                "configuration": self.fingerprint, "cache": self.cache_id}
+
+    def resume(self, state: dict):
+        """Continues exactly where `state` (from this loader or the Swift one) was taken."""
+        if state.get("version") != 1:
+            raise LoaderError(f"resume state: version {state.get('version')} is not 1")
+        if state.get("configuration") != self.fingerprint:
+            raise LoaderError(f"resume state: made for configuration {state.get('configuration')}, this loader has "
+                              f"{self.fingerprint} (batch, T, k, mode, τ, seed, rank, world size, buffer or remainder differ)")
+        if state.get("cache") != self.cache_id:
+            raise LoaderError(f"resume state: made for cache {state.get('cache')}, this cache is {self.cache_id}")
+        self.seek(int(state["epoch"]), int(state["batch"]))
+
+    def seek(self, epoch: int, batch: int):
+        """Moves to batch `batch` of `epoch` (its batch count means the next epoch's start)."""
+        if epoch < 0:
+            raise LoaderError(f"resume state: epoch {epoch} < 0")
+        order = self.epoch_order(epoch)
+        if not 0 <= batch <= len(order) // self.batch_size:
+            raise LoaderError(f"resume state: batch {batch} outside epoch {epoch}'s 0...{len(order) // self.batch_size}")
+        self.epoch, self.batch_index, self._order = epoch, batch, order
+        self._stream = self._batches(epoch, order, range(batch, len(order) // self.batch_size))
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        if self.batch_index >= self.batches_in_epoch:
+            self.seek(self.epoch + 1, 0)
+        out = next(self._stream)
+        self.batch_index += 1
+        return out
+
+    def take(self, n: int) -> list:
+        return [next(self) for _ in range(n)]
+
+    def _batches(self, epoch: int, order: list, indices) -> Iterator[dict]:
+        """The batches `indices` of an epoch whose order is `order`; decodes only their windows."""
+        B, T, k = self.batch_size, self.context, self.k
+        jobs = {}  # unit -> windows still needed from it, in need order
+        for i in indices:
+            for w in order[i * B:(i + 1) * B]:
+                if w >= 0:
+                    jobs.setdefault(int(self.unit_of[w]), []).append(w)
+        held = {}
+        for i in indices:
+            ws = np.array(order[i * B:(i + 1) * B], np.int32)
+            out = {"epoch": epoch, "index": i, "windows": ws, "tokens": 0,
+                   "input_ids": np.zeros((B, T), np.int32), "labels": np.full((B, T), -1, np.int32),
+                   "target_ids": np.full((B, T, k), -1, np.int32), "target_weights": np.zeros((B, T, k), np.float32),
+                   "tail": np.zeros((B, T), np.float32), "counts": np.zeros((B, T), np.int32)}
+            for b, w in enumerate(ws):
+                if w < 0:
+                    continue
+                if w not in held:
+                    held.update(self._decode(jobs.pop(int(self.unit_of[w]))))
+                x, y, ids, wt, tl, c = held.pop(w)
+                n = len(x)
+                out["tokens"] += n
+                out["input_ids"][b, :n], out["labels"][b, :n] = x, y
+                out["target_ids"][b, :n], out["target_weights"][b, :n] = ids, wt
+                out["tail"][b, :n], out["counts"][b, :n] = tl, c
+            yield out
+
+    def _decode(self, ws: list) -> dict:
+        """Rows of windows `ws` (one unit) from one read covering them and their last labels."""
+        win = self.windows[ws]
+        first, length, end = win[:, 0], win[:, 1], win[:, 2]
+        lo = int(first.min())
+        hi = int(np.where(first + length < end, first + length + 1, first + length).max())
+        x, ids, wt, tl, c = token_targets(self.cache, lo, hi, self.k, self.mode, self.temperature)
+        rows = {}
+        for w, a, n, e in zip(ws, first - lo, length, end):
+            a, n = int(a), int(n)
+            labels = np.full(n, -1, np.int32)
+            m = min(n, int(e) - lo - a - 1)  # tokens whose next token is in the sequence
+            labels[:m] = x[a + 1:a + 1 + m]
+            rows[w] = (x[a:a + n], labels, ids[a:a + n], wt[a:a + n], tl[a:a + n], c[a:a + n])
+        return rows
+
+
+try:
+    import torch
+    import torch.utils.data as _tud
+
+    class TorchBatches(_tud.IterableDataset):
+        """A `StudentLoader`'s batches as dicts of tensors: use `DataLoader(ds, batch_size=None)`.
+
+        Yields `count` batches from `state` (or epoch `epoch`'s start). With DataLoader workers,
+        worker j builds batches j, j + W, ...; the DataLoader takes workers in turn, so the
+        stream is the single-process one whatever the worker count."""
+
+        def __init__(self, cache, count: int, epoch: int = 0, state: Optional[dict] = None, **loader_args):
+            super().__init__()
+            self.cache, self.count, self.epoch, self.start_state, self.loader_args = cache, count, epoch, state, loader_args
+
+        def __iter__(self):
+            info = _tud.get_worker_info()
+            wid, W = (info.id, info.num_workers) if info is not None else (0, 1)
+            loader = StudentLoader(self.cache, **self.loader_args)
+            if self.start_state is not None:
+                loader.resume(self.start_state)
+            else:
+                loader.seek(self.epoch, 0)
+            left, i = self.count, 0
+            while left > 0:
+                e, first = loader.epoch, loader.batch_index
+                if first >= loader.batches_in_epoch:
+                    loader.seek(e + 1, 0)
+                    continue
+                mine = [j for j in range(first, min(loader.batches_in_epoch, first + left)) if (i + j - first) % W == wid]
+                for b in loader._batches(e, loader._order, mine):
+                    yield {key: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for key, v in b.items()}
+                taken = min(loader.batches_in_epoch, first + left) - first
+                i, left = i + taken, left - taken
+                loader.seek(e, first + taken)
+except ImportError:  # torch is optional
+    pass

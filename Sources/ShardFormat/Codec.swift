@@ -70,13 +70,23 @@ final class ChunkEncoder {
         // Uncompressed chunks stay raw width 4 so readers can use them in place.
         let w = (float || codec == .none) ? 4 : byteWidth(maxV)
         let filter: ChunkFilter = codec == .none ? .raw : .planes
+        try encode(values, filter: filter, width: w, codec: codec, emit: emit)
+        return (filter, w, codec)
+    }
+
+    /// Encodes `values` with the given filter, width and codec (any combination FORMAT.md
+    /// section 6 allows; `width` must hold every value) and hands the stored bytes to `emit`.
+    func encode(_ values: UnsafeBufferPointer<UInt32>, filter: ChunkFilter, width w: Int, codec: Codec,
+                emit: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let n = values.count
         let rawCount = n * w
         if filtered.count < rawCount { filtered = [UInt8](repeating: 0, count: rawCount) }
         filtered.withUnsafeMutableBufferPointer { f in
             // f: [w planes][n] bytes (or raw little-endian values)
             if filter == .raw {
-                for i in 0..<n { let v = values[i].littleEndian; for b in 0..<4 { f[i * 4 + b] = UInt8(truncatingIfNeeded: v >> (8 * b)) } }
-            } else {
+                for i in 0..<n { let v = values[i]; for b in 0..<w { f[i * w + b] = UInt8(truncatingIfNeeded: v >> (8 * b)) } }
+            } else if n > 0 {
+                // Safe because f holds at least n * w > 0 bytes.
                 splitPlanes(values, width: w, into: f.baseAddress!)
             }
         }
@@ -108,7 +118,6 @@ final class ChunkEncoder {
             }
             try compressed.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<got])) }
         }
-        return (filter, w, codec)
     }
 }
 
@@ -136,6 +145,33 @@ final class ChunkEncoder {
     default:
         let p1 = src + n, p2 = src + 2 * n, p3 = src + 3 * n
         for i in 0..<n { v[i] = UInt32(src[i]) | UInt32(p1[i]) << 8 | UInt32(p2[i]) << 16 | UInt32(p3[i]) << 24 }
+    }
+}
+
+/// filtered bytes [n * w] -> values [n] (FORMAT.md section 6).
+///
+/// Kept out of line and non-throwing on purpose: when this copy was the last statement of the
+/// throwing `ChunkDecoder.decode`, Swift 6.3.1 turned it into a tail call to `memmove` that
+/// skipped restoring the error register, so a successful decode of a raw, width-4, compressed
+/// chunk returned a phantom error and the caller crashed printing it (swiftlang/swift#90477,
+/// fixed upstream in llvm/llvm-project#214590). Calling a Swift function keeps the guard that
+/// forbids tail calls out of throwing functions.
+@inline(never)
+func unfilter(_ src: UnsafePointer<UInt8>, count n: Int, width w: Int, filter: ChunkFilter, into v: UnsafeMutablePointer<UInt32>) {
+    if filter == .planes {
+        joinPlanes(src, count: n, width: w, into: v)
+    } else if w == 4 {
+        // Safe because v has n values and src n*4 bytes; memcpy has no alignment need.
+        UnsafeMutableRawPointer(v).copyMemory(from: src, byteCount: n * 4)
+        #if _endian(big)
+        for i in 0..<n { v[i] = UInt32(littleEndian: v[i]) }
+        #endif
+    } else {
+        for i in 0..<n {
+            var x: UInt32 = 0
+            for b in 0..<w { x |= UInt32(src[i * w + b]) << (8 * b) }
+            v[i] = x
+        }
     }
 }
 
@@ -186,22 +222,7 @@ final class ChunkDecoder {
             }
             src = UnsafeRawPointer(scratch)
         }
-        let bytes = src.assumingMemoryBound(to: UInt8.self)
-        if d.filter == .planes {
-            joinPlanes(bytes, count: n, width: w, into: out)
-        } else if w == 4 {
-            // Safe because out has n values and src n*4 bytes; memcpy has no alignment need.
-            UnsafeMutableRawPointer(out).copyMemory(from: src, byteCount: rawCount)
-            #if _endian(big)
-            for i in 0..<n { out[i] = UInt32(littleEndian: out[i]) }
-            #endif
-        } else {
-            for i in 0..<n {
-                var v: UInt32 = 0
-                for b in 0..<w { v |= UInt32(bytes[i * w + b]) << (8 * b) }
-                out[i] = v
-            }
-        }
+        unfilter(src.assumingMemoryBound(to: UInt8.self), count: n, width: w, filter: d.filter, into: out)
     }
 
     private func ensure(_ n: Int) {

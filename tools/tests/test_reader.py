@@ -248,16 +248,8 @@ LAYOUTS = [(4, "raw", "none"), (4, "planes", "lz4"), (1, "raw", "zstd"), (4, "pl
            (1, "planes", "none"), (2, "raw", "lz4")]
 
 
-def swift_crashes_on(layout):
-    """The Swift reader (format branch, 2026-11-27) segfaults on a chunk with filter raw, width 4
-    and codec lz4/zstd, which the spec allows (its writer only pairs raw+width 4 with codec none).
-    Width 1 or 2 here is raised to 4 for the float32 columns, so those layouts hit it too."""
-    width, filt, codec = layout
-    return filt == "raw" and codec != "none"
-
-
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: f"w{l[0]}-{l[1]}-{l[2]}")
-def test_other_valid_layouts_decode_identically(layout, lc_bin, tmp_path, caches, request):
+def test_other_valid_layouts_decode_identically(layout, lc_bin, tmp_path, caches):
     """Chunks in reverse file order, every chunk re-encoded with another width/filter/codec: the
     values must not change for either reader (section 3: readers use the offsets; section 6:
     any width that holds the values is valid). Widths are raised to hold each chunk's values."""
@@ -271,8 +263,6 @@ def test_other_valid_layouts_decode_identically(layout, lc_bin, tmp_path, caches
     cache_edit.refresh_manifest(path)
     with lr.Cache(path) as cache:
         assert_matches_dump(cache, want)
-    if swift_crashes_on(layout):
-        request.applymarker(pytest.mark.xfail(reason=swift_crashes_on.__doc__))  # not strict: a fix must not break main
     assert swift_dump(lc_bin, path) == want, f"Swift reader disagrees on layout {layout}"
 
 

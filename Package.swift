@@ -38,11 +38,12 @@ let package = Package(
         .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
         .target(name: "StudentLoader", dependencies: ["ShardFormat"], swiftSettings: native),
+        .target(name: "Distillation", dependencies: ["Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
 
         .executableTarget(
             name: "logitcache",
             dependencies: [
-                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass", "StudentLoader",
+                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass", "StudentLoader", "Distillation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),
@@ -55,6 +56,7 @@ let package = Package(
         .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TeacherPass", "Capture", "Checkpoints", "Models", "ShardFormat", "Kernels"], swiftSettings: native),
         .testTarget(name: "StudentLoaderTests", dependencies: ["StudentLoader", "ShardFormat"], swiftSettings: native),
+        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Kernels", "Checkpoints", "StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
                     exclude: ["Fixtures"], swiftSettings: native),

@@ -15,7 +15,7 @@ import Darwin
 ///
 /// Parameters, gradients and both moments are single flat buffers of `count` floats; the
 /// optimizer owns its moments. `decayRanges` lists the parameter ranges that take weight
-/// decay (by convention matrices; not norms, biases or embeddings).
+/// decay (by convention every matrix, embeddings included as in nanoGPT; not norms or biases).
 public final class AdamW: @unchecked Sendable {
     public struct Settings: Sendable, Equatable, Codable {
         public var beta1: Float = 0.9

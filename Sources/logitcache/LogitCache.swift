@@ -9,7 +9,7 @@ struct LogitCacheCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logitcache",
         abstract: "Run a teacher once, cache its next-token distributions, stream them to many students.",
-        subcommands: FormatCommands.top + EngineCommands.top + TeacherCommands.top + LawCommands.top + LoaderCommands.top + [BenchCommand.self]
+        subcommands: FormatCommands.top + EngineCommands.top + TeacherCommands.top + LawCommands.top + LoaderCommands.top + TrainCommands.top + [BenchCommand.self]
     )
 }
 
@@ -19,6 +19,6 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that compare against a named baseline in one run.",
-        subcommands: FormatCommands.bench + EngineCommands.bench + TeacherCommands.bench + LawCommands.bench + LoaderCommands.bench
+        subcommands: FormatCommands.bench + EngineCommands.bench + TeacherCommands.bench + LawCommands.bench + LoaderCommands.bench + TrainCommands.bench
     )
 }

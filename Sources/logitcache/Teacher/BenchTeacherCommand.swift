@@ -34,6 +34,7 @@ struct BenchTeacherCommand: ParsableCommand {
     func run() throws {
         let tmp = NSTemporaryDirectory() + "logitcache-bench-teacher-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: tmp) }
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         var modelDir = model ?? ""
         if model == nil {
             modelDir = tmp + "/teacher"

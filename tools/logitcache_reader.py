@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import mmap
 import os
 import re
@@ -920,17 +921,24 @@ def summary(cache: Cache) -> dict:
     }
 
 
+def json_floats(values) -> list:
+    """float32 values as JSON numbers, non-finite ones as the strings "inf", "-inf", "nan"
+    (as `logitcache dump --json` writes them; strict JSON has no such numbers)."""
+    return [x if math.isfinite(x) else "nan" if math.isnan(x) else "inf" if x > 0 else "-inf"
+            for x in np.asarray(values, np.float64).tolist()]
+
+
 def dump(cache: Cache, k: Optional[int] = None) -> dict:
-    """Every decoded value, sequence by sequence (plain JSON types)."""
+    """Every decoded value, sequence by sequence (plain JSON types; see `json_floats`)."""
     out = []
     for i in range(cache.sequences):
         info, rows = cache.sequence(i, k)
         out.append({
             "documentKey": info.document_key, "documentOffset": info.document_offset, "length": info.length,
-            "inputIds": rows.input_ids.tolist(), "nextLogProb": rows.next_logprob.tolist(),
-            "logsumexp": rows.logsumexp.tolist(),
+            "inputIds": rows.input_ids.tolist(), "nextLogProb": json_floats(rows.next_logprob),
+            "logsumexp": json_floats(rows.logsumexp),
             "entryIds": [rows.entries(t)[0].tolist() for t in range(rows.tokens)],
-            "entryLogProbs": [rows.entries(t)[1].tolist() for t in range(rows.tokens)],
+            "entryLogProbs": [json_floats(rows.entries(t)[1]) for t in range(rows.tokens)],
             "sampleIds": [rows.samples(t)[0].tolist() for t in range(rows.tokens)],
             "sampleDraws": [rows.samples(t)[1].tolist() for t in range(rows.tokens)],
         })
@@ -950,7 +958,7 @@ def main(argv: Optional[list] = None) -> int:
     try:
         with Cache(args.cache, validate_schema=not args.no_schema) as cache:
             if args.dump:
-                json.dump(dump(cache, args.k), sys.stdout)
+                json.dump(dump(cache, args.k), sys.stdout, allow_nan=False)
                 sys.stdout.write("\n")
                 return 0
             info = summary(cache)

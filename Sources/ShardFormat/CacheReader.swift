@@ -141,14 +141,17 @@ public final class CacheReader: @unchecked Sendable {
 
     /// Decodes tokens `range` (global indices) with the first `k` entries of each position into
     /// `batch` (see ``TargetBatch`` for shapes). Only the bands holding ranks below `k` are
-    /// decompressed. Cost O(range + blocks touched).
+    /// decompressed. Cost O(range + blocks touched). With `samples` on a cache without sampled
+    /// entries (``maxSamples`` 0), every row gets zero samples.
     /// - Throws: ``ShardFormatError`` for bad ranges or damaged chunks (naming file and chunk).
-    public func decode(tokens range: Range<Int>, k: Int, samples: Bool = false, into batch: TargetBatch) throws {
+    public func decode(tokens range: Range<Int>, k: Int, samples wanted: Bool = false, into batch: TargetBatch) throws {
+        let samples = wanted && maxSamples > 0
         guard range.lowerBound >= 0, range.upperBound <= tokenCount else {
             throw ShardFormatError.invalidInput("tokens \(range) outside 0..<\(tokenCount)")
         }
         guard k >= 0, k <= maxEntries else { throw ShardFormatError.invalidInput("k = \(k) outside 0...\(maxEntries)") }
         batch.shape(tokens: range.count, k: k)
+        if wanted && !samples { batch.sampleOffsets.append(contentsOf: repeatElement(0, count: range.count)) }
         var t = range.lowerBound
         while t < range.upperBound {
             let s = shardIndex(t, tokenStarts), r = shards[s], L = r.layout
@@ -195,12 +198,13 @@ public final class CacheReader: @unchecked Sendable {
                          into batch: TargetBatch, at row: Int) {
         let edges = L.bands
         let m = d.bandsDecoded
+        let hasSamples = samples && d.hasSamples   // a block decoded without them has no sample columns
         var pos = [Int](repeating: 0, count: m)   // [m] read position of token lo in each band
         var spos = 0
         for t in 0..<lo {
             let c = Int(d.entryCount[t])
             for j in 0..<m where c > edges[j] { pos[j] += min(c, edges[j + 1]) - edges[j] }
-            if samples { spos += Int(d.sampleCount[t]) }
+            if hasSamples { spos += Int(d.sampleCount[t]) }
         }
         let n = hi - lo
         batch.inputIDs.withUnsafeMutableBufferPointer { p in
@@ -243,9 +247,9 @@ public final class CacheReader: @unchecked Sendable {
                 }
             }
         }}}
-        if samples && d.hasSamples {
+        if samples {
             for i in 0..<n {
-                let c = Int(d.sampleCount[lo + i])
+                let c = hasSamples ? Int(d.sampleCount[lo + i]) : 0
                 for q in 0..<c {
                     batch.sampleIDs.append(Int32(bitPattern: d.sampleIDs[spos + q]))
                     batch.sampleDraws.append(d.sampleDraws[spos + q])
@@ -253,8 +257,6 @@ public final class CacheReader: @unchecked Sendable {
                 spos += c
                 batch.sampleOffsets.append(batch.sampleIDs.count)
             }
-        } else if samples {
-            for _ in 0..<n { batch.sampleOffsets.append(batch.sampleIDs.count) }
         }
     }
 }

@@ -263,6 +263,7 @@ final class ShardBuilder {
         guard c <= k else { throw ShardFormatError.invalidInput("\(c) entries exceed K = \(k)") }
         guard lps.count == c else { throw ShardFormatError.invalidInput("\(c) entry ids but \(lps.count) log-probs") }
         guard sampleIDs.count == draws.count else { throw ShardFormatError.invalidInput("\(sampleIDs.count) sample ids but \(draws.count) draw counts") }
+        guard !next.isNaN, !l.isNaN else { throw ShardFormatError.invalidInput("next-token log-prob \(next) or logsumexp \(l) is NaN") }
         guard sampleIDs.count <= maxSamples else { throw ShardFormatError.invalidInput("\(sampleIDs.count) samples exceed the capture's \(maxSamples)") }
         // Validate everything first so a rejected row leaves the block untouched.
         var prev = Float.infinity

@@ -103,11 +103,30 @@ public struct CacheManifest: Codable, Sendable, Equatable {
     }
 
     /// The manifest's file bytes: sorted-key JSON ending in the checksum member (FORMAT.md section 7).
-    public func encoded() -> [UInt8] {
+    /// - Throws: ``ShardFormatError/invalidInput(_:)`` if a number is not finite (a caller's
+    ///   `teacherCost`, `temperature` or `topP`): JSON cannot hold it.
+    public func encoded() throws -> [UInt8] {
+        do { return try canonicalBytes(strict: true) } catch {
+            throw ShardFormatError.invalidInput("manifest cannot be written as JSON (a non-finite number?): \(error)")
+        }
+    }
+
+    /// The `checksum` member of ``encoded()`` (16 hex digits): XXH3-64 of the canonical bytes
+    /// before it. Equals the checksum stored in `manifest.json`, which every writer encodes this way.
+    /// (A manifest holding a non-finite number, which ``encoded()`` refuses, hashes it as a string.)
+    public var checksum: String {
+        // Safe because the lenient encoding writes non-finite numbers as strings and every other
+        // field is a plain string, integer or array: it cannot fail.
+        var body = try! canonicalBytes(strict: false)
+        body.removeLast(4)  // "\"\n}\n"
+        return String(decoding: body.suffix(16), as: UTF8.self)
+    }
+
+    private func canonicalBytes(strict: Bool) throws -> [UInt8] {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        // Safe because every field is a plain string, number or array: encoding cannot fail.
-        var body = Array(try! enc.encode(self))
+        if !strict { enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan") }
+        var body = Array(try enc.encode(self))
         while let last = body.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: " ") { body.removeLast() }
         body.removeLast() // the closing brace
         while let last = body.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: " ") { body.removeLast() }
@@ -115,14 +134,6 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         let sum = Checksum.xxh3(body)
         body += Array("\"checksum\": \"\(hex16(sum))\"\n}\n".utf8)
         return body
-    }
-
-    /// The `checksum` member of ``encoded()`` (16 hex digits): XXH3-64 of the canonical bytes
-    /// before it. Equals the checksum stored in `manifest.json`, which every writer encodes this way.
-    public var checksum: String {
-        var body = encoded()
-        body.removeLast(4)  // "\"\n}\n"
-        return String(decoding: body.suffix(16), as: UTF8.self)
     }
 
     /// Parses manifest bytes after checking their checksum. `file` names the file in errors.
@@ -163,7 +174,7 @@ public struct CacheManifest: Codable, Sendable, Equatable {
 
     /// Publishes the manifest atomically as `directory/name`.
     public func publish(directory: String, name: String) throws {
-        try publishFile(encoded(), directory: directory, name: name)
+        try publishFile(try encoded(), directory: directory, name: name)
     }
 
     /// The path of shard `name` inside `directory`, refusing names that could reach outside it:

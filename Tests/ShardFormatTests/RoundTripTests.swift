@@ -173,3 +173,26 @@ final class ErrorCount: @unchecked Sendable {
     func add() { lock.lock(); n += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
+
+@Suite struct SamplesAbsentTests {
+    /// Asking for samples from a cache written without them gives empty sample rows (it once
+    /// crashed reading the absent sample counts of a partly read block).
+    @Test func samplesFromACacheWithoutThemAreEmpty() throws {
+        let dir = freshDirectory("nosamples")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let g = TeacherLikeGenerator(vocabularySize: 3000, k: 8, seed: 21)
+        try writeCache(dir, (0..<3).map { g.sequence($0, length: 45) }, vocab: 3000, k: 8, options: WriterOptions(blockTokens: 16))
+        let r = try CacheReader(directory: dir, cacheBlocks: 2)
+        #expect(r.maxSamples == 0)
+        let with = TargetBatch(), without = TargetBatch()
+        // Whole blocks, partial blocks (lo > 0, through the block cache) and the same block twice.
+        for range in [0..<135, 3..<40, 17..<18, 3..<40, 130..<135, 0..<0] {
+            try r.decode(tokens: range, k: 5, samples: true, into: with)
+            try r.decode(tokens: range, k: 5, samples: false, into: without)
+            #expect(with.sampleOffsets == [Int](repeating: 0, count: range.count + 1), "\(range)")
+            #expect(with.sampleIDs.isEmpty && with.sampleDraws.isEmpty)
+            #expect(with.inputIDs == without.inputIDs && with.entryIDs == without.entryIDs && with.entryCounts == without.entryCounts)
+            #expect(with.entryLogProbs.map(\.bitPattern) == without.entryLogProbs.map(\.bitPattern))
+        }
+    }
+}

@@ -78,7 +78,8 @@ def flatten_dump(lines):
             scount.append(len(tok.get("sample_ids", [])))
             sids += tok.get("sample_ids", [])
             sdraws += tok.get("sample_draws", [])
-    f32 = lambda xs: np.array(xs, dtype=np.float64).astype(np.float32)  # JSON doubles are widened float32s
+    # JSON doubles are widened float32s; non-finite values come as the strings "inf", "-inf", "nan".
+    f32 = lambda xs: np.array([float(x) for x in xs], dtype=np.float64).astype(np.float32)
     return meta, dict(input_ids=np.array(inp, np.int64), next_logprob=f32(nxt), logsumexp=f32(lse),
                       entry_counts=np.array(ecount, np.int64), entry_ids=np.array(eids, np.int64),
                       entry_logprobs=f32(elps), sample_counts=np.array(scount, np.int64),
@@ -386,6 +387,44 @@ def test_chunk_errors_name_the_file_block_and_chunk(lc_bin, tmp_path):
         with pytest.raises(lr.CacheError, match="whole-file checksum"):
             cache.verify()
     assert run(lc_bin, "verify", path, check=False).returncode != 0
+
+
+def test_non_finite_floats_match_swift_dump(lc_bin, tmp_path):
+    """-inf next log-probs and entries (probability 0), +inf and NaN logsumexps are exact float32
+    data: both readers return them and both dumps stay strict JSON (strings for non-finite)."""
+    path = small_cache(lc_bin, tmp_path, "--lossless", "--codec", "lz4")
+    bits = lambda x: int(np.array([x], np.float32).view(np.uint32)[0])
+    with lr.Cache(path) as cache:
+        last = int(cache.read(0, 1).entry_counts[0]) - 1  # token 0's last entry: -inf keeps the order
+
+    def edit(b, col, v):
+        if b != 0:
+            return None
+        if col == "next_logprob":
+            v[0] = bits(-np.inf)
+        elif col == "logsumexp":
+            v[1], v[2] = bits(np.inf), bits(np.nan)
+        elif col == "entry_logprobs.0":
+            v[last] = bits(-np.inf)
+        else:
+            return None
+        return v
+    for shard in cache_edit.shard_files(path):
+        cache_edit.rebuild_shard(shard, values=edit)
+    cache_edit.refresh_manifest(path)
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    lines = [strict(line) for line in run(lc_bin, "dump", path, "--json").stdout.splitlines()]
+    first = lines[0]["tokens"]
+    assert (first[0]["next"], first[1]["lse"], first[2]["lse"], first[0]["logprobs"][-1]) == ("-inf", "inf", "nan", "-inf")
+    with lr.Cache(path) as cache:
+        rows = assert_matches_dump(cache, lines)
+        assert np.isneginf(rows.next_logprob[0]) and np.isnan(rows.logsumexp[2])
+        strict(json.dumps(lr.dump(cache)))
+    proc = subprocess.run([sys.executable, lr.__file__, path, "--dump"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert strict(proc.stdout)["sequences"][0]["logsumexp"][1:3] == ["inf", "nan"]
 
 
 # ----------------------------------------------------------------------------------------------

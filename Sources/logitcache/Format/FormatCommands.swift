@@ -10,11 +10,37 @@ enum FormatCommands {
     static var bench: [ParsableCommand.Type] { [BenchFormatCommand.self] }
 }
 
-/// Prints a JSON object (sorted keys) on one line to stdout.
+/// Prints a JSON object (sorted keys) on one line to stdout. Non-finite numbers, which JSON
+/// cannot express, are written as the strings of ``jsonFloatValue(_:)``; anything else that is not
+/// JSON (a programming error) ends the process with a message rather than a trap.
 func printJSON(_ value: Any) {
-    // Safe because callers pass only dictionaries, arrays, strings and numbers.
-    let data = try! JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])
-    print(String(decoding: data, as: UTF8.self))
+    let v = JSONSerialization.isValidJSONObject(value) ? value : jsonSanitized(value)
+    do {
+        let data = try JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .withoutEscapingSlashes])
+        print(String(decoding: data, as: UTF8.self))
+    } catch {
+        FileHandle.standardError.write(Data("logitcache: cannot write JSON output: \(error)\n".utf8))
+        exit(2)
+    }
+}
+
+/// A float for JSON output: the number itself when finite, else the string `"inf"`, `"-inf"` or
+/// `"nan"` (Python's `float()` reads all three back; NaN payload bits are not kept).
+func jsonFloatValue(_ x: Double) -> Any {
+    x.isFinite ? x : x.isNaN ? "nan" : x < 0 ? "-inf" : "inf"
+}
+func jsonFloatValue(_ x: Float) -> Any { jsonFloatValue(Double(x)) }
+
+/// `value` with every non-finite number replaced by ``jsonFloatValue(_:)`` (arrays and dictionaries
+/// walked recursively).
+func jsonSanitized(_ value: Any) -> Any {
+    switch value {
+    case let d as [String: Any]: return d.mapValues(jsonSanitized)
+    case let a as [Any]: return a.map(jsonSanitized)
+    case let x as Double: return jsonFloatValue(x)
+    case let x as Float: return jsonFloatValue(x)
+    default: return value
+    }
 }
 
 /// Exits with a one-line error naming the problem.
@@ -106,7 +132,7 @@ struct DumpCommand: ParsableCommand {
         commandName: "dump",
         abstract: "Print every decoded value of a cache (for independent readers to compare against).")
     @Argument(help: "Cache directory.") var path: String
-    @Flag(help: "One JSON object per sequence (JSON Lines) instead of text.") var json = false
+    @Flag(help: "One JSON object per sequence (JSON Lines) instead of text; non-finite log-probs are the strings \"-inf\", \"inf\", \"nan\".") var json = false
 
     func run() throws {
         do {
@@ -122,8 +148,8 @@ struct DumpCommand: ParsableCommand {
                 if json {
                     var toks: [[String: Any]] = []
                     for t in 0..<s.length {
-                        toks.append(["input": b.inputIDs[t], "next": Double(b.nextTokenLogProbs[t]), "lse": Double(b.logSumExps[t]),
-                                     "ids": row(b.entryIDs, t), "logprobs": row(b.entryLogProbs, t).map(Double.init),
+                        toks.append(["input": b.inputIDs[t], "next": jsonFloatValue(b.nextTokenLogProbs[t]), "lse": jsonFloatValue(b.logSumExps[t]),
+                                     "ids": row(b.entryIDs, t), "logprobs": row(b.entryLogProbs, t).map(jsonFloatValue),
                                      "sample_ids": r.maxSamples > 0 ? Array(b.sampleIDs[samples(t)]) : [],
                                      "sample_draws": r.maxSamples > 0 ? Array(b.sampleDraws[samples(t)]) : []])
                     }

@@ -1,16 +1,13 @@
 import CXXHash
 import Foundation
+import ShardFormat
 
-/// A 128-bit content hash identifying a document: XXH3-128 of its UTF-8 text, or of its token
-/// ids as little-endian `UInt32` for pre-tokenised corpora. The same text gives the same key
-/// wherever it appears, so a cached window can be traced back to its document.
-public struct DocumentKey: Hashable, Sendable, Codable, CustomStringConvertible {
-    public var high: UInt64
-    public var low: UInt64
-
-    public init(high: UInt64, low: UInt64) { self.high = high; self.low = low }
-
-    /// The key of raw bytes.
+/// Document keys are ShardFormat's ``DocumentHash`` (the value a shard footer stores per
+/// sequence), computed here: XXH3-128 of a document's UTF-8 text, or of its token ids as
+/// little-endian `UInt32` for pre-tokenised corpora. The same text gives the same key wherever
+/// it appears, so a cached window can be traced back to its document.
+extension DocumentHash {
+    /// The key of raw bytes: XXH3-128, high and low 64-bit halves.
     public init(bytes: UnsafeRawBufferPointer) {
         let h = XXH3_128bits(bytes.baseAddress, bytes.count)
         self.init(high: h.high64, low: h.low64)
@@ -19,21 +16,19 @@ public struct DocumentKey: Hashable, Sendable, Codable, CustomStringConvertible 
     /// The key of a document's text.
     public init(text: String) {
         var s = text
-        self = s.withUTF8 { DocumentKey(bytes: UnsafeRawBufferPointer($0)) }
+        self = s.withUTF8 { DocumentHash(bytes: UnsafeRawBufferPointer($0)) }
     }
 
     /// The key of a pre-tokenised document.
     public init(tokens: [Int32]) {
         let le = tokens.map { UInt32(bitPattern: $0).littleEndian }
-        self = le.withUnsafeBytes { DocumentKey(bytes: $0) }
-    }
-
-    /// 32 lowercase hex digits, high word first.
-    public var description: String {
-        let h = String(high, radix: 16), l = String(low, radix: 16)
-        return String(repeating: "0", count: 16 - h.count) + h + String(repeating: "0", count: 16 - l.count) + l
+        self = le.withUnsafeBytes { DocumentHash(bytes: $0) }
     }
 }
+
+/// The former name of a document's key in this module.
+@available(*, deprecated, renamed: "DocumentHash")
+public typealias DocumentKey = DocumentHash
 
 /// One corpus document: text to tokenise, or ids already tokenised.
 public struct CorpusDocument: Sendable {
@@ -44,14 +39,14 @@ public struct CorpusDocument: Sendable {
     public var content: Content
     /// Where it came from: `path`, `path:line` (JSON Lines) or `path#n` (n-th document of a file).
     public var source: String
-    public var key: DocumentKey
+    public var key: DocumentHash
 
     public init(content: Content, source: String) {
         self.content = content
         self.source = source
         switch content {
-        case .text(let t): key = DocumentKey(text: t)
-        case .tokens(let t): key = DocumentKey(tokens: t)
+        case .text(let t): key = DocumentHash(text: t)
+        case .tokens(let t): key = DocumentHash(tokens: t)
         }
     }
 }

@@ -1,4 +1,5 @@
 import CXXHash
+import ShardFormat
 
 /// A deterministic division of a corpus into named parts by document, so that the data a
 /// teacher was trained on, the data its targets are cached for and the data students are
@@ -40,7 +41,7 @@ public struct CorpusSplit: Sendable, Equatable {
     }
 
     /// The index into `parts` of the part a document belongs to.
-    public func partIndex(for key: DocumentKey) -> Int {
+    public func partIndex(for key: DocumentHash) -> Int {
         let words = [key.high.littleEndian, key.low.littleEndian]
         let h = words.withUnsafeBytes { XXH3_64bits_withSeed($0.baseAddress, 16, seed) }
         let u = Double(h >> 11) * 0x1p-53  // uniform in [0, 1)

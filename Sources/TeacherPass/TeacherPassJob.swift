@@ -268,7 +268,7 @@ public final class TeacherPassJob {
             }
 
             for (b, win) in batch.enumerated() {
-                try writer.beginSequence(documentKey: DocumentHash(high: win.documentKey.high, low: win.documentKey.low),
+                try writer.beginSequence(documentKey: win.documentKey,
                                          documentOffset: win.documentOffset)
                 for t in 0..<T {
                     let r = b * T + t

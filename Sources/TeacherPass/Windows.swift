@@ -1,3 +1,5 @@
+import ShardFormat
+
 /// The tokenised corpus as one stream: every document's ids followed by the end-of-text id
 /// (pre-tokenised documents already carry their separators and are taken as they are).
 ///
@@ -8,12 +10,12 @@ public struct TokenStream: Sendable, Equatable {
     /// Start of each document in `ids`, ascending. Shape [documents].
     public private(set) var documentStarts: [Int] = []
     /// Content key of each document. Shape [documents].
-    public private(set) var documentKeys: [DocumentKey] = []
+    public private(set) var documentKeys: [DocumentHash] = []
 
     public init() {}
 
     /// Appends one document's ids; `endOfText` is appended after them when given.
-    public mutating func append(_ tokens: [Int32], key: DocumentKey, endOfText: Int32?) {
+    public mutating func append(_ tokens: [Int32], key: DocumentHash, endOfText: Int32?) {
         guard !tokens.isEmpty || endOfText != nil else { return }
         documentStarts.append(ids.count)
         documentKeys.append(key)
@@ -55,7 +57,7 @@ public struct Window: Sendable, Equatable {
     /// Number of input tokens (= number of next-token targets).
     public var length: Int
     /// Key of the document the window starts in.
-    public var documentKey: DocumentKey
+    public var documentKey: DocumentHash
     /// Offset of the window's first token inside that document, in tokens.
     public var documentOffset: Int
 }

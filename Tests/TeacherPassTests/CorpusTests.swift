@@ -1,4 +1,5 @@
 import Foundation
+import ShardFormat
 import Testing
 @testable import TeacherPass
 
@@ -46,7 +47,14 @@ final class TempDir {
         let docs = try readDocuments(path: j)
         #expect(docs.map(\.content) == [.text("héllo"), .text("wörld")])
         #expect(docs.map(\.source) == ["\(j):1", "\(j):3"])
-        #expect(docs[0].key == DocumentKey(text: "héllo") && docs[0].key != docs[1].key)
+        #expect(docs[0].key == DocumentHash(text: "héllo") && docs[0].key != docs[1].key)
+    }
+
+    /// Keys are XXH3-128 with the high half first, as caches written so far store them
+    /// (reference digests from the xxhash Python package).
+    @Test func documentKeysAreXXH3128() {
+        #expect(DocumentHash(text: "héllo").description == "5c04d7f26e6ecfce2ad2fc5553253f9c")
+        #expect(DocumentHash(tokens: [5, -1, 70000]).description == "be6e6ffcd834492b572d254b1f2e22f0")
     }
 
     @Test func compressedBuiltInCorpusReads() throws {
@@ -96,7 +104,7 @@ final class TempDir {
     @Test func windowsCoverTheStreamExactlyOnce() {
         var s = TokenStream()
         let docs: [[Int32]] = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10]]
-        for (i, d) in docs.enumerated() { s.append(d, key: DocumentKey(high: 0, low: UInt64(i)), endOfText: 0) }
+        for (i, d) in docs.enumerated() { s.append(d, key: DocumentHash(high: 0, low: UInt64(i)), endOfText: 0) }
         #expect(s.ids == [1, 2, 3, 0, 4, 0, 5, 6, 7, 8, 9, 10, 0])
         for context in 1...14 {
             let n = s.windowCount(context: context)
@@ -137,7 +145,7 @@ final class TempDir {
         let split = try CorpusSplit(parsing: "teacher-train=0.5,student-train=0.4,eval=0.1", seed: 7)
         var counts = [0, 0, 0]
         for i in 0..<20_000 {
-            let key = DocumentKey(text: "document \(i)")
+            let key = DocumentHash(text: "document \(i)")
             let p = split.partIndex(for: key)
             #expect(p == split.partIndex(for: key))
             counts[p] += 1
@@ -145,7 +153,7 @@ final class TempDir {
         // Binomial standard deviation at n=20000 is at most ~71 documents; allow 5 sigma.
         for (c, f) in zip(counts, [0.5, 0.4, 0.1]) { #expect(abs(Double(c) - 20_000 * f) < 360) }
         let other = try CorpusSplit(parsing: "teacher-train=0.5,student-train=0.4,eval=0.1", seed: 8)
-        let moved = (0..<1000).filter { split.partIndex(for: DocumentKey(text: "d\($0)")) != other.partIndex(for: DocumentKey(text: "d\($0)")) }
+        let moved = (0..<1000).filter { split.partIndex(for: DocumentHash(text: "d\($0)")) != other.partIndex(for: DocumentHash(text: "d\($0)")) }
         #expect(!moved.isEmpty, "the seed must change the assignment")
         #expect(throws: CorpusError.self) { try CorpusSplit(parsing: "a=0.5,b=0.4") }
         #expect(throws: CorpusError.self) { try CorpusSplit(parsing: "a=0.5,a=0.5") }

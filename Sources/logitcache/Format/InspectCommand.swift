@@ -47,7 +47,7 @@ struct InspectCommand: ParsableCommand {
         print("entries      \(m.totals.entries) (\(f(Double(m.totals.entries) / Double(T))) per token)   sampled ids \(m.totals.samples)")
         if let c = mass {
             func g(_ x: Double) -> String { String(format: "%.4f", x) }
-            print("captured     mass of stored entries per token: mean \(g(c.mean))   min \(g(c.min))   p1 \(g(c.p1))   p10 \(g(c.p10))   p50 \(g(c.p50))   p90 \(g(c.p90))   p99 \(g(c.p99))   max \(g(c.max))")
+            print("captured     mass of stored entries per token: mean \(g(c.mean))   min \(g(c.min))   p1 \(g(c.p1))   p10 \(g(c.p10))   p50 \(g(c.p50))   p90 \(g(c.p90))   p99 \(g(c.p99))   max \(g(c.max))\(m.totals.samples > 0 ? "   (sampled ids not counted)" : "")")
         }
         print("encoding     \(m.encoding.codec)\(m.encoding.codec == "zstd" ? "(\(m.encoding.level))" : "")   log-probs \(r.logProbEncoding) (max error \(r.logProbEncoding.maxError) nats)")
         print("fingerprints teacher \(m.fingerprints.teacher)   tokenizer \(m.fingerprints.tokenizer)   corpus \(m.fingerprints.corpus)")

@@ -466,6 +466,7 @@ class Shard:
         allowed = set(required) | {"entry_id_dict"}
         self.blocks = []
         sums = [0, 0, 0]
+        spans = []  # (offset, end, block, column) of every non-empty chunk
         for bi, block in enumerate(blocks):
             wb = f"{self.name}: block {bi}"
             n = _int(block, "tokens", wb, 1)
@@ -509,6 +510,8 @@ class Shard:
                     raise CacheError(f"{wc}: codec none but size {c['size']} != count*width "
                                      f"{c['count'] * c['width']}")
                 columns[column] = c
+                if c["size"]:
+                    spans.append((c["offset"], c["offset"] + c["size"], bi, column))
             for column in required:
                 if column not in columns:
                     raise CacheError(f"{wb}: missing column {column!r}")
@@ -536,6 +539,12 @@ class Shard:
             sums[0] += n
             sums[1] += e
             sums[2] += s
+        # Section 3: chunks lie in any order but never share bytes.
+        spans.sort()
+        for (o0, e0, b0, c0), (o1, e1, b1, c1) in zip(spans, spans[1:]):
+            if o1 < e0:
+                raise CacheError(f"{self.name}: block {b1} chunk {c1!r}: bytes [{o1}, {e1}) overlap "
+                                 f"[{o0}, {e0}) of block {b0} chunk {c0!r}")
         if sums != [self.tokens, self.entries, self.samples]:
             raise CacheError(f"{w}: blocks sum to tokens/entries/samples {sums}, footer says "
                              f"{[self.tokens, self.entries, self.samples]}")
@@ -848,7 +857,7 @@ class Cache:
     def verify(self, progress=None) -> dict:
         """Every check of the spec: whole-file checksums, then every chunk decoded and checked,
         plus value rules a reader need not enforce while reading (entries in descending order,
-        distinct sample ids). Raises CacheError at the first problem."""
+        distinct entry ids and sampled ids per position, no NaN). Raises CacheError at the first problem."""
         entries = self.manifest["shards"]
         for shard, entry in zip(self.shards, entries):
             got = shard.file_checksum()
@@ -881,13 +890,19 @@ def _check_values(rows: Tokens, lossless: bool, where: str):
             i = int(np.argmax(rising)) + 1
             t = int(np.searchsorted(off, i, side="right")) - 1
             raise CacheError(f"{where}: entries of position {t} are not in descending order")
-    if len(rows.sample_ids) > 1:
-        pos = np.repeat(np.arange(rows.tokens), rows.sample_counts)
-        order = np.lexsort((rows.sample_ids, pos))
-        p, s = pos[order], rows.sample_ids[order]
+    _check_distinct(rows.entry_ids, rows.entry_counts, f"{where}: position {{}} repeats entry id {{}}")
+    _check_distinct(rows.sample_ids, rows.sample_counts, f"{where}: position {{}} repeats sampled id {{}}")
+
+
+def _check_distinct(ids, counts, message: str):
+    """Section 4: the ids of one position (its entries, or its samples) are distinct."""
+    if len(ids) > 1:
+        pos = np.repeat(np.arange(len(counts)), counts)
+        order = np.lexsort((ids, pos))
+        p, s = pos[order], ids[order]
         dup = (p[1:] == p[:-1]) & (s[1:] == s[:-1])
         if dup.any():
-            raise CacheError(f"{where}: position {int(p[1:][dup][0])} repeats sampled id {int(s[1:][dup][0])}")
+            raise CacheError(message.format(int(p[1:][dup][0]), int(s[1:][dup][0])))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -105,8 +105,12 @@ public final class CacheReader: @unchecked Sendable {
         }
         manifest = m
         var shards: [ShardReader] = [], ts = [0], ss = [0]
+        var files = Set<String>()
         for e in m.shards {
             let path = try CacheManifest.shardPath(directory: directory, name: e.file, manifestFile: mfile)
+            guard files.insert(resolvedPath(path) ?? path).inserted else {
+                throw ShardFormatError.mismatch(file: mfile, reason: "shard \(e.file) is the same file as an earlier shard")
+            }
             let r = try ShardReader(path: path)
             let L = r.layout
             guard r.bytes.count == e.bytes else { throw ShardFormatError.mismatch(file: path, reason: "size \(r.bytes.count) bytes, manifest says \(e.bytes)") }

@@ -30,9 +30,14 @@ public enum CacheVerifier {
             }
         }
         let scratch = DecodeScratch()
+        var files = Set<String>()
+        var rowIDs = RowIDSet(vocabularySize: m.vocabularySize)
         for e in m.shards {
             do {
                 let path = try CacheManifest.shardPath(directory: directory, name: e.file, manifestFile: mfile)
+                guard files.insert(resolvedPath(path) ?? path).inserted else {
+                    throw ShardFormatError.mismatch(file: mfile, reason: "shard \(e.file) is the same file as an earlier shard")
+                }
                 let map = try MappedShard(path: path)
                 guard map.bytes.count == e.bytes else {
                     throw ShardFormatError.mismatch(file: path, reason: "size \(map.bytes.count) bytes, manifest says \(e.bytes)")
@@ -50,7 +55,7 @@ public enum CacheVerifier {
                 for b in L.blocks.indices {
                     do {
                         try r.decodeBlock(b, bandCount: L.bands.count - 1, samples: true, into: scratch.block, decoder: scratch.decoder)
-                        try checkOrder(scratch.block, layout: L, file: path, block: b)
+                        try checkValues(scratch.block, layout: L, file: path, block: b, rowIDs: &rowIDs)
                     } catch { rep.problems.append("\(error)") }
                 }
                 rep.shardsChecked += 1
@@ -60,23 +65,40 @@ public enum CacheVerifier {
         return rep
     }
 
-    /// Entry log-probs must be non-increasing within each position.
-    static func checkOrder(_ d: DecodedBlock, layout L: ShardLayout, file: String, block b: Int) throws {
+    /// Value rules checked by verification rather than on every read (FORMAT.md section 4):
+    /// per position, entry log-probs non-increasing and not NaN, entry ids distinct, sampled ids
+    /// distinct; next-token log-probs and logsumexps not NaN.
+    static func checkValues(_ d: DecodedBlock, layout L: ShardLayout, file: String, block b: Int, rowIDs: inout RowIDSet) throws {
+        func bad(_ column: String, _ why: String) -> ShardFormatError { .malformed(file: file, chunk: "block \(b) column \(column)", reason: why) }
         let m = d.bandsDecoded
-        var pos = [Int](repeating: 0, count: m)
+        var pos = [Int](repeating: 0, count: m)   // [m] read position of the current token in each band
+        var rowID: [UInt32] = []                   // [c] the current token's entry ids, rank order
+        var spos = 0
         for t in 0..<d.tokens {
+            if Float(bitPattern: d.nextLogProb[t]).isNaN { throw bad("next_logprob", "NaN at token \(t)") }
+            if Float(bitPattern: d.logSumExp[t]).isNaN { throw bad("logsumexp", "NaN at token \(t)") }
             let c = Int(d.entryCount[t])
             var prev = Float.infinity
+            rowID.removeAll(keepingCapacity: true)
             for j in 0..<m where c > L.bands[j] {
                 let cnt = min(c, L.bands[j + 1]) - L.bands[j]
                 for r in 0..<cnt {
                     let l = Float(bitPattern: d.bandLogProbs[j][pos[j] + r])
-                    guard !(l > prev), !l.isNaN else {
-                        throw ShardFormatError.malformed(file: file, chunk: "block \(b) column entry_logprobs.\(j)", reason: "log-probs of token \(t) not descending")
-                    }
+                    guard !(l > prev), !l.isNaN else { throw bad("entry_logprobs.\(j)", "log-probs of token \(t) not descending") }
                     prev = l
+                    rowID.append(d.bandIDs[j][pos[j] + r])
                 }
                 pos[j] += cnt
+            }
+            if let id = rowIDs.firstRepeat(count: rowID.count, { rowID[$0] }) {
+                throw bad("entry_ids", "token \(t) lists entry id \(id) twice")
+            }
+            if d.hasSamples {
+                let s = Int(d.sampleCount[t])
+                if let id = rowIDs.firstRepeat(count: s, { d.sampleIDs[spos + $0] }) {
+                    throw bad("sample_ids", "token \(t) lists sampled id \(id) twice")
+                }
+                spos += s
             }
         }
     }

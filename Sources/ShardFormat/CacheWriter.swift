@@ -225,6 +225,7 @@ final class ShardBuilder {
     let file: TempFile
     private let k: Int, v: UInt32, maxSamples: Int
     private let scale: Float   // 2^stepLog2, or 0 for float32
+    private var rowIDs: RowIDSet
 
     // Current block, token-major: [n] per token, [e] per entry, [s] per sample.
     private var inIDs: [UInt32] = [], nextLP: [UInt32] = [], lse: [UInt32] = [], counts: [UInt32] = []
@@ -245,6 +246,7 @@ final class ShardBuilder {
         self.description = description; self.options = options; self.bands = bands
         k = description.capture.k; v = UInt32(description.vocabularySize); maxSamples = description.capture.samples
         if case .quantized(let b) = options.logProbs { scale = Float(1 << b) } else { scale = 0 }
+        rowIDs = RowIDSet(vocabularySize: description.vocabularySize)
         file = try TempFile(directory: directory, finalName: name)
         var header = shardMagic
         header += le32(1) + le32(0)
@@ -280,6 +282,12 @@ final class ShardBuilder {
         for i in 0..<sampleIDs.count {
             guard UInt32(bitPattern: sampleIDs[i]) < v else { throw ShardFormatError.invalidInput("sample id \(sampleIDs[i]) outside 0..<\(v)") }
             guard draws[i] >= 1 else { throw ShardFormatError.invalidInput("sample draw count 0") }
+        }
+        if let id = rowIDs.firstRepeat(count: c, { UInt32(bitPattern: ids[$0]) }) {
+            throw ShardFormatError.invalidInput("entry id \(id) appears twice in one position")
+        }
+        if let id = rowIDs.firstRepeat(count: sampleIDs.count, { UInt32(bitPattern: sampleIDs[$0]) }) {
+            throw ShardFormatError.invalidInput("sampled id \(id) appears twice in one position (give it one draw count)")
         }
         var prevQ: UInt32 = 0
         for r in 0..<c {

@@ -166,6 +166,7 @@ struct ShardLayout: Sendable {
         let m = e.count - 1
         var blocks: [BlockLayout] = []; blocks.reserveCapacity(nBlocks)
         var sumE = 0, sumS = 0
+        var spans: [(offset: Int, end: Int, block: Int, column: String)] = []   // non-empty chunks
         for (b, bj) in f.blocks.enumerated() {
             let first = b * f.blockTokens
             let n = min(f.blockTokens, f.tokens - first)
@@ -186,6 +187,7 @@ struct ShardLayout: Sendable {
                 switch c.codec { case "none": codec = .none; case "lz4": codec = .lz4; case "zstd": codec = .zstd(level: 0)
                 default: throw bad("unknown codec \(c.codec)", where_) }
                 guard let sum = parseHex16(c.xxh3) else { throw bad("xxh3 \"\(c.xxh3.prefix(20))\" is not 16 hex digits", where_) }
+                if c.size > 0 { spans.append((c.offset, c.offset + c.size, b, c.column)) }
                 byName[c.column] = ChunkDescriptor(offset: c.offset, size: c.size, count: c.count, width: c.width, filter: filter, codec: codec, xxh3: sum)
             }
             func col(_ name: String, count: Int?) throws -> ChunkDescriptor {
@@ -214,6 +216,13 @@ struct ShardLayout: Sendable {
             blocks.append(BlockLayout(firstToken: first, tokens: n, entries: bj.entries, samples: bj.samples,
                                       inputIDs: inputIDs, nextLogProb: next, logSumExp: lse, entryCount: cnt, entryIDDict: dict,
                                       entryIDs: ids, entryLogProbs: lps, sampleCount: sc, sampleIDs: si, sampleDraws: sd))
+        }
+        // Chunks may lie in any order (readers use the offsets) but never share bytes: a forged
+        // footer could otherwise make one stored range stand for two columns.
+        spans.sort { $0.offset < $1.offset }
+        for (a, z) in zip(spans, spans.dropFirst()) where z.offset < a.end {
+            throw bad("chunk bytes [\(z.offset), \(z.end)) overlap [\(a.offset), \(a.end)) of block \(a.block) column \(a.column)",
+                      "block \(z.block) column \(z.column)")
         }
         guard sumE == f.entries, sumS == f.samples else { throw bad("block totals (\(sumE) entries, \(sumS) samples) differ from shard totals") }
         vocabularySize = f.vocabularySize; maxEntries = f.maxEntries; maxSamples = f.maxSamples

@@ -158,7 +158,11 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         guard (1...(1 << 24)).contains(m.vocabularySize) else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "vocabularySize \(m.vocabularySize) outside 1...16777216") }
         var check = m; check.recomputeTotals()
         guard check.totals == m.totals else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "totals do not equal the sums over shards") }
+        var names = Set<String>()
         for s in m.shards {
+            guard names.insert(s.file).inserted else {
+                throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "shard listed twice")
+            }
             guard s.tokens >= 0, s.sequences >= 0, s.entries >= 0, s.samples >= 0, s.bytes >= 56, parseHex16(s.xxh3) != nil else {
                 throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "bad shard entry (negative count, size < 56 or bad xxh3)")
             }

@@ -113,6 +113,9 @@ final class ShardReader: @unchecked Sendable {
             guard s == L.samples else { throw ShardFormatError.malformed(file: path, chunk: name("sample_count"), reason: "counts sum to \(s), block has \(L.samples) samples") }
             try load(si, "sample_ids", out.sampleIDs); try checkIDs(out.sampleIDs, "sample_ids")
             try load(sd, "sample_draws", out.sampleDraws)
+            var minDraws = UInt32.max
+            for i in 0..<out.sampleDraws.count { minDraws = min(minDraws, out.sampleDraws[i]) }
+            guard minDraws >= 1 else { throw ShardFormatError.malformed(file: path, chunk: name("sample_draws"), reason: "a draw count of 0") }
             out.hasSamples = true
         }
     }

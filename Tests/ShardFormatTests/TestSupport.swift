@@ -19,17 +19,23 @@ func randomSequences(_ rng: inout SplitMix, count: Int, vocab V: Int, k K: Int, 
             s.inputIDs.append(Int32(rng.next() % UInt64(V)))
             s.nextTokenLogProbs.append(Float(-30 * rng.unit()))
             s.logSumExps.append(Float(20 * rng.normal()))
-            let c = Int(rng.next() % UInt64(K + 1))
+            // Ids within a position are distinct (FORMAT.md section 4), so at most V of them.
+            func distinctID(_ used: inout Set<Int32>) -> Int32 {
+                while true { let id = Int32(rng.next() % UInt64(V)); if used.insert(id).inserted { return id } }
+            }
+            let c = min(Int(rng.next() % UInt64(K + 1)), V)
             var l = Float(-rng.unit())
+            var used = Set<Int32>()
             for _ in 0..<c {
-                s.entryIDs.append(Int32(rng.next() % UInt64(V)))
+                s.entryIDs.append(distinctID(&used))
                 s.entryLogProbs.append(l)
                 l -= Float(rng.unit() * (rng.next() % 8 == 0 ? 40 : 0.5))
             }
             s.entryOffsets.append(s.entryIDs.count)
             if S > 0 {
-                let n = Int(rng.next() % UInt64(S + 1))
-                for _ in 0..<n { s.sampleIDs.append(Int32(rng.next() % UInt64(V))); s.sampleDraws.append(UInt32(1 + rng.next() % 50)) }
+                let n = min(Int(rng.next() % UInt64(S + 1)), V)
+                used.removeAll()
+                for _ in 0..<n { s.sampleIDs.append(distinctID(&used)); s.sampleDraws.append(UInt32(1 + rng.next() % 50)) }
             }
             s.sampleOffsets.append(s.sampleIDs.count)
         }

@@ -452,7 +452,38 @@ def footer_edit(fn):
     return {"footer": fn}
 
 
+def repeat_first_id(column):
+    """Makes block 0's first position with two or more ids in `column` repeat its first id
+    (the count column comes earlier in the block, so it is seen first)."""
+    counts = {}
+
+    def edit(b, col, v):
+        if b != 0:
+            return None
+        if col == {"entry_ids.0": "entry_count", "sample_ids": "sample_count"}[column]:
+            counts["c"] = v.copy()
+        elif col == column:
+            c = counts["c"].astype(np.int64)
+            t = int(np.argmax(c >= 2))
+            start = int(c[:t].sum())
+            v[start + 1] = v[start]
+            return v
+        return None
+    return edit
+
+
+def overlap_chunks(ft):
+    """entry_count starts one byte before logsumexp ends (checksums stay valid)."""
+    chunks = {c["column"]: c for c in ft["blocks"][0]["chunks"]}
+    lse = chunks["logsumexp"]
+    chunks["entry_count"]["offset"] = lse["offset"] + lse["size"] - 1
+
+
 FORGERIES = {
+    "repeated entry id": (dict(values=repeat_first_id("entry_ids.0")), r"repeats entry id"),
+    "repeated sampled id": (dict(values=repeat_first_id("sample_ids")), r"repeats sampled id"),
+    "NaN logsumexp": (dict(values=set_value("logsumexp", 5, 0x7FC00000)), r"NaN in logsumexp"),
+    "overlapping chunks": (footer_edit(overlap_chunks), r"block 0 chunk 'entry_count'.*overlap.*'logsumexp'"),
     "input id = vocabularySize": (dict(values=set_value("input_ids", 3, 32000)), r"input_ids.*vocabularySize"),
     "sample id = vocabularySize": (dict(values=set_value("sample_ids", 0, 32000)), r"sample_ids.*vocabularySize"),
     "dictionary id = vocabularySize": (dict(values=set_value("entry_id_dict", 0, 32000)), r"entry_id_dict.*vocabularySize"),
@@ -484,6 +515,30 @@ def test_forged_values_are_refused(what, lc_bin, tmp_path):
     with pytest.raises(lr.CacheError, match=pattern):
         with lr.Cache(path, validate_schema=False) as cache:
             cache.verify()
+    # The Swift verifier finds it too, naming the shard.
+    proc = run(lc_bin, "verify", path, check=False)
+    assert proc.returncode == 1 and "PROBLEM" in proc.stdout and "shard-000000.lcs" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_repeated_shards_are_refused(lc_bin, tmp_path):
+    """Section 7: a manifest naming one shard twice (or two names of one file) is refused."""
+    path = small_cache(lc_bin, tmp_path)
+    manifest_path = os.path.join(path, "manifest.json")
+    good = lr.read_manifest(manifest_path)
+    first = good["shards"][0]["file"]
+    os.symlink(first, os.path.join(path, "alias.lcs"))
+    for second, message in ((first, "listed twice"), ("alias.lcs", None)):
+        m = json.loads(json.dumps(good))
+        m["shards"] = [m["shards"][0], dict(m["shards"][0], file=second)]
+        for key in ("tokens", "sequences", "entries", "samples", "bytes"):
+            m["totals"][key] = sum(e[key] for e in m["shards"])
+        cache_edit.write_manifest(manifest_path, m)
+        with pytest.raises(lr.CacheError, match="listed twice"):
+            lr.Cache(path)
+        proc = run(lc_bin, "verify", path, check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert (message or "same file as an earlier shard") in proc.stdout
+        assert run(lc_bin, "dump", path, check=False).returncode == 2
 
 
 def test_shard_names_are_confined_to_the_cache(lc_bin, tmp_path):

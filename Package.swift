@@ -38,12 +38,13 @@ let package = Package(
         .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
         .target(name: "StudentLoader", dependencies: ["ShardFormat"], swiftSettings: native),
+        .target(name: "Sweep", dependencies: ["TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "Distillation", dependencies: ["Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
 
         .executableTarget(
             name: "logitcache",
             dependencies: [
-                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass", "StudentLoader", "Distillation",
+                "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass", "StudentLoader", "Distillation", "Sweep",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),

@@ -13,11 +13,14 @@ public enum CapturePolicy: Sendable, Equatable, Codable, CustomStringConvertible
     case sampled(draws: Int)
     /// An exact top-`k` head plus `draws` ids drawn from the remaining (tail) mass.
     case headTail(k: Int, draws: Int)
+    /// An exact top-`k` head plus, beside it, `draws` ids drawn from the whole distribution:
+    /// one teacher pass serves both top-k students (prefix reads) and unbiased sampled ones.
+    case topKAndSampled(k: Int, draws: Int)
 
     /// The largest number of exact (head) entries a position can get.
     public var maxEntries: Int {
         switch self {
-        case .topK(let k), .headTail(let k, _): return k
+        case .topK(let k), .headTail(let k, _), .topKAndSampled(let k, _): return k
         case .topP(_, let k): return k
         case .sampled: return 0
         }
@@ -26,7 +29,7 @@ public enum CapturePolicy: Sendable, Equatable, Codable, CustomStringConvertible
     /// The largest number of sampled entries a position can get.
     public var maxSamples: Int {
         switch self {
-        case .sampled(let n), .headTail(_, let n): return n
+        case .sampled(let n), .headTail(_, let n), .topKAndSampled(_, let n): return n
         default: return 0
         }
     }
@@ -45,6 +48,9 @@ public enum CapturePolicy: Sendable, Equatable, Codable, CustomStringConvertible
             try check(p > 0 && p <= 1, "top-p \(p) must be in (0, 1]")
             try check(k >= 1 && k <= v, "top-p cap \(k) must be in 1...\(v)")
         case .sampled(let n): try check(n >= 1 && n <= 1 << 20, "samples \(n) must be in 1...1048576")
+        case .topKAndSampled(let k, let n):
+            try check(k >= 1 && k <= v, "top-k \(k) must be in 1...\(v)")
+            try check(n >= 1 && n <= 1 << 20, "samples \(n) must be in 1...1048576")
         case .headTail(let k, let n):
             try check(k >= 1 && k < v, "head \(k) must be in 1...\(v - 1)")
             try check(n >= 1 && n <= 1 << 20, "samples \(n) must be in 1...1048576")
@@ -57,6 +63,7 @@ public enum CapturePolicy: Sendable, Equatable, Codable, CustomStringConvertible
         case .topP(let p, let k): return "top-p(p=\(p), max-k=\(k))"
         case .sampled(let n): return "sampled(draws=\(n))"
         case .headTail(let k, let n): return "head-tail(k=\(k), draws=\(n))"
+        case .topKAndSampled(let k, let n): return "top-k+sampled(k=\(k), draws=\(n))"
         }
     }
 }

@@ -77,13 +77,23 @@ public struct Capturer: Sendable {
         }
         out.entryOffsets.append(out.entryIDs.count)
 
-        // Sampled draws: from the whole distribution, or from the tail outside the head.
+        // Sampled draws: from the whole distribution, or (head-tail) from the tail outside the head.
         let draws = policy.maxSamples
         if draws > 0 {
             if excludedMask.count != V { excludedMask = [Bool](repeating: false, count: V) }
             let head = heapIDs.prefix(policy.maxEntries)
-            for id in head { excludedMask[Int(id)] = true }
-            mass += sample(draws: draws, lse: lse, position: position, into: &out)
+            if case .topKAndSampled = policy {
+                let first = out.sampleIDs.count
+                _ = sample(draws: draws, lse: lse, position: position, into: &out)
+                // Captured mass counts each id once: sampled ids outside the head add theirs.
+                for id in head { excludedMask[Int(id)] = true }
+                for i in first..<out.sampleIDs.count where !excludedMask[Int(out.sampleIDs[i])] {
+                    mass += exp(Double(out.sampleLogProbs[i]))
+                }
+            } else {
+                for id in head { excludedMask[Int(id)] = true }
+                mass += sample(draws: draws, lse: lse, position: position, into: &out)
+            }
             for id in head { excludedMask[Int(id)] = false }
         }
         out.sampleOffsets.append(out.sampleIDs.count)

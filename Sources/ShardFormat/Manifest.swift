@@ -13,7 +13,8 @@ public struct Fingerprints: Codable, Sendable, Equatable, Hashable {
 
 /// How the teacher targets were captured (FORMAT.md section 7).
 public struct CaptureSettings: Codable, Sendable, Equatable, Hashable {
-    /// `top-k`, `top-p`, `sampled` or `head-tail`.
+    /// `top-k`, `top-p`, `sampled`, `head-tail` (samples from the mass outside the head) or
+    /// `top-k+sampled` (samples from the whole distribution, beside the head).
     public var policy: String
     /// K: the most exact entries a position may have.
     public var k: Int

@@ -113,6 +113,9 @@ public final class StudentLoader {
         if let s = student { try Self.check(reader.manifest, directory: dir, student: s) }
         if c.mode == .sampled {
             guard reader.maxSamples > 0 else { throw LoaderError.unsupported(cache: dir, reason: "sampled targets asked for, but the cache stores no samples") }
+            guard reader.manifest.capture.policy != "head-tail" else {
+                throw LoaderError.unsupported(cache: dir, reason: "a head-tail cache draws its samples from the mass outside the head; the sampled estimator needs draws from the whole distribution (capture with --policy sampled or top-k+sampled)")
+            }
             guard c.k >= reader.maxSamples else {
                 throw LoaderError.unsupported(cache: dir, reason: "k = \(c.k) slots cannot hold up to \(reader.maxSamples) sampled ids per token; use k >= \(reader.maxSamples)")
             }

@@ -116,6 +116,7 @@ public final class TeacherPassJob {
         case .topP(let p, _): name = "top-p"; topP = p
         case .sampled: name = "sampled"; topP = nil
         case .headTail: name = "head-tail"; topP = nil
+        case .topKAndSampled: name = "top-k+sampled"; topP = nil
         }
         return CaptureSettings(policy: name, k: o.policy.maxEntries, topP: topP, samples: o.policy.maxSamples,
                                temperature: Double(o.temperature), seed: o.seed)

@@ -9,7 +9,7 @@ struct LogitCacheCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logitcache",
         abstract: "Run a teacher once, cache its next-token distributions, stream them to many students.",
-        subcommands: FormatCommands.top + EngineCommands.top + TeacherCommands.top + LawCommands.top + LoaderCommands.top + TrainCommands.top + [BenchCommand.self]
+        subcommands: FormatCommands.top + EngineCommands.top + TeacherCommands.top + LawCommands.top + LoaderCommands.top + TrainCommands.top + SweepCommands.top + [BenchCommand.self]
     )
 }
 

@@ -140,6 +140,27 @@ func referenceLogProbs(_ z: [Float], temperature T: Double) -> [Double] {
         #expect(chi2 < 24.3, "chi-square \(chi2)")
     }
 
+    /// top-k+sampled: the exact head as top-k, and beside it draws from the WHOLE distribution
+    /// (head ids included) in the teacher's proportions; captured mass counts each id once.
+    @Test func topKAndSampledDrawsFromTheWholeDistribution() throws {
+        let z: [Float] = [3.0, 2.5, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0, 0.2, 0.7]
+        let ref = referenceLogProbs(z, temperature: 1).map(exp)
+        var c = try Capturer(policy: .topKAndSampled(k: 2, draws: 500), seed: 3, vocabularySize: z.count)
+        var out = CapturedTargets()
+        var counts = [Double](repeating: 0, count: z.count)
+        try z.withUnsafeBufferPointer { r in
+            for pos in 0..<200 { try c.capture(row: r, nextToken: 4, position: UInt64(pos), into: &out) }
+        }
+        #expect(Array(out.entries(0).ids) == [0, 1])
+        for (id, n) in zip(out.sampleIDs, out.sampleCounts) { counts[Int(id)] += Double(n) }
+        let N = 100_000.0
+        let chi2 = (0..<z.count).reduce(0.0) { acc, i in acc + pow(counts[i] - N * ref[i], 2) / (N * ref[i]) }
+        #expect(chi2 < 27.9, "chi-square \(chi2)")  // 9 degrees of freedom, p = 0.001
+        let s = out.samples(0)
+        let outside = zip(s.ids, s.logProbs).filter { $0.0 > 1 }.map { exp(Double($0.1)) }.reduce(0, +)
+        #expect(abs(Double(out.capturedMass[0]) - min(1, ref[0] + ref[1] + outside)) < 1e-5)
+    }
+
     @Test func badSettingsAreRefusedByName() {
         #expect(throws: CaptureError.self) { try Capturer(policy: .topK(k: 0), vocabularySize: 10) }
         #expect(throws: CaptureError.self) { try Capturer(policy: .topK(k: 11), vocabularySize: 10) }

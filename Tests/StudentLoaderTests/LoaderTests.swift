@@ -18,7 +18,7 @@ func smallCache(_ tag: String, sequences n: Int = 23, samples: Int = 0, k: Int =
     var rng = SplitMix(5)
     let seqs = (0..<n).map { i in g.sequence(i, length: i == 3 ? 0 : i == 4 ? 1 : Int(rng.next() % 70)) }
     let desc = CacheDescription(vocabularySize: 500, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok-a", corpus: "c"),
-                                capture: CaptureSettings(policy: samples > 0 ? "head-tail" : "top-k", k: k, samples: samples))
+                                capture: CaptureSettings(policy: samples > 0 ? "top-k+sampled" : "top-k", k: k, samples: samples))
     let w = try CacheWriter(directory: dir, description: desc,
                             options: WriterOptions(logProbs: .float32, blockTokens: 32, targetShardBytes: 4096))
     for s in seqs { try w.append(s) }
@@ -145,7 +145,7 @@ func epochWindows(_ l: StudentLoader) throws -> [Int32] {
     func handCache(_ tag: String, samples: Bool = false) throws -> String {
         let dir = freshDirectory(tag)
         let desc = CacheDescription(vocabularySize: 50, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok-a", corpus: "c"),
-                                    capture: CaptureSettings(policy: samples ? "head-tail" : "top-k", k: 3, samples: samples ? 4 : 0))
+                                    capture: CaptureSettings(policy: samples ? "top-k+sampled" : "top-k", k: 3, samples: samples ? 4 : 0))
         let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions(logProbs: .float32))
         try w.beginSequence(documentKey: DocumentHash(high: 1, low: 2), documentOffset: 0)
         let lp: [Float] = [log(0.5), log(0.25), log(0.125)]
@@ -187,6 +187,24 @@ func epochWindows(_ l: StudentLoader) throws -> [Int32] {
         let z = 0.5.squareRoot() + 1
         #expect(abs(Double(b.targetWeights[0]) - 0.5.squareRoot() / z) < 1e-6)
         #expect(abs(Double(b.targetWeights[1]) - 0.5 / z) < 1e-6 && abs(Double(b.tailMass[0]) - 0.5 / z) < 1e-6)
+    }
+
+    /// A head-tail cache's samples come from the mass outside the head: the sampled
+    /// estimator would be biased, so sampled mode is refused with the reason.
+    @Test func headTailSamplesAreRefusedForTheSampledEstimator() throws {
+        let dir = freshDirectory("headtail")
+        let desc = CacheDescription(vocabularySize: 50, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok-a", corpus: "c"),
+                                    capture: CaptureSettings(policy: "head-tail", k: 3, samples: 4))
+        let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions(logProbs: .float32))
+        try w.beginSequence(documentKey: DocumentHash(high: 1, low: 2), documentOffset: 0)
+        for id: Int32 in [7, 8] {
+            try w.appendToken(inputID: id, nextTokenLogProb: -1, logSumExp: 3, entryIDs: [4][...], entryLogProbs: [-0.5][...],
+                              sampleIDs: [9][...], sampleDraws: [4][...])
+        }
+        try w.endSequence()
+        _ = try w.finish()
+        #expect(throws: LoaderError.self) { try first(dir, k: 4, mode: .sampled) }
+        _ = try first(dir, k: 1, mode: .renormalized)
     }
 
     @Test func sampledWeightsAreCountsOverDraws() throws {

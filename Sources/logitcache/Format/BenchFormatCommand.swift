@@ -32,6 +32,7 @@ struct BenchFormatCommand: ParsableCommand {
             print("  ratio vs parquet+zstd: default \(r(res["default_vs_parquet"]))   lossless \(r(res["lossless_vs_parquet"]))   (target <= 0.50x)")
             print("  write tokens/s (1 core)    ours default \(mt(res["write_tokens_per_s"]))   parquet \(mt(res["parquet_write_tokens_per_s"]))   (target >= 0.2 M)")
             print("  read tokens/s into [T,k] arrays: k=64 1 thread \(mt(res["read_k64_1t"]))  2 threads \(mt(res["read_k64_2t"]))   k=8 1 thread \(mt(res["read_k8_1t"]))  2 threads \(mt(res["read_k8_2t"]))   parquet k=64 \(mt(res["parquet_read_tokens_per_s"]))   (target >= 1 M/core at k=64)")
+            print("  read tokens per CPU-second (per core; equal for 1 and 2 threads = no contention): k=64 1 thread \(mt(res["read_k64_1t_cpu"]))  2 threads \(mt(res["read_k64_2t_cpu"]))   k=8 1 thread \(mt(res["read_k8_1t_cpu"]))  2 threads \(mt(res["read_k8_2t_cpu"]))")
         }
     }
 
@@ -55,32 +56,40 @@ struct BenchFormatCommand: ParsableCommand {
         let def = try write(tmp + "/default", WriterOptions())
         let lossless = try write(tmp + "/lossless", WriterOptions(logProbs: .float32))
         let reader = try CacheReader(directory: tmp + "/default")
-        func read(k kk: Int, threads: Int) throws -> Double {
-            var best = Double.infinity
+        /// Wall-clock tokens/s (best of 3) and CPU tokens/s per thread (tokens over the threads'
+        /// summed CPU time): on a busy machine the second thread may get no core, so wall time
+        /// alone cannot tell contention in the reader from a lack of free cores.
+        func read(k kk: Int, threads: Int) throws -> (wall: Double, cpu: Double) {
+            var best = Double.infinity, bestCPU = Double.infinity
             for _ in 0..<3 {
                 let t0 = Date()
-                let errors = ErrorBox()
+                let errors = ErrorBox(), cpu = SecondsTotal()
                 DispatchQueue.concurrentPerform(iterations: threads) { th in
+                    let c0 = threadCPUSeconds()
                     let batch = TargetBatch()
                     let lo = T * th / threads, hi = T * (th + 1) / threads
                     var t = lo
                     do {
                         while t < hi { let n = min(8192, hi - t); try reader.decode(tokens: t..<(t + n), k: kk, into: batch); t += n }
                     } catch { errors.set(error) }
+                    cpu.add(threadCPUSeconds() - c0)
                 }
                 if let e = errors.error { throw e }
                 best = min(best, Date().timeIntervalSince(t0))
+                bestCPU = min(bestCPU, cpu.seconds)
             }
-            return Double(T) / best
+            return (Double(T) / best, Double(T) / bestCPU)
         }
+        let r64 = (try read(k: k, threads: 1), try read(k: k, threads: 2))
+        let r8 = (try read(k: min(8, k), threads: 1), try read(k: min(8, k), threads: 2))
         var res: [String: Any] = [
             "vocabulary": V, "tokens": T, "entries": E,
             "ours_default_bytes_per_token": Double(def.bytes) / Double(T),
             "ours_lossless_bytes_per_token": Double(lossless.bytes) / Double(T),
             "raw_bytes_per_token": Double(12 * T + 6 * E) / Double(T),
             "write_tokens_per_s": Double(T) / def.seconds,
-            "read_k64_1t": try read(k: k, threads: 1), "read_k64_2t": try read(k: k, threads: 2),
-            "read_k8_1t": try read(k: min(8, k), threads: 1), "read_k8_2t": try read(k: min(8, k), threads: 2),
+            "read_k64_1t": r64.0.wall, "read_k64_2t": r64.1.wall, "read_k8_1t": r8.0.wall, "read_k8_2t": r8.1.wall,
+            "read_k64_1t_cpu": r64.0.cpu, "read_k64_2t_cpu": r64.1.cpu, "read_k8_1t_cpu": r8.0.cpu, "read_k8_2t_cpu": r8.1.cpu,
         ]
         if let py = python {
             let dir = dump.map { $0 + "/vocab-\(V)" } ?? tmp + "/dump"
@@ -110,6 +119,13 @@ struct BenchFormatCommand: ParsableCommand {
     }
 }
 
+/// CPU time of the calling thread in seconds (CLOCK_THREAD_CPUTIME_ID).
+func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
 /// First error thrown by any of several threads.
 final class ErrorBox: @unchecked Sendable {
     // Sendable because `error` is only touched under `lock`.
@@ -117,6 +133,15 @@ final class ErrorBox: @unchecked Sendable {
     private var stored: Error?
     var error: Error? { lock.lock(); defer { lock.unlock() }; return stored }
     func set(_ e: Error) { lock.lock(); if stored == nil { stored = e }; lock.unlock() }
+}
+
+/// Seconds summed over several threads.
+final class SecondsTotal: @unchecked Sendable {
+    // Sendable because `total` is only touched under `lock`.
+    private let lock = NSLock()
+    private var total = 0.0
+    var seconds: Double { lock.lock(); defer { lock.unlock() }; return total }
+    func add(_ s: Double) { lock.lock(); total += s; lock.unlock() }
 }
 
 /// Writes generated rows as plain little-endian arrays (read by tools/parquet_bench.py):

@@ -110,7 +110,7 @@ struct SynthCommand: ParsableCommand {
             let desc = CacheDescription(
                 vocabularySize: vocab,
                 fingerprints: Fingerprints(teacher: "synthetic-\(seed)", tokenizer: "synthetic-vocab-\(vocab)", corpus: "synthetic-\(seed)-\(tokens)"),
-                capture: CaptureSettings(policy: sampled ? "head-tail" : (topP < 1 ? "top-p" : "top-k"), k: g.k,
+                capture: CaptureSettings(policy: sampled ? "top-k+sampled" : (topP < 1 ? "top-p" : "top-k"), k: g.k,
                                          topP: topP < 1 ? topP : nil, samples: sampled ? draws : 0, temperature: 1, seed: seed))
             let opts = WriterOptions(codec: c, logProbs: lossless ? .float32 : .quantized(stepLog2: stepLog2),
                                      blockTokens: blockTokens, targetShardBytes: shardBytes)

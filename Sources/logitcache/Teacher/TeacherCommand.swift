@@ -15,7 +15,9 @@ struct TeacherCommand: ParsableCommand {
             last published shard. Scale-out: --partition i/N (or Slurm job-array / Kubernetes
             Indexed Job variables) runs one of N parts; `logitcache merge CACHE` joins them.
             Policies: top-k (default, K=64), top-p (--top-p P, at most --top-k ids), sampled
-            (--samples N draws), head-tail (--top-k K and --samples N with --policy head-tail).
+            (--samples N draws), head-tail (--top-k K and --samples N with --policy head-tail: draws from
+            the mass outside the head), top-k+sampled (--policy top-k+sampled: a top-K head and, beside
+            it, draws from the whole distribution, so one pass serves top-k and sampled students).
             """)
 
     @Option(help: "Hugging Face model directory (config.json + safetensors).") var model: String
@@ -27,7 +29,7 @@ struct TeacherCommand: ParsableCommand {
     @Option(help: "Most entries per token (K).") var topK: Int?
     @Option(help: "Keep the shortest prefix reaching this probability mass (at most --top-k ids).") var topP: Double?
     @Option(help: "Draws per token for sampled targets.") var samples: Int?
-    @Option(help: "top-k | top-p | sampled | head-tail (inferred from the other options when absent).") var policy: String?
+    @Option(help: "top-k | top-p | sampled | head-tail | top-k+sampled (inferred from the other options when absent).") var policy: String?
     @Option(help: "Capture temperature.") var temperature: Float = 1
     @Option(help: "Seed of sampled draws.") var seed: UInt64 = 0
     @Option(help: "Threads (default: all cores).") var threads = ThreadPool.defaultThreadCount
@@ -53,7 +55,8 @@ struct TeacherCommand: ParsableCommand {
             return .topP(p: p, maxK: topK ?? 64)
         case "sampled": return .sampled(draws: samples ?? 50)
         case "head-tail": return .headTail(k: topK ?? 16, draws: samples ?? 50)
-        default: throw ValidationError("--policy \(name): expected top-k, top-p, sampled or head-tail")
+        case "top-k+sampled": return .topKAndSampled(k: topK ?? 64, draws: samples ?? 50)
+        default: throw ValidationError("--policy \(name): expected top-k, top-p, sampled, head-tail or top-k+sampled")
         }
     }
 

@@ -1,0 +1,91 @@
+import Foundation
+
+/// Everything a truncation sweep depends on. One teacher pass at the largest k (with sampled
+/// draws beside it when a sampled policy is asked for) feeds every student.
+public struct SweepOptions: Sendable {
+    public var teacherDirectory: String
+    public var tokenizerPath: String
+    /// Student-training corpus (the teacher pass runs over it).
+    public var corpus: [String]
+    /// Held-out corpus for evaluation.
+    public var evalCorpus: [String]
+    /// Student architecture (ModelSpec JSON or config.json).
+    public var studentConfigPath: String
+    public var output: String
+    public var ks: [Int] = [1, 4, 16, 64]
+    /// `topk`, `tail`, `sampled`.
+    public var policies: [String] = ["topk"]
+    public var lambdas: [Float] = [1]
+    public var samples = 50
+    public var seeds = 1
+    /// Training tokens per student.
+    public var tokens = 200_000
+    public var context = 256
+    public var batch = 8
+    public var learningRate: Float = 2e-3
+    /// Also train a student with the full teacher distribution run inside the loop.
+    public var online = false
+    public var threads = 2
+    /// Evaluation windows (of `context` tokens) from the held-out corpus.
+    public var evalWindows = 64
+    /// Teacher-pass windows at most (quick runs); nil = the whole corpus.
+    public var teacherWindowLimit: Int? = nil
+
+    public init(teacherDirectory: String, tokenizerPath: String, corpus: [String], evalCorpus: [String],
+                studentConfigPath: String, output: String) {
+        self.teacherDirectory = teacherDirectory; self.tokenizerPath = tokenizerPath; self.corpus = corpus
+        self.evalCorpus = evalCorpus; self.studentConfigPath = studentConfigPath; self.output = output
+    }
+
+    /// - Throws: ``SweepError/badOption(_:)`` naming the value.
+    public func validate() throws {
+        func check(_ ok: Bool, _ m: String) throws { if !ok { throw SweepError.badOption(m) } }
+        try check(!ks.isEmpty && ks.allSatisfy { $0 >= 1 && $0 <= 65535 }, "--k values must be in 1...65535")
+        try check(!policies.isEmpty && policies.allSatisfy { ["topk", "tail", "sampled"].contains($0) },
+                  "--policies must be from topk, tail, sampled")
+        try check(!lambdas.isEmpty && lambdas.allSatisfy { (0...1).contains($0) }, "--lambda values must be in 0...1")
+        try check(samples >= 1 && seeds >= 1 && tokens >= 1 && context >= 2 && batch >= 1 && threads >= 1 && evalWindows >= 1,
+                  "--samples, --seeds, --tokens, --context, --batch, --threads and eval windows must be positive")
+        try check(!corpus.isEmpty && !evalCorpus.isEmpty, "give a training corpus and an evaluation corpus")
+    }
+
+    var maxK: Int { ks.max() ?? 1 }
+    var wantsSamples: Bool { policies.contains("sampled") }
+}
+
+/// One student of the sweep.
+public struct SweepSetting: Codable, Sendable, Equatable, Hashable {
+    /// `ce` (supervised baseline), `topk`, `tail`, `sampled`, `online` (full teacher in the loop).
+    public var policy: String
+    /// Teacher entries (topk/tail) or draws (sampled); 0 for ce/online.
+    public var k: Int
+    public var lambda: Float
+    public var seed: Int
+
+    /// Directory-safe name, e.g. `topk-k16-l0.7-s1`.
+    public var name: String {
+        var n = policy
+        if policy == "topk" || policy == "tail" || policy == "sampled" { n += "-k\(k)" }
+        if policy != "ce" { n += "-l" + String(format: "%g", lambda) }
+        return n + "-s\(seed)"
+    }
+
+    /// The setting without its seed, for grouping seeds.
+    public var group: String {
+        var n = policy
+        if policy == "topk" || policy == "tail" || policy == "sampled" { n += " k=\(k)" }
+        if policy != "ce" && policy != "online" { n += " λ=" + String(format: "%g", lambda) }
+        return n
+    }
+}
+
+public enum SweepError: Error, Equatable, CustomStringConvertible {
+    case badOption(String)
+    case failed(String)
+    public var description: String {
+        switch self {
+        case .badOption(let m): return "bad option: \(m)"
+        case .failed(let m): return m
+        }
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import Distillation
+
+/// The sweep's results: what `report.json` holds (schema: `Schemas/report.schema.json`).
+public struct SweepReport: Codable, Sendable {
+    /// Mean and spread over seeds of one setting.
+    public struct Group: Codable, Sendable {
+        public var name: String
+        public var policy: String
+        public var k: Int
+        public var lambda: Float
+        public var seeds: Int
+        public var evalCrossEntropy: Double
+        /// Standard deviation over seeds (0 for one seed).
+        public var evalCrossEntropySpread: Double
+        /// Eval CE minus the untruncated reference's (online full teacher), when measured.
+        public var deltaToReference: Double?
+        /// Eval CE minus the supervised baseline's.
+        public var deltaToBaseline: Double
+        public var calibrationError: Double
+        public var overconfidence: Double
+        public var klToTeacher: Double
+        public var cacheBytesPerToken: Double
+        public var capturedMass: Double?
+        public var seconds: Double
+        public var flops: Double
+    }
+
+    /// Total compute for n students.
+    public struct AmortisationPoint: Codable, Sendable {
+        public var students: Int
+        public var cachedFLOPs: Double
+        public var onlineFLOPs: Double
+    }
+
+    public var version = 1
+    public var createdAt: String
+    public var settings: [String: String]
+    public var studentParameters: Int
+    public var teacherPass: TeacherPassSummary
+    public var results: [SettingResult]
+    public var groups: [Group]
+    public var amortisation: [AmortisationPoint]
+    /// Smallest number of students for which one cached pass costs less than online teachers.
+    public var breakEvenStudents: Int?
+    public var summary: [String]
+
+    init(options o: SweepOptions, teacherPass: TeacherPassSummary, results: [SettingResult], studentParameters: Int) {
+        createdAt = ISO8601DateFormatter().string(from: Date())
+        settings = ["teacher": o.teacherDirectory, "student": o.studentConfigPath, "corpus": o.corpus.joined(separator: " "),
+                    "eval": o.evalCorpus.joined(separator: " "), "k": o.ks.map(String.init).joined(separator: ","),
+                    "policies": o.policies.joined(separator: ","), "lambda": o.lambdas.map { String(format: "%g", $0) }.joined(separator: ","),
+                    "samples": "\(o.samples)", "seeds": "\(o.seeds)", "tokens_per_student": "\(o.tokens)",
+                    "context": "\(o.context)", "batch": "\(o.batch)", "lr": String(format: "%g", o.learningRate),
+                    "eval_windows": "\(o.evalWindows)", "threads": "\(o.threads)"]
+        self.studentParameters = studentParameters
+        self.teacherPass = teacherPass
+        self.results = results
+        var order: [String] = []
+        var bySetting: [String: [SettingResult]] = [:]
+        for r in results {
+            if bySetting[r.setting.group] == nil { order.append(r.setting.group) }
+            bySetting[r.setting.group, default: []].append(r)
+        }
+        func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(max(v.count, 1)) }
+        func spread(_ v: [Double]) -> Double {
+            guard v.count > 1 else { return 0 }
+            let m = mean(v)
+            return (v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(v.count - 1)).squareRoot()
+        }
+        let baseline = mean(bySetting["ce"]?.map(\.evaluation.crossEntropy) ?? [])
+        let reference = bySetting["online"].map { mean($0.map(\.evaluation.crossEntropy)) }
+        groups = order.map { name in
+            let rs = bySetting[name]!, s = rs[0].setting
+            let ce = rs.map(\.evaluation.crossEntropy)
+            return Group(name: name, policy: s.policy, k: s.k, lambda: s.lambda, seeds: rs.count, evalCrossEntropy: mean(ce),
+                         evalCrossEntropySpread: spread(ce), deltaToReference: reference.map { mean(ce) - $0 },
+                         deltaToBaseline: mean(ce) - baseline, calibrationError: mean(rs.map(\.evaluation.calibrationError)),
+                         overconfidence: mean(rs.map(\.evaluation.overconfidence)),
+                         klToTeacher: mean(rs.map { $0.evaluation.klToTeacher ?? .nan }),
+                         cacheBytesPerToken: rs[0].cacheBytesPerToken, capturedMass: rs[0].capturedMass,
+                         seconds: mean(rs.map(\.seconds)), flops: mean(rs.map(\.flops)))
+        }
+        // Compute for n students: one cached pass + n students, against n students each running
+        // the teacher over its own training tokens.
+        let cacheStudents = results.filter { !["online"].contains($0.setting.policy) }
+        let studentFLOPs = mean(cacheStudents.map(\.flops))
+        let studentTokens = mean(cacheStudents.map { Double($0.tokens) })
+        let teacherPerToken = teacherPass.flops / Double(max(teacherPass.tokens, 1))
+        let onlinePerStudent = results.first { $0.setting.policy == "online" }?.flops ?? (studentFLOPs + teacherPerToken * studentTokens)
+        amortisation = (1...32).map { n in
+            AmortisationPoint(students: n, cachedFLOPs: teacherPass.flops + Double(n) * studentFLOPs,
+                              onlineFLOPs: Double(n) * onlinePerStudent)
+        }
+        breakEvenStudents = amortisation.first { $0.cachedFLOPs < $0.onlineFLOPs }?.students
+        summary = []
+        summary = Self.findings(groups: groups, baseline: baseline, reference: reference, teacher: teacherPass,
+                                breakEven: breakEvenStudents)
+    }
+
+    /// Plain-language findings, each stated from the measured numbers.
+    static func findings(groups: [Group], baseline: Double, reference: Double?, teacher: TeacherPassSummary,
+                         breakEven: Int?) -> [String] {
+        var out: [String] = []
+        func f(_ v: Double) -> String { String(format: "%.3f", v) }
+        out.append("Teacher eval CE \(f(teacher.teacherEval.crossEntropy)) nats/token; supervised student baseline \(f(baseline)).")
+        let distilled = groups.filter { $0.policy != "ce" }
+        if let best = distilled.min(by: { $0.evalCrossEntropy < $1.evalCrossEntropy }) {
+            out.append(best.evalCrossEntropy < baseline
+                       ? "Best distilled student: \(best.name) at \(f(best.evalCrossEntropy)), \(f(baseline - best.evalCrossEntropy)) nats below the supervised baseline."
+                       : "No distilled student beat the supervised baseline (best: \(best.name) at \(f(best.evalCrossEntropy)) vs \(f(baseline))): at this budget distillation did not help.")
+        }
+        let topk = distilled.filter { $0.policy == "topk" && $0.lambda == 1 }.sorted { $0.k < $1.k }
+        if topk.count >= 2, let lo = topk.first, let hi = topk.last {
+            out.append("Top-k renormalised (λ=1): k=\(lo.k) gives \(f(lo.evalCrossEntropy)), k=\(hi.k) gives \(f(hi.evalCrossEntropy))"
+                       + (lo.evalCrossEntropy > hi.evalCrossEntropy ? " — more entries help, as Busbridge et al. (App. G.4) report." : " — truncation did not cost loss here, unlike Busbridge et al. (App. G.4)."))
+            if lo.k == 1 {
+                let others = topk.dropFirst().map(\.overconfidence)
+                let mean = others.reduce(0, +) / Double(max(others.count, 1))
+                out.append("Top-1 overconfidence (mean confidence − accuracy) \(String(format: "%+.3f", lo.overconfidence)) vs \(String(format: "%+.3f", mean)) for larger k"
+                           + (lo.overconfidence > mean ? ": top-1 students are the most overconfident, in the direction the paper warns of." : ": no extra overconfidence measured at top-1, unlike the paper's warning."))
+            }
+        }
+        if let reference {
+            if let hi = topk.last {
+                out.append("Against the untruncated online teacher (\(f(reference))): top-\(hi.k) renormalised is \(String(format: "%+.3f", hi.evalCrossEntropy - reference)) nats.")
+            }
+        }
+        for g in distilled where g.lambda < 1 && g.policy == "topk" {
+            if let same = topk.first(where: { $0.k == g.k }) {
+                out.append("λ=\(String(format: "%g", g.lambda)) at k=\(g.k): \(f(g.evalCrossEntropy)) vs \(f(same.evalCrossEntropy)) at λ=1"
+                           + (g.evalCrossEntropy < same.evalCrossEntropy ? " — mixing in hard labels recovers loss, as in App. G.4." : " — mixing in hard labels did not help here."))
+            }
+        }
+        if let sampled = distilled.first(where: { $0.policy == "sampled" }) {
+            let comparable = topk.min { abs($0.cacheBytesPerToken - sampled.cacheBytesPerToken) < abs($1.cacheBytesPerToken - sampled.cacheBytesPerToken) }
+            var line = "Sampled (\(sampled.k) draws): \(f(sampled.evalCrossEntropy)) at \(String(format: "%.1f", sampled.cacheBytesPerToken)) B/token"
+            if let c = comparable {
+                line += "; the top-k cache closest in bytes (k=\(c.k), \(String(format: "%.1f", c.cacheBytesPerToken)) B/token) gives \(f(c.evalCrossEntropy))"
+                line += sampled.evalCrossEntropy < c.evalCrossEntropy ? " — sampling wins at similar bytes, as Anshumann et al. report." : " — sampling did not win at similar bytes here."
+            }
+            out.append(line)
+        }
+        if let n = breakEven {
+            out.append("Compute: one cached teacher pass plus n students costs less than n online-teacher students from n = \(n) (FLOPs, measured per student).")
+        }
+        out.append("Small models, one corpus and few seeds: differences below the seed spread are not findings.")
+        return out
+    }
+
+    /// Writes report.json, report.md and the SVG plots into `directory`.
+    public func write(to directory: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/report.json"), options: .atomic)
+        try markdown().write(toFile: directory + "/report.md", atomically: true, encoding: .utf8)
+        for (name, plot) in plots() {
+            try plot.render().write(toFile: directory + "/" + name, atomically: true, encoding: .utf8)
+        }
+    }
+
+    func plots() -> [(String, SVGPlot)] {
+        var references: [SVGPlot.Reference] = []
+        if let b = groups.first(where: { $0.policy == "ce" }) { references.append(.init(label: "supervised", y: b.evalCrossEntropy)) }
+        if let r = groups.first(where: { $0.policy == "online" }) { references.append(.init(label: "online full teacher", y: r.evalCrossEntropy)) }
+        references.append(.init(label: "teacher", y: teacherPass.teacherEval.crossEntropy))
+        var byK: [String: [(x: Double, y: Double)]] = [:], byBytes: [String: [(x: Double, y: Double)]] = [:]
+        var labels: [String] = []
+        for g in groups where ["topk", "tail", "sampled"].contains(g.policy) {
+            let label = g.policy == "sampled" ? "sampled" : "\(g.policy) λ=\(String(format: "%g", g.lambda))"
+            if byK[label] == nil { labels.append(label) }
+            byK[label, default: []].append((Double(g.k), g.evalCrossEntropy))
+            byBytes[label, default: []].append((g.cacheBytesPerToken, g.evalCrossEntropy))
+        }
+        var ceK = SVGPlot(title: "Student eval CE vs k", xLabel: "k (entries per token; draws for sampled)", yLabel: "eval CE (nats/token)", logX: true)
+        var ceBytes = SVGPlot(title: "Student eval CE vs cache bytes", xLabel: "cache bytes per token", yLabel: "eval CE (nats/token)", logX: true)
+        for l in labels {
+            ceK.series.append(.init(label: l, points: byK[l]!))
+            ceBytes.series.append(.init(label: l, points: byBytes[l]!))
+        }
+        ceK.references = references
+        ceBytes.references = references
+        var compute = SVGPlot(title: "Total compute vs number of students", xLabel: "students", yLabel: "PFLOPs")
+        compute.series.append(.init(label: "cached teacher", points: amortisation.map { (Double($0.students), $0.cachedFLOPs / 1e15) }))
+        compute.series.append(.init(label: "online teacher", points: amortisation.map { (Double($0.students), $0.onlineFLOPs / 1e15) }, dashed: true))
+        return [("ce_vs_k.svg", ceK), ("ce_vs_bytes.svg", ceBytes), ("compute_vs_students.svg", compute)]
+    }
+
+    func markdown() -> String {
+        func f(_ v: Double?, _ p: Int = 3) -> String { v.map { $0.isFinite ? String(format: "%.\(p)f", $0) : "–" } ?? "–" }
+        var s = "# LogitCache truncation sweep\n\n"
+        s += "Teacher pass: \(teacherPass.policy), \(teacherPass.tokens) tokens, \(teacherPass.bytes) bytes "
+        s += "(\(f(Double(teacherPass.bytes) / Double(max(teacherPass.tokens, 1)), 1)) B/token), \(f(teacherPass.seconds, 1)) s. "
+        s += "Teacher: \(teacherPass.parameters) parameters, eval CE \(f(teacherPass.teacherEval.crossEntropy)). "
+        s += "Students: \(studentParameters) parameters, \(settings["tokens_per_student"] ?? "?") tokens each.\n\n"
+        s += "| setting | seeds | eval CE | ± | Δ baseline | Δ reference | KL to teacher | ECE | overconf. | B/token | mass | s |\n"
+        s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        for g in groups {
+            s += "| \(g.name) | \(g.seeds) | \(f(g.evalCrossEntropy)) | \(f(g.evalCrossEntropySpread)) | \(String(format: "%+.3f", g.deltaToBaseline)) | "
+            s += "\(g.deltaToReference.map { String(format: "%+.3f", $0) } ?? "–") | \(f(g.klToTeacher)) | \(f(g.calibrationError)) | "
+            s += "\(String(format: "%+.3f", g.overconfidence)) | \(g.cacheBytesPerToken > 0 ? f(g.cacheBytesPerToken, 1) : "–") | \(f(g.capturedMass)) | \(f(g.seconds, 0)) |\n"
+        }
+        s += "\nΔ reference: against the student distilled from the full teacher run inside the loop (when `--online`). "
+        s += "Mass: mean teacher probability of the entries the student reads (for sampled: of the distinct drawn ids found in the stored head, a lower bound).\n\n"
+        s += "## Findings\n\n" + summary.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
+        s += "## Plots\n\n![CE vs k](ce_vs_k.svg)\n\n![CE vs bytes](ce_vs_bytes.svg)\n\n![compute](compute_vs_students.svg)\n"
+        return s
+    }
+}

@@ -6,6 +6,10 @@ import Darwin
 
 // Attention backward, beside `attentionForward` in Attention.swift.
 
+/// Query rows per block of the attention backward: one register tile (four rows share every
+/// key and value load).
+@usableFromInline let attentionBackwardRows = 4
+
 /// Causal grouped-query attention backward, recomputing the probabilities from the saved
 /// per-row logsumexp (FlashAttention-style): no (T, T) matrix is stored.
 ///
@@ -20,9 +24,12 @@ import Darwin
 /// forward; nil is dense.
 ///
 /// One task per (b, kv head): it owns dk, dv of that head and dq of its query heads, so no two
-/// threads write one element and the result does not depend on the thread count.
+/// threads write one element and the result does not depend on the thread count. Inside a
+/// task, blocks of four query rows run against all their visible keys with the scores and
+/// dout·v products vectorised over 16 keys (keys and values held transposed) and the dq, dk,
+/// dv products over 16 channels; every sum runs in a fixed order.
 ///
-/// - Complexity: about 4·B·H·T²·D flops (twice the forward); O(1) extra memory.
+/// - Complexity: about 5·B·H·T²·D flops; per thread O(T·D) scratch floats.
 ///
 /// API status: provisional (trainer).
 public func attentionBackward(dQuery: UnsafeMutablePointer<Float>, dKey: UnsafeMutablePointer<Float>,
@@ -39,36 +46,178 @@ public func attentionBackward(dQuery: UnsafeMutablePointer<Float>, dKey: UnsafeM
     let ldk = keyStride ?? KH * D, ldv = valueStride ?? KH * D
     precondition(ldq >= H * D && ldo >= H * D && ldk >= KH * D && ldv >= KH * D, "attentionBackward: stride too small")
     guard B > 0, T > 0, H > 0, D > 0 else { return }
-    let group = H / KH
+    let g = AttentionGeometry(T: T, D: D, H: H, group: H / KH, ldq: ldq, ldk: ldk, ldv: ldv, ldo: ldo, scale: scale)
     pool.parallelFor(B * KH) { tasks in
+        let sc = AttentionBackwardScratch(g)
+        defer { sc.deallocate() }
         for task in tasks {
-            let b = task / KH, g = task % KH
-            for t in 0..<T {
-                // Safe because (b, t) < (B, T) and g·D + D <= the kv strides.
-                let dk = dKey + (b * T + t) * ldk + g * D, dv = dValue + (b * T + t) * ldv + g * D
-                for d in 0..<D { dk[d] = 0; dv[d] = 0 }
-            }
-            for h in (g * group)..<((g + 1) * group) {
-                for t in 0..<T {
-                    // Safe because (b, t) < (B, T) and h·D + D <= the query/out strides.
-                    let q = query + (b * T + t) * ldq + h * D, dq = dQuery + (b * T + t) * ldq + h * D
-                    let o = out + (b * T + t) * ldo + h * D, dout = dOut + (b * T + t) * ldo + h * D
-                    let l = lse[(b * H + h) * T + t]
-                    let delta = dot(dout, o, D)
-                    for d in 0..<D { dq[d] = 0 }
-                    for j in 0...t {
-                        // Safe because j <= t < T rows exist in k, v, dk, dv.
-                        let kj = key + (b * T + j) * ldk + g * D, vj = value + (b * T + j) * ldv + g * D
-                        let dk = dKey + (b * T + j) * ldk + g * D, dv = dValue + (b * T + j) * ldv + g * D
-                        let p = expf(scale * dot(q, kj, D) - l)
-                        axpy(dv, dout, p, D)
-                        let ds = p * (dot(dout, vj, D) - delta) * scale
-                        axpy(dq, kj, ds, D)
-                        axpy(dk, q, ds, D)
-                    }
+            let b = task / KH, kv = task % KH
+            // Safe because batch b < B and kv head < KH address rows inside k, v, dk and dv.
+            sc.load(key: key + b * T * ldk + kv * D, value: value + b * T * ldv + kv * D, g)
+            for h in (kv * g.group)..<((kv + 1) * g.group) {
+                var t0 = 0
+                while t0 < T {
+                    // Safe because (b, h) address the head's rows and lse[b, h, ·].
+                    attentionBackwardBlock(dQuery: dQuery + b * T * ldq + h * D, dOut: dOut + b * T * ldo + h * D,
+                                           out: out + b * T * ldo + h * D, lse: lse + (b * H + h) * T,
+                                           query: query + b * T * ldq + h * D, t0: t0, g, sc)
+                    t0 += attentionBackwardRows
                 }
             }
+            let Dp = g.Dp
+            for j in 0..<T {
+                // Safe because j < T rows and D columns of the head slice exist in dk and dv.
+                (dKey + (b * T + j) * ldk + kv * D).update(from: sc.dk + j * Dp, count: D)
+                (dValue + (b * T + j) * ldv + kv * D).update(from: sc.dv + j * Dp, count: D)
+            }
         }
+    }
+}
+
+/// Per-thread buffers of the attention backward for one (batch, kv head).
+struct AttentionBackwardScratch {
+    /// kt, vt (D, Tp): the head's keys and values transposed, zero past T.
+    let kt: UnsafeMutablePointer<Float>
+    let vt: UnsafeMutablePointer<Float>
+    /// kp (Tp, Dp): the keys row by row, zero-padded; dk, dv (Tp, Dp): gradient accumulators.
+    let kp: UnsafeMutablePointer<Float>
+    let dk: UnsafeMutablePointer<Float>
+    let dv: UnsafeMutablePointer<Float>
+    /// q, dout (R, Dp): the block's query and output-gradient rows, zero-padded (R = 4).
+    let q: UnsafeMutablePointer<Float>
+    let dout: UnsafeMutablePointer<Float>
+    /// p, ds (R, Tp): the block's probabilities and score gradients (zero where masked).
+    let p: UnsafeMutablePointer<Float>
+    let ds: UnsafeMutablePointer<Float>
+
+    init(_ g: AttentionGeometry) {
+        let R = attentionBackwardRows
+        func alloc(_ n: Int) -> UnsafeMutablePointer<Float> {
+            // Safe because each buffer is bound to Float, owned here and freed in deallocate().
+            let p = UnsafeMutableRawPointer.allocate(byteCount: max(1, n) * 4, alignment: 64)
+                .bindMemory(to: Float.self, capacity: max(1, n))
+            p.initialize(repeating: 0, count: max(1, n))
+            return p
+        }
+        kt = alloc(g.D * g.Tp); vt = alloc(g.D * g.Tp)
+        kp = alloc(g.Tp * g.Dp); dk = alloc(g.Tp * g.Dp); dv = alloc(g.Tp * g.Dp)
+        q = alloc(R * g.Dp); dout = alloc(R * g.Dp); p = alloc(R * g.Tp); ds = alloc(R * g.Tp)
+    }
+
+    func deallocate() { [kt, vt, kp, dk, dv, q, dout, p, ds].forEach { $0.deallocate() } }
+
+    /// Copies one kv head (key, value (T, D) with the geometry's strides) and zeroes dk, dv.
+    func load(key: UnsafePointer<Float>, value: UnsafePointer<Float>, _ g: AttentionGeometry) {
+        let T = g.T, D = g.D, Tp = g.Tp, Dp = g.Dp
+        for j in 0..<T {
+            // Safe because j < T and d < D stay inside the key and value rows.
+            let kr = key + j * g.ldk, vr = value + j * g.ldv
+            for d in 0..<D { kt[d * Tp + j] = kr[d]; vt[d * Tp + j] = vr[d] }
+            (kp + j * Dp).update(from: kr, count: D)
+        }
+        // Rows and columns past T and D stay zero from initialisation.
+        dk.update(repeating: 0, count: Tp * Dp)
+        dv.update(repeating: 0, count: Tp * Dp)
+    }
+}
+
+/// Four query rows t0..<t0+4 of one head against keys 0...t0+3: adds to the scratch dk, dv
+/// and writes dq. Row pointers are at row 0 of this (batch, head); lse at (batch, head, 0).
+@inline(__always)
+func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                            out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
+                            query: UnsafePointer<Float>, t0: Int, _ g: AttentionGeometry,
+                            _ sc: AttentionBackwardScratch) {
+    typealias F = SIMD16<Float>
+    let D = g.D, Dp = g.Dp, Tp = g.Tp
+    let rows = min(attentionBackwardRows, g.T - t0)
+    let keyEnd = t0 + rows  // keys 0..<keyEnd are visible to some row of the block
+    // Per row: lse (+∞ for padding rows, so their probabilities are e^−∞ = 0) and Δ = dout·out.
+    var l = SIMD4<Float>(repeating: .infinity), delta = SIMD4<Float>()
+    for i in 0..<attentionBackwardRows {
+        let q = sc.q + i * Dp, o = sc.dout + i * Dp
+        if i < rows {
+            // Safe because t0+i < T addresses rows of q, out, dout and lse.
+            q.update(from: query + (t0 + i) * g.ldq, count: D)
+            o.update(from: dOut + (t0 + i) * g.ldo, count: D)
+            l[i] = lse[t0 + i]
+            delta[i] = dot(o, out + (t0 + i) * g.ldo, D)
+        } else {
+            q.update(repeating: 0, count: D)
+            o.update(repeating: 0, count: D)
+        }
+    }
+    let scale = F(repeating: g.scale)
+    let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    let q0 = sc.q, q1 = sc.q + Dp, q2 = sc.q + 2 * Dp, q3 = sc.q + 3 * Dp
+    let o0 = sc.dout, o1 = sc.dout + Dp, o2 = sc.dout + 2 * Dp, o3 = sc.dout + 3 * Dp
+    // p and ds for 16 keys at a time: s = q·k and e = dout·v with kt, vt columns as vectors.
+    var j0 = 0
+    while j0 < keyEnd {
+        var s0 = F(), s1 = F(), s2 = F(), s3 = F(), e0 = F(), e1 = F(), e2 = F(), e3 = F()
+        // Safe because j0+16 <= Tp columns exist in kt and vt, and d < D rows.
+        var kr = UnsafeRawPointer(sc.kt + j0), vr = UnsafeRawPointer(sc.vt + j0)
+        for d in 0..<D {
+            let k = kr.loadUnaligned(as: F.self), v = vr.loadUnaligned(as: F.self)
+            s0 = s0.addingProduct(F(repeating: q0[d]), k); e0 = e0.addingProduct(F(repeating: o0[d]), v)
+            s1 = s1.addingProduct(F(repeating: q1[d]), k); e1 = e1.addingProduct(F(repeating: o1[d]), v)
+            s2 = s2.addingProduct(F(repeating: q2[d]), k); e2 = e2.addingProduct(F(repeating: o2[d]), v)
+            s3 = s3.addingProduct(F(repeating: q3[d]), k); e3 = e3.addingProduct(F(repeating: o3[d]), v)
+            kr += Tp * 4; vr += Tp * 4
+        }
+        let j = SIMD16<Int32>(repeating: Int32(j0)) &+ lane
+        func finish(_ i: Int, _ s: F, _ e: F) {
+            // Keys after row t0+i are masked to probability 0 (and so gradient 0).
+            let p = simdExp(s * scale - F(repeating: l[i])).replacing(with: 0, where: j .> Int32(t0 + i))
+            let ds = p * (e - F(repeating: delta[i])) * scale
+            // Safe because i < 4 rows and j0+16 <= Tp columns exist in p and ds.
+            UnsafeMutableRawPointer(sc.p + i * Tp + j0).storeBytes(of: p, as: F.self)
+            UnsafeMutableRawPointer(sc.ds + i * Tp + j0).storeBytes(of: ds, as: F.self)
+        }
+        finish(0, s0, e0); finish(1, s1, e1); finish(2, s2, e2); finish(3, s3, e3)
+        j0 += 16
+    }
+    let p0 = sc.p, p1 = sc.p + Tp, p2 = sc.p + 2 * Tp, p3 = sc.p + 3 * Tp
+    let d0 = sc.ds, d1 = sc.ds + Tp, d2 = sc.ds + 2 * Tp, d3 = sc.ds + 3 * Tp
+    var c = 0
+    while c < Dp {
+        // dq_t = Σ_j ds_tj·k_j for 16 channels of the four rows.
+        var a0 = F(), a1 = F(), a2 = F(), a3 = F()
+        for j in 0..<keyEnd {
+            // Safe because j < T rows and c+16 <= Dp columns exist in kp.
+            let k = UnsafeRawPointer(sc.kp + j * Dp + c).loadUnaligned(as: F.self)
+            a0 = a0.addingProduct(F(repeating: d0[j]), k); a1 = a1.addingProduct(F(repeating: d1[j]), k)
+            a2 = a2.addingProduct(F(repeating: d2[j]), k); a3 = a3.addingProduct(F(repeating: d3[j]), k)
+        }
+        let width = min(16, D - c)
+        func store(_ i: Int, _ a: F) {
+            guard i < rows, width > 0 else { return }  // padding channels past D are not stored
+            // Safe because t0+i < T and c+width <= D stay inside the head slice of dq.
+            let dq = dQuery + (t0 + i) * g.ldq + c
+            if width == 16 { UnsafeMutableRawPointer(dq).storeBytes(of: a, as: F.self) } else {
+                for x in 0..<width { dq[x] = a[x] }
+            }
+        }
+        store(0, a0); store(1, a1); store(2, a2); store(3, a3)
+        // dk_j += Σ_t ds_tj·q_t and dv_j += Σ_t p_tj·dout_t, rows in order.
+        // Safe because the four rows hold Dp floats each and c+16 <= Dp.
+        let qa = UnsafeRawPointer(q0 + c).loadUnaligned(as: F.self), qb = UnsafeRawPointer(q1 + c).loadUnaligned(as: F.self)
+        let qc = UnsafeRawPointer(q2 + c).loadUnaligned(as: F.self), qd = UnsafeRawPointer(q3 + c).loadUnaligned(as: F.self)
+        let oa = UnsafeRawPointer(o0 + c).loadUnaligned(as: F.self), ob = UnsafeRawPointer(o1 + c).loadUnaligned(as: F.self)
+        let oc = UnsafeRawPointer(o2 + c).loadUnaligned(as: F.self), od = UnsafeRawPointer(o3 + c).loadUnaligned(as: F.self)
+        for j in 0..<keyEnd {
+            // Safe because j < T rows and c+16 <= Dp columns exist in dk and dv.
+            let dk = UnsafeMutableRawPointer(sc.dk + j * Dp + c), dv = UnsafeMutableRawPointer(sc.dv + j * Dp + c)
+            var k = dk.loadUnaligned(as: F.self)
+            k = k.addingProduct(F(repeating: d0[j]), qa); k = k.addingProduct(F(repeating: d1[j]), qb)
+            k = k.addingProduct(F(repeating: d2[j]), qc); k = k.addingProduct(F(repeating: d3[j]), qd)
+            dk.storeBytes(of: k, as: F.self)
+            var v = dv.loadUnaligned(as: F.self)
+            v = v.addingProduct(F(repeating: p0[j]), oa); v = v.addingProduct(F(repeating: p1[j]), ob)
+            v = v.addingProduct(F(repeating: p2[j]), oc); v = v.addingProduct(F(repeating: p3[j]), od)
+            dv.storeBytes(of: v, as: F.self)
+        }
+        c += 16
     }
 }
 

@@ -95,20 +95,18 @@ public func distillationLossForwardBackward(
         }
         // s = softmax(z) at τ = 1, held in scratch (V).
         let s = scratch
-        let lse = rowLogSumExp(z, V, scale: 1)
-        for j in 0..<V { s[j] = expf(z[j] - lse) }
+        let lse = softmaxRow(z, V, scale: 1, into: s)
         let ce = Double(lse - z[y])
         var kd = 0.0
         // dz = (1-λ)(s - onehot(y)) + 2 c_z lse s, then the KD term below.
         if let dz {
             let a = lambdaCE + 2 * mix.zLoss * lse
-            for j in 0..<V { dz[j] = a * s[j] }
+            mapSIMD(dz, s, V) { $0 * a }
             dz[y] -= lambdaCE
         }
         if lambdaKD != 0 {
             // sτ = softmax(z/τ): reuse scratch when τ = 1, else recompute.
-            let lseT = tau == 1 ? lse : rowLogSumExp(z, V, scale: invTau)
-            if tau != 1 { for j in 0..<V { s[j] = expf(z[j] * invTau - lseT) } }
+            let lseT = tau == 1 ? lse : softmaxRow(z, V, scale: invTau, into: s)
             // d(τ² KD)/dz = τ (sτ − q), with q the (effective) target distribution.
             let g = lambdaKD * tau
             switch targets.kind {
@@ -121,7 +119,7 @@ public func distillationLossForwardBackward(
                 }
                 if targets.kind == .sparse {
                     if let dz {
-                        for j in 0..<V { dz[j] += g * s[j] }
+                        axpy(dz, s, g, V)
                         for i in 0..<targets.k where ids[i] >= 0 { dz[Int(ids[i])] -= g * w[i] }
                     }
                 } else {
@@ -133,7 +131,7 @@ public func distillationLossForwardBackward(
                     if let dz {
                         // j ∈ ids: τ(sτ_j − w_j);  j ∉ ids: τ sτ_j (1 − t / sτ_tail).
                         let f = Float(1 - Double(t) / sTail)
-                        for j in 0..<V { dz[j] += g * s[j] * f }
+                        axpy(dz, s, g * f, V)
                         for i in 0..<targets.k where ids[i] >= 0 {
                             let id = Int(ids[i])
                             dz[id] += g * (s[id] - s[id] * f - w[i])
@@ -143,10 +141,10 @@ public func distillationLossForwardBackward(
             case .dense:
                 let q = targets.weights! + r * V
                 for j in 0..<V where q[j] > 0 { kd -= Double(q[j]) * Double(z[j] * invTau - lseT) }
-                if let dz { for j in 0..<V { dz[j] += g * (s[j] - q[j]) } }
+                if let dz { axpy(dz, s, g, V); axpy(dz, q, -g, V) }
             }
         }
-        if let dz { for j in 0..<V { dz[j] *= scale } }
+        if let dz { mapSIMD(dz, dz, V) { $0 * scale } }
         parts.crossEntropy += ce
         parts.distillation += kd
         parts.total += Double(lambdaCE) * ce + Double(lambdaKD * tau * tau) * kd + Double(mix.zLoss) * Double(lse) * Double(lse)
@@ -154,14 +152,35 @@ public func distillationLossForwardBackward(
     return parts
 }
 
-/// log Σ_j e^(scale·x_j), stable.
+/// s = softmax(scale·x) over n > 0 elements, 16 lanes at a time; returns log Σ_j e^(scale·x_j).
+/// x (n) -> s (n). `scale` must be > 0 (a temperature's inverse), so max(scale·x) = scale·max(x).
 @inline(__always)
-func rowLogSumExp(_ x: UnsafePointer<Float>, _ n: Int, scale: Float) -> Float {
-    var m = -Float.infinity
-    for j in 0..<n { m = max(m, x[j] * scale) }
-    var s: Float = 0
-    for j in 0..<n { s += expf(x[j] * scale - m) }
-    return m + logf(s)
+func softmaxRow(_ x: UnsafePointer<Float>, _ n: Int, scale: Float, into s: UnsafeMutablePointer<Float>) -> Float {
+    let m = scale * rowMax(x, n)
+    let sv = SIMD16<Float>(repeating: scale), mv = SIMD16<Float>(repeating: m)
+    let raw = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(s)
+    var sum = SIMD16<Float>()
+    var i = 0
+    while i + 16 <= n {
+        // Safe because i+16 <= n elements exist in x and s.
+        let e = simdExp(raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * sv - mv)
+        out.storeBytes(of: e, toByteOffset: i * 4, as: SIMD16<Float>.self)
+        sum += e
+        i += 16
+    }
+    if i < n {
+        // The tail goes through a vector padded with −∞, whose lanes add e^−∞ = 0.
+        var v = SIMD16<Float>(repeating: -.infinity)
+        // Safe because only the n-i remaining elements are read and written.
+        for j in 0..<(n - i) { v[j] = x[i + j] }
+        let e = simdExp(v * sv - mv)
+        for j in 0..<(n - i) { s[i + j] = e[j] }
+        sum += e
+    }
+    let total = sum.sum()
+    let inverse = 1 / total
+    mapSIMD(s, s, n) { $0 * inverse }
+    return m + logf(total)
 }
 
 /// Σ s_j over j not among the valid (≥ 0, distinct) `ids` (k), by a sweep over the sorted ids.

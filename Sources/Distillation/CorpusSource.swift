@@ -166,7 +166,7 @@ public final class OnlineTeacher {
             }
             for r in 0..<N {
                 var norm = lse[r]
-                if case .topK = mode { norm = logsumexp(Array(top[(r * k)..<(r * k + k)]), count: k) }
+                if case .topK = mode { norm = top.withUnsafeBufferPointer { logsumexp($0.baseAddress! + r * k, count: k) } }  // Safe because row r holds k logits.
                 var mass: Float = 0
                 for j in 0..<k {
                     let p = expf(top[r * k + j] - norm)

@@ -114,9 +114,8 @@ public final class Trainer {
         let n = Double(max(rows, 1))
         guard parts.total.isFinite else { throw TrainingError.diverged(step: step + 1, loss: parts.total / n) }
         try batch.inputs.withUnsafeBufferPointer { try model.backward(tokens: $0.baseAddress!, activations: activations, pool: pool) }
-        let norm = settings.gradientClip > 0
-            ? clipGradientNorm(model.grads, count: model.parameterCount, maxNorm: settings.gradientClip, pool: pool)
-            : clipGradientNorm(model.grads, count: model.parameterCount, maxNorm: .infinity, pool: pool)
+        let norm = clipGradientNorm(model.grads, count: model.parameterCount,
+                                    maxNorm: settings.gradientClip > 0 ? settings.gradientClip : .infinity, pool: pool)
         let lr = settings.schedule.rate(at: step)
         optimizer.update(params: model.params, grads: model.grads, lr: lr, pool: pool)
         step += 1

@@ -98,9 +98,19 @@ public struct RotaryEmbedding: Sendable {
 public func ropeForward(_ x: UnsafeMutablePointer<Float>, batch B: Int, length T: Int, heads H: Int,
                         rowStride: Int? = nil, positionOffset: Int = 0,
                         rope: RotaryEmbedding, pool: ThreadPool) throws(KernelError) {
+    try ropeRotate(x, batch: B, length: T, heads: H, rowStride: rowStride, positionOffset: positionOffset,
+                   rope: rope, sign: 1, pool: pool)
+}
+
+/// Rotates each (i, i+D/2) pair by `sign`·θ in place: +1 is the forward, −1 its backward
+/// (the transpose of a rotation is the rotation by −θ). Negating sin is exact, so both
+/// directions use the same products.
+func ropeRotate(_ x: UnsafeMutablePointer<Float>, batch B: Int, length T: Int, heads H: Int,
+                rowStride: Int?, positionOffset: Int, rope: RotaryEmbedding, sign: Float,
+                pool: ThreadPool) throws(KernelError) {
     let D = rope.headDim, half = D / 2
     let ld = rowStride ?? H * D
-    precondition(ld >= H * D, "ropeForward: row stride \(ld) < \(H * D)")
+    precondition(ld >= H * D, "rope: row stride \(ld) < \(H * D)")
     if positionOffset < 0 || positionOffset + T > rope.maxPositions {
         throw .sequenceTooLong(length: positionOffset + T, limit: rope.maxPositions)
     }
@@ -115,9 +125,9 @@ public func ropeForward(_ x: UnsafeMutablePointer<Float>, batch B: Int, length T
                         // Safe because r < B·T and h·D + D <= rowStride keep v inside x.
                         let v = x + r * ld + h * D
                         for i in 0..<half {
-                            let a = v[i], b = v[i + half]
-                            v[i] = a * cs[i] - b * sn[i]
-                            v[i + half] = b * cs[i] + a * sn[i]
+                            let a = v[i], b = v[i + half], s = sign * sn[i]
+                            v[i] = a * cs[i] - b * s
+                            v[i + half] = b * cs[i] + a * s
                         }
                     }
                 }

@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "Capture", dependencies: ["Kernels"], swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
         .target(name: "StudentLoader", dependencies: ["ShardFormat"], swiftSettings: native),
-        .target(name: "Sweep", dependencies: ["TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints"], swiftSettings: native),
+        .target(name: "Sweep", dependencies: ["TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints", "ScalingLaws"], swiftSettings: native),
         .target(name: "Distillation", dependencies: ["Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
 
         .executableTarget(
@@ -50,7 +50,7 @@ let package = Package(
             swiftSettings: native),
 
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
-        .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
+        .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], exclude: ["Fixtures"], swiftSettings: native),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
@@ -59,6 +59,7 @@ let package = Package(
         .testTarget(name: "StudentLoaderTests", dependencies: ["StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Kernels", "Checkpoints", "StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
+        .testTarget(name: "SweepTests", dependencies: ["Sweep", "Distillation", "ScalingLaws"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
                     exclude: ["Fixtures"], swiftSettings: native),
     ],

@@ -40,20 +40,13 @@ func gemmBlockK(_ K: Int) -> Int {
 /// r then starts at dst + r·MR·K + k0·MR.
 @inline(__always)
 func gemmPackA(_ a: GemmA, _ i0: Int, _ mc: Int, _ K: Int, _ dst: UnsafeMutablePointer<Float>) {
+    if a.transposed { gemmPackATransposed(a, i0, mc, K, dst); return }
     let MR = gemmMR
     var r0 = 0
     while r0 < mc {
         let h = min(MR, mc - r0)
         let panel = dst + r0 * K
-        if a.transposed {
-            for kk in 0..<K {
-                // Safe because (kk, i0+r0+r) lies inside the (K,M) source for r < h.
-                let src = a.base + kk * a.ld + i0 + r0
-                let out = panel + kk * MR
-                for r in 0..<h { out[r] = src[r] }
-                for r in h..<MR { out[r] = 0 }
-            }
-        } else if h == MR {
+        if h == MR {
             // Six row streams in, one sequential stream out (wrapping arithmetic: the indices
             // are bounded by the buffer sizes, so no overflow checks are needed).
             // Safe because rows i0+r0 ..< i0+r0+6 are < M and kk < K keep reads inside A.
@@ -74,6 +67,45 @@ func gemmPackA(_ a: GemmA, _ i0: Int, _ mc: Int, _ K: Int, _ dst: UnsafeMutableP
             for kk in 0..<K { for r in h..<MR { panel[kk &* MR &+ r] = 0 } }
         }
         r0 += MR
+    }
+}
+
+/// gemmPackA for op(A) = Aᵀ, A stored (K, M): micro-panel r takes 6 consecutive floats of
+/// every source row. Taken panel by panel over all K, each source cache line would be fetched
+/// again for every panel (a large-stride walk the prefetchers do not follow); in blocks of 16
+/// source rows the lines stay in L1 until every panel has taken its columns.
+@inline(__always)
+func gemmPackATransposed(_ a: GemmA, _ i0: Int, _ mc: Int, _ K: Int, _ dst: UnsafeMutablePointer<Float>) {
+    let MR = gemmMR, kBlock = 16
+    var k0 = 0
+    while k0 < K {
+        let k1 = min(K, k0 + kBlock)
+        var r0 = 0
+        while r0 < mc {
+            let h = min(MR, mc - r0)
+            let panel = dst + r0 * K
+            if h == MR {
+                // Six explicit stores: as a loop the compiler emits a memmove call per row.
+                // Safe because (kk, i0+r0+r) lies inside the (K,M) source for kk < K, r < 6.
+                var src = a.base + k0 * a.ld + i0 + r0
+                var out = panel + k0 * MR
+                for _ in k0..<k1 {
+                    out[0] = src[0]; out[1] = src[1]; out[2] = src[2]
+                    out[3] = src[3]; out[4] = src[4]; out[5] = src[5]
+                    src += a.ld; out += MR
+                }
+            } else {
+                for kk in k0..<k1 {
+                    // Safe because (kk, i0+r0+r) lies inside the (K,M) source for r < h.
+                    let src = a.base + kk * a.ld + i0 + r0
+                    let out = panel + kk * MR
+                    for r in 0..<h { out[r] = src[r] }
+                    for r in h..<MR { out[r] = 0 }
+                }
+            }
+            r0 += MR
+        }
+        k0 = k1
     }
 }
 

@@ -52,15 +52,15 @@ public final class Batch {
         tokenCount = 0
     }
 
-    /// Copies `r` into row b (tokens 0..<n) and pads tokens n..<T.
+    /// Copies `r` into row b (tokens 0..<n) and pads tokens n..<T; `nil` pads the whole row.
     func put(_ r: WindowRows?, row b: Int, window: Int32) {
-        let T = contextLength, K = k, n = r?.inputIDs.count ?? 0
+        let T = contextLength, K = k, n = r?.n ?? 0
         windows[b] = window
         tokenCount += n
-        func copy<E>(_ dst: inout [E], _ src: [E]?, at o: Int, width: Int, pad: E) {
+        func copy<E>(_ dst: inout [E], _ src: UnsafeMutablePointer<E>?, at o: Int, width: Int, pad: E) {
             dst.withUnsafeMutableBufferPointer { d in
                 // Safe because row b spans T·width values of dst and src holds n·width <= T·width.
-                if let src { src.withUnsafeBufferPointer { s in (d.baseAddress! + o).update(from: s.baseAddress!, count: n * width) } }
+                if let src { (d.baseAddress! + o).update(from: src, count: n * width) }
                 (d.baseAddress! + o + n * width).update(repeating: pad, count: (T - n) * width)
             }
         }
@@ -187,10 +187,10 @@ public final class StudentLoader {
         guard let p = pipeline else { throw LoaderError.stateMismatch("no pipeline") }
         batch.shape(B: B, T: configuration.contextLength, k: configuration.k)
         batch.epoch = epoch; batch.index = batchIndex
-        for b in 0..<B {
-            let w = order[batchIndex * B + b]
-            batch.put(w >= 0 ? try p.take(w) : nil, row: b, window: w)
-        }
+        let ws = order[(batchIndex * B)..<(batchIndex * B + B)]
+        let rows = try p.take(ws)
+        for (b, w) in ws.enumerated() { batch.put(w >= 0 ? rows[b] : nil, row: b, window: w) }
+        p.recycle(rows)
         batchIndex += 1
     }
 
@@ -201,8 +201,8 @@ public final class StudentLoader {
         return b
     }
 
-    /// Decodes one unit's needed windows (runs on a worker thread).
-    fileprivate func decode(_ windows: [Int32], into tb: TargetBatch) throws -> [Int32: WindowRows] {
+    /// Decodes one unit's needed windows into `out` (one per window; runs on a worker thread).
+    fileprivate func decode(_ windows: [Int32], into tb: TargetBatch, rows out: [WindowRows]) throws {
         var lo = Int.max, hi = 0
         for w in windows {
             let x = table.windows[Int(w)]
@@ -213,34 +213,44 @@ public final class StudentLoader {
         let sampled = configuration.mode == .sampled
         do { try reader.decode(tokens: lo..<hi, k: sampled ? 0 : configuration.k, samples: sampled, into: tb) }
         catch let e as ShardFormatError { throw LoaderError.cache(e) }
-        var out: [Int32: WindowRows] = [:]
-        for w in windows { out[w] = converter.rows(table.windows[Int(w)], from: tb, base: lo) }
-        return out
+        for (w, r) in zip(windows, out) { converter.rows(table.windows[Int(w)], from: tb, base: lo, into: r) }
     }
 
     fileprivate func unit(of w: Int32) -> Int { Int(unitOf[Int(w)]) }
 }
 
 /// Background decoding of one epoch's remaining units in the order they are first needed.
+///
+/// Workers claim units in that order, at most `prefetchBlocks` beyond the last unit the consumer
+/// has needed, and convert each window into a ``WindowRows`` from a free list; the consumer
+/// takes a batch's windows under one lock, copies them into its ``Batch`` and hands the rows
+/// back. Rows in flight are bounded by the prefetch depth and the shuffle buffer.
 private final class Pipeline: @unchecked Sendable {
     // Sendable because every mutable field is guarded by `cond`.
     private let cond = NSCondition()
     private var jobs: [[Int32]] = []       // [jobs] windows needed from each unit, in need order
-    private var jobOfUnit: [Int32: Int] = [:]
-    private var results: [Int: Result<[Int32: WindowRows], Error>] = [:]
-    private var claimed = 0, taken = 0, stopped = false
-    private var held: [Int32: WindowRows] = [:]
-    private let depth: Int
+    private var jobOfWindow: [Int32]           // [windows] job holding each window, −1 if none
+    private var ready: [Int32: WindowRows] = [:]   // converted windows not yet taken
+    private var failures: [Int: Error] = [:]
+    private var claimed = 0, needed = 0, stopped = false   // needed: jobs the consumer has reached
+    private var free: [WindowRows] = []
+    private let depth: Int, T: Int, k: Int
 
     init(loader: StudentLoader, order: [Int32], from start: Int) {
-        depth = loader.configuration.prefetchBlocks
+        let c = loader.configuration
+        depth = c.prefetchBlocks; T = c.contextLength; k = c.k
+        var jobOfUnit: [Int: Int] = [:]
+        jobOfWindow = .init(repeating: -1, count: loader.table.windows.count)
         for w in order[start...] where w >= 0 {
-            let u = Int32(loader.unit(of: w))
-            if let j = jobOfUnit[u] { jobs[j].append(w) } else { jobOfUnit[u] = jobs.count; jobs.append([w]) }
+            let u = loader.unit(of: w)
+            let j: Int
+            if let i = jobOfUnit[u] { j = i; jobs[j].append(w) } else { j = jobs.count; jobOfUnit[u] = j; jobs.append([w]) }
+            jobOfWindow[Int(w)] = Int32(j)
         }
-        for _ in 0..<loader.configuration.decodeThreads {
-            // The thread holds the loader weakly so dropping the loader stops the work.
-            let t = Thread { [weak loader, self] in self.work(loader) }
+        for _ in 0..<c.decodeThreads {
+            // The thread holds the loader weakly (strongly only while decoding a unit), so
+            // dropping the loader runs its deinit, which stops the work.
+            let t = Thread { [weak loader, self] in self.work { loader } }
             t.stackSize = 1 << 20
             t.start()
         }
@@ -248,39 +258,58 @@ private final class Pipeline: @unchecked Sendable {
 
     func stop() { cond.lock(); stopped = true; cond.broadcast(); cond.unlock() }
 
-    private func work(_ weakLoader: StudentLoader?) {
+    private func work(_ loader: () -> StudentLoader?) {
         let tb = TargetBatch()
         while true {
             cond.lock()
-            while !stopped && claimed < jobs.count && claimed >= taken + depth { cond.wait() }
+            while !stopped && claimed < jobs.count && claimed >= needed + depth { cond.wait() }
             if stopped || claimed >= jobs.count { cond.unlock(); return }
             let j = claimed
             claimed += 1
             let ws = jobs[j]
+            let reuse = min(ws.count, free.count)
+            var rows = Array(free.suffix(reuse))
+            free.removeLast(reuse)
             cond.unlock()
-            guard let loader = weakLoader else { return }
-            let r = Result { try loader.decode(ws, into: tb) }
-            cond.lock(); results[j] = r; cond.broadcast(); cond.unlock()
+            while rows.count < ws.count { rows.append(WindowRows(capacity: T, k: k)) }
+            do {
+                guard let l = loader() else { return }
+                try l.decode(ws, into: tb, rows: rows)
+                cond.lock()
+                for (w, r) in zip(ws, rows) { ready[w] = r }
+            } catch {
+                cond.lock()
+                failures[j] = error
+                free += rows
+            }
+            cond.broadcast(); cond.unlock()
         }
     }
 
-    /// The rows of window `w`, waiting for its unit if needed.
-    func take(_ w: Int32) throws -> WindowRows {
-        if let r = held.removeValue(forKey: w) { return r }
+    /// The rows of windows `ws` (−1: padding, gets no rows), waiting for their units if needed.
+    /// - Throws: the error of the first failed unit the consumer reaches.
+    func take(_ ws: ArraySlice<Int32>) throws -> [WindowRows?] {
         cond.lock()
         defer { cond.unlock() }
-        while true {
-            if let r = held.removeValue(forKey: w) { return r }
-            guard taken < jobs.count else { throw LoaderError.stateMismatch("window \(w) was not planned") }
-            while results[taken] == nil { cond.wait() }
-            // Safe because the loop above waited for this key.
-            let r = results.removeValue(forKey: taken)!
-            taken += 1
-            cond.broadcast()
-            switch r {
-            case .success(let rows): held.merge(rows) { a, _ in a }
-            case .failure(let e): stopped = true; throw e
+        var out: [WindowRows?] = []
+        out.reserveCapacity(ws.count)
+        for w in ws {
+            if w < 0 { out.append(nil); continue }
+            let j = Int(jobOfWindow[Int(w)])
+            guard j >= 0 else { throw LoaderError.stateMismatch("window \(w) was not planned") }
+            if j >= needed { needed = j + 1; cond.broadcast() }
+            while ready[w] == nil {
+                if let e = failures[j] { stopped = true; cond.broadcast(); free += out.compactMap { $0 }; throw e }
+                cond.wait()
             }
+            // Safe because the loop above waited for this key.
+            out.append(ready.removeValue(forKey: w)!)
         }
+        return out
+    }
+
+    /// Hands rows back once their contents were copied out.
+    func recycle(_ rows: [WindowRows?]) {
+        cond.lock(); free += rows.compactMap { $0 }; cond.unlock()
     }
 }

@@ -1,14 +1,36 @@
 import Foundation
 import ShardFormat
 
-/// Loss-ready rows of one window, made by a decode worker (n = window length, k = slots).
-struct WindowRows {
-    var inputIDs: [Int32]   // [n]
-    var labels: [Int32]     // [n] next input id, −1 past the sequence's last token
-    var ids: [Int32]        // [n, k] −1 in unused slots
-    var weights: [Float]    // [n, k] 0 in unused slots
-    var tail: [Float]       // [n] uncovered mass (tail mode), else 0
-    var counts: [Int32]     // [n] used slots
+/// Loss-ready rows of one window, written by a decode worker and copied into a ``Batch`` by the
+/// consumer. Allocated once for T tokens and k slots and reused (the pipeline keeps a free
+/// list), so converting a window allocates nothing. One owner at a time: the worker filling it,
+/// the pipeline's ready set, or the consumer copying it out.
+final class WindowRows {
+    let capacity: Int, k: Int
+    /// Tokens in use, 0...capacity.
+    var n = 0
+    let inputIDs: UnsafeMutablePointer<Int32>   // [T]
+    let labels: UnsafeMutablePointer<Int32>     // [T] next input id, −1 past the sequence's last token
+    let ids: UnsafeMutablePointer<Int32>        // [T, k] −1 in unused slots
+    let weights: UnsafeMutablePointer<Float>    // [T, k] 0 in unused slots
+    let tail: UnsafeMutablePointer<Float>       // [T] uncovered mass (tail mode), else 0
+    let counts: UnsafeMutablePointer<Int32>     // [T] used slots
+    private let storage: UnsafeMutableRawPointer
+
+    init(capacity T: Int, k: Int) {
+        capacity = T; self.k = k
+        let row = T * 4, wide = T * k * 4
+        storage = .allocate(byteCount: max(1, 4 * row + 2 * wide), alignment: 64)
+        // Safe because the six arrays tile the allocation (4-byte elements, T or T·k each).
+        inputIDs = storage.bindMemory(to: Int32.self, capacity: T)
+        labels = (storage + row).bindMemory(to: Int32.self, capacity: T)
+        counts = (storage + 2 * row).bindMemory(to: Int32.self, capacity: T)
+        tail = (storage + 3 * row).bindMemory(to: Float.self, capacity: T)
+        ids = (storage + 4 * row).bindMemory(to: Int32.self, capacity: T * k)
+        weights = (storage + 4 * row + wide).bindMemory(to: Float.self, capacity: T * k)
+    }
+
+    deinit { storage.deallocate() }
 }
 
 /// Turns decoded cache rows into the targets of a ``TargetMode``.
@@ -17,16 +39,20 @@ struct TargetConverter {
     let mode: TargetMode
     let invTau: Double
 
-    /// Rows of window `w` from `tb`, whose row 0 is global token `base`. `tb` holds at least
-    /// the window's tokens and, when the sequence continues, one more (for the last label).
-    func rows(_ w: Window, from tb: TargetBatch, base: Int) -> WindowRows {
+    /// Fills `out` with the rows of window `w` from `tb`, whose row 0 is global token `base`.
+    /// `tb` holds at least the window's tokens and, when the sequence continues, one more (for
+    /// the last label). `out` has capacity >= the window's length and k slots.
+    func rows(_ w: Window, from tb: TargetBatch, base: Int, into out: WindowRows) {
         let n = w.length, off = w.firstToken - base, K = k
-        var out = WindowRows(inputIDs: Array(tb.inputIDs[off..<(off + n)]), labels: [Int32](repeating: -1, count: n),
-                             ids: [], weights: [],
-                             tail: [Float](repeating: 0, count: n), counts: [Int32](repeating: 0, count: n))
-        for t in 0..<n where w.firstToken + t + 1 < w.sequenceEnd { out.labels[t] = tb.inputIDs[off + t + 1] }
+        out.n = n
+        tb.inputIDs.withUnsafeBufferPointer { inp in
+            // Safe because tb holds rows off..<off+n (and off+n when the sequence continues).
+            out.inputIDs.update(from: inp.baseAddress! + off, count: n)
+            for t in 0..<n { out.labels[t] = w.firstToken + t + 1 < w.sequenceEnd ? inp[off + t + 1] : -1 }
+        }
+        out.tail.update(repeating: 0, count: n)
         if mode == .sampled {
-            out.ids = .init(repeating: -1, count: n * K); out.weights = .init(repeating: 0, count: n * K)
+            out.ids.update(repeating: -1, count: n * K); out.weights.update(repeating: 0, count: n * K)
             for t in 0..<n {
                 let q = tb.sampleOffsets[off + t]..<tb.sampleOffsets[off + t + 1]
                 var N: UInt64 = 0
@@ -37,50 +63,41 @@ struct TargetConverter {
                     out.weights[t * K + j] = Float(Double(tb.sampleDraws[i]) / Double(N))
                 }
             }
-            return out
+            return
         }
         let kd = tb.k   // decoded row width (== k)
-        // Filled row by row below (every slot written), so no zero-fill first.
-        out.ids = [Int32](unsafeUninitializedCapacity: n * K) { oid, count in
-        out.weights = [Float](unsafeUninitializedCapacity: n * K) { ow, wcount in
-            tb.entryLogProbs.withUnsafeBufferPointer { lp in
-            tb.entryIDs.withUnsafeBufferPointer { eid in
-                for t in 0..<n {
-                    let r = off + t, c = Int(tb.entryCounts[r])
-                    // Safe because c <= k = kd (the reader clamps counts to the prefix) and rows are K wide.
-                    let oi = oid.baseAddress! + t * K, o = ow.baseAddress! + t * K
-                    out.counts[t] = Int32(c)
-                    oi.update(from: eid.baseAddress! + r * kd, count: c)
-                    (oi + c).update(repeating: -1, count: K - c)
-                    (o + c).update(repeating: 0, count: K - c)
-                    if c == 0 { if mode == .tail { out.tail[t] = 1 }; continue }
-                    out.tail[t] = fill(o, lp.baseAddress! + r * kd, c)
-                }
-            }}
-            wcount = n * K
-        }
-            count = n * K
-        }
-        return out
+        tb.entryLogProbs.withUnsafeBufferPointer { lp in
+        tb.entryIDs.withUnsafeBufferPointer { eid in
+        tb.entryCounts.withUnsafeBufferPointer { ec in
+            for t in 0..<n {
+                let r = off + t, c = Int(ec[r])
+                // Safe because c <= k = kd (the reader clamps counts to the prefix) and rows are K wide.
+                let oi = out.ids + t * K, o = out.weights + t * K
+                out.counts[t] = Int32(c)
+                oi.update(from: eid.baseAddress! + r * kd, count: c)
+                (oi + c).update(repeating: -1, count: K - c)
+                (o + c).update(repeating: 0, count: K - c)
+                if c == 0 { if mode == .tail { out.tail[t] = 1 }; continue }
+                out.tail[t] = fill(o, lp.baseAddress! + r * kd, c)
+            }
+        }}}
     }
 
     /// Writes the c weights of one row from its log-probs `l` (descending); returns its tail.
-    /// Exponentials in float32 (the weights are float32); sums in double.
+    /// Exponentials in float32 (the weights are float32) with ``expf8(_:)``; sums in double
+    /// with the value of an index-order sum (see ``expShiftedSum(_:_:_:minus:times:)``).
     @inline(__always)
     private func fill(_ o: UnsafeMutablePointer<Float>, _ l: UnsafePointer<Float>, _ c: Int) -> Float {
         let a = Float(invTau)
         if mode == .renormalized {
             // Shift by the largest log-prob so exp never overflows at small τ.
-            let m = l[0]
-            var s = 0.0
-            for i in 0..<c { let e = expf((l[i] - m) * a); o[i] = e; s += Double(e) }
+            let s = expShiftedSum(o, l, c, minus: l[0], times: a)
             let inv = Float(1 / s)
             for i in 0..<c { o[i] *= inv }
             return 0
         }
         if invTau == 1 {
-            var s = 0.0
-            for i in 0..<c { let p = expf(l[i]); o[i] = p; s += Double(p) }
+            let s = expShiftedSum(o, l, c, minus: 0, times: 1)
             return Float(max(0, 1 - s))
         }
         // Everything scaled by e^(−l_0/τ) so neither head nor tail leaves float range.

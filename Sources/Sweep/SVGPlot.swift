@@ -3,7 +3,10 @@ import Foundation
 /// A small SVG line chart: series of points, horizontal reference lines, axes with ticks and
 /// a legend. Enough for the sweep's plots without any plotting dependency.
 struct SVGPlot {
-    struct Series { var label: String; var points: [(x: Double, y: Double)]; var dashed = false }
+    /// `line: false` draws markers only (measured points); `markers: false` a bare line (a model).
+    struct Series {
+        var label: String; var points: [(x: Double, y: Double)]; var dashed = false; var line = true; var markers = true
+    }
     struct Reference { var label: String; var y: Double }
 
     var title: String
@@ -56,7 +59,13 @@ struct SVGPlot {
         s += "<text x=\"\(f(left + pw / 2))\" y=\"\(f(H - 12))\" text-anchor=\"middle\">\(esc(xLabel))</text>\n"
         s += "<text transform=\"translate(18,\(f(top + ph / 2))) rotate(-90)\" text-anchor=\"middle\">\(esc(yLabel))</text>\n"
         var legendY = top + 10
-        func legend(_ label: String, _ color: String, dashed: Bool) {
+        func legend(_ label: String, _ color: String, dashed: Bool, marker: Bool = false) {
+            if marker {
+                s += "<circle cx=\"\(f(left + pw + 24))\" cy=\"\(f(legendY))\" r=\"5\" fill=\"\(color)\"/>\n"
+                s += "<text x=\"\(f(left + pw + 42))\" y=\"\(f(legendY + 4))\">\(esc(label))</text>\n"
+                legendY += 18
+                return
+            }
             s += "<line x1=\"\(f(left + pw + 12))\" y1=\"\(f(legendY))\" x2=\"\(f(left + pw + 36))\" y2=\"\(f(legendY))\" stroke=\"\(color)\" stroke-width=\"2\"\(dashed ? " stroke-dasharray=\"5,4\"" : "")/>\n"
             s += "<text x=\"\(f(left + pw + 42))\" y=\"\(f(legendY + 4))\">\(esc(label))</text>\n"
             legendY += 18
@@ -69,11 +78,13 @@ struct SVGPlot {
         for (i, se) in series.enumerated() {
             let color = Self.palette[i % Self.palette.count]
             let pts = se.points.sorted { $0.x < $1.x }
-            if pts.count > 1 {
+            if se.line && pts.count > 1 {
                 s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"\(se.dashed ? " stroke-dasharray=\"5,4\"" : "") points=\"" + pts.map { "\(f(tx($0.x))),\(f(ty($0.y)))" }.joined(separator: " ") + "\"/>\n"
             }
-            for p in pts { s += "<circle cx=\"\(f(tx(p.x)))\" cy=\"\(f(ty(p.y)))\" r=\"3.5\" fill=\"\(color)\"/>\n" }
-            legend(se.label, color, dashed: se.dashed)
+            if se.markers || !se.line || pts.count == 1 {
+                for p in pts { s += "<circle cx=\"\(f(tx(p.x)))\" cy=\"\(f(ty(p.y)))\" r=\"\(se.line ? 3.5 : 5)\" fill=\"\(color)\"/>\n" }
+            }
+            legend(se.label, color, dashed: se.dashed, marker: !se.line)
         }
         return s + "</svg>\n"
     }

@@ -1,4 +1,5 @@
 import Foundation
+import ScalingLaws
 
 /// Everything a truncation sweep depends on. One teacher pass at the largest k (with sampled
 /// draws beside it when a sampled policy is asked for) feeds every student.
@@ -30,6 +31,10 @@ public struct SweepOptions: Sendable {
     public var evalWindows = 64
     /// Teacher-pass windows at most (quick runs); nil = the whole corpus.
     public var teacherWindowLimit: Int? = nil
+    /// Scaling-law coefficients the report's predictions use.
+    public var law = DistillationLaw(supervised: .busbridge2025, distillation: nil)
+    /// Where ``law`` came from, for the report.
+    public var lawSource = "Busbridge et al. 2025, Table 6 (supervised law only)"
 
     public init(teacherDirectory: String, tokenizerPath: String, corpus: [String], evalCorpus: [String],
                 studentConfigPath: String, output: String) {

@@ -1,5 +1,6 @@
 import Foundation
 import Distillation
+import ScalingLaws
 
 /// The sweep's results: what `report.json` holds (schema: `Schemas/report.schema.json`).
 public struct SweepReport: Codable, Sendable {
@@ -43,9 +44,18 @@ public struct SweepReport: Codable, Sendable {
     public var amortisation: [AmortisationPoint]
     /// Smallest number of students for which one cached pass costs less than online teachers.
     public var breakEvenStudents: Int?
+    /// Model sizes behind the law and the modelled compute.
+    public var sizes: SweepModelSizes?
+    /// The same comparison under the paper's FLOP accounting (the modelled curve).
+    public var modelledAmortisation: ModelledAmortisation?
+    /// Cumulative compute this sweep really spent, student by student (the measured points).
+    public var measuredCompute: [MeasuredCompute]?
+    /// Predicted (Eq. 1 / Eq. 8) vs observed student cross-entropy.
+    public var law: LawComparison?
     public var summary: [String]
 
-    init(options o: SweepOptions, teacherPass: TeacherPassSummary, results: [SettingResult], studentParameters: Int) {
+    init(options o: SweepOptions, teacherPass: TeacherPassSummary, results: [SettingResult], studentParameters: Int,
+         sizes: SweepModelSizes? = nil) {
         createdAt = ISO8601DateFormatter().string(from: Date())
         settings = ["teacher": o.teacherDirectory, "student": o.studentConfigPath, "corpus": o.corpus.joined(separator: " "),
                     "eval": o.evalCorpus.joined(separator: " "), "k": o.ks.map(String.init).joined(separator: ","),
@@ -93,9 +103,18 @@ public struct SweepReport: Codable, Sendable {
                               onlineFLOPs: Double(n) * onlinePerStudent)
         }
         breakEvenStudents = amortisation.first { $0.cachedFLOPs < $0.onlineFLOPs }?.students
+        measuredCompute = Self.measuredCompute(results: results, teacherPassFLOPs: teacherPass.flops)
+        self.sizes = sizes
+        if let sizes {
+            modelledAmortisation = Self.modelledAmortisation(sizes: sizes, studentTokens: studentTokens,
+                                                             upTo: max(amortisation.count, measuredCompute?.count ?? 0))
+            law = Self.lawComparison(groups: groups, law: o.law, source: o.lawSource, sizes: sizes, studentTokens: studentTokens,
+                                     teacherLoss: teacherPass.teacherEval.crossEntropy)
+        }
         summary = []
         summary = Self.findings(groups: groups, baseline: baseline, reference: reference, teacher: teacherPass,
                                 breakEven: breakEvenStudents)
+        if let law, let line = Self.lawFinding(law) { summary.insert(line, at: summary.count - 1) }
     }
 
     /// Plain-language findings, each stated from the measured numbers.
@@ -148,15 +167,49 @@ public struct SweepReport: Codable, Sendable {
         return out
     }
 
-    /// Writes report.json, report.md and the SVG plots into `directory`.
-    public func write(to directory: String) throws {
+    /// Writes report.json, report.md and the SVG plots into `directory`, and a PNG beside each
+    /// plot when a converter is given (by default `rsvg-convert` when it is on the PATH; Debian
+    /// package `librsvg2-bin`).
+    ///
+    /// - Throws: file errors; ``SweepError/failed(_:)`` naming the plot when the converter fails.
+    public func write(to directory: String, pngConverter: String? = SweepReport.defaultPNGConverter()) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/report.json"), options: .atomic)
         try markdown().write(toFile: directory + "/report.md", atomically: true, encoding: .utf8)
         for (name, plot) in plots() {
-            try plot.render().write(toFile: directory + "/" + name, atomically: true, encoding: .utf8)
+            let svg = directory + "/" + name
+            try plot.render().write(toFile: svg, atomically: true, encoding: .utf8)
+            if let pngConverter { try Self.convertToPNG(svg: svg, converter: pngConverter) }
+        }
+    }
+
+    /// `rsvg-convert` from the PATH, or nil.
+    public static func defaultPNGConverter() -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for dir in path.split(separator: ":") where !dir.isEmpty {
+            let candidate = String(dir) + "/rsvg-convert"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// Runs `converter -f png -o X.png X.svg` (rsvg-convert's command line).
+    static func convertToPNG(svg: String, converter: String) throws {
+        let png = String(svg.dropLast(4)) + ".png"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: converter)
+        p.arguments = ["-f", "png", "-o", png, svg]
+        p.standardOutput = FileHandle.nullDevice
+        let errors = Pipe()
+        p.standardError = errors
+        do { try p.run() } catch { throw SweepError.failed("cannot run PNG converter \(converter) for \(svg): \(error)") }
+        let message = errors.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0, FileManager.default.fileExists(atPath: png) else {
+            let text = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw SweepError.failed("PNG converter \(converter) failed on \(svg) (exit \(p.terminationStatus))\(text.isEmpty ? "" : ": " + text)")
         }
     }
 
@@ -182,8 +235,15 @@ public struct SweepReport: Codable, Sendable {
         ceK.references = references
         ceBytes.references = references
         var compute = SVGPlot(title: "Total compute vs number of students", xLabel: "students", yLabel: "PFLOPs")
-        compute.series.append(.init(label: "cached teacher", points: amortisation.map { (Double($0.students), $0.cachedFLOPs / 1e15) }))
-        compute.series.append(.init(label: "online teacher", points: amortisation.map { (Double($0.students), $0.onlineFLOPs / 1e15) }, dashed: true))
+        let curve = modelledAmortisation?.points ?? amortisation
+        let model = modelledAmortisation == nil ? "measured cost per student" : "paper's F(N)"
+        compute.series.append(.init(label: "cached, \(model)", points: curve.map { (Double($0.students), $0.cachedFLOPs / 1e15) }, markers: false))
+        compute.series.append(.init(label: "online, \(model)", points: curve.map { (Double($0.students), $0.onlineFLOPs / 1e15) }, dashed: true, markers: false))
+        let measured = measuredCompute ?? []
+        let cachedPoints = measured.compactMap { m in m.cachedFLOPs.map { (Double(m.students), $0 / 1e15) } }
+        let onlinePoints = measured.compactMap { m in m.onlineFLOPs.map { (Double(m.students), $0 / 1e15) } }
+        if !cachedPoints.isEmpty { compute.series.append(.init(label: "cached, measured", points: cachedPoints, line: false)) }
+        if !onlinePoints.isEmpty { compute.series.append(.init(label: "online, measured", points: onlinePoints, line: false)) }
         return [("ce_vs_k.svg", ceK), ("ce_vs_bytes.svg", ceBytes), ("compute_vs_students.svg", compute)]
     }
 
@@ -204,6 +264,7 @@ public struct SweepReport: Codable, Sendable {
         s += "\nΔ reference: against the student distilled from the full teacher run inside the loop (when `--online`). "
         s += "Mass: mean teacher probability of the entries the student reads (for sampled: of the distinct drawn ids found in the stored head, a lower bound).\n\n"
         s += "## Findings\n\n" + summary.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
+        s += lawMarkdown()
         s += "## Plots\n\n![CE vs k](ce_vs_k.svg)\n\n![CE vs bytes](ce_vs_bytes.svg)\n\n![compute](compute_vs_students.svg)\n"
         return s
     }

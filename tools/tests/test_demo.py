@@ -31,6 +31,15 @@ def test_quick_demo_writes_a_valid_report_and_resumes(lc_bin, tmp_path):
     by_k = {r["setting"]["k"]: r["cacheBytesPerToken"] for r in report["results"] if r["setting"]["policy"] == "topk"}
     assert by_k[16] > by_k[1] > 0
     assert "eval CE" in first.stdout and "report:" in first.stdout
+    # Predicted vs observed: the baseline against Eq. 1 (built-in coefficients), students against Eq. 8.
+    rows = {r["name"]: r for r in report["law"]["rows"]}
+    assert rows["ce"]["law"] == "Eq. 1" and rows["ce"]["predicted"] > 0
+    assert rows["ce"]["observed"] == report["groups"][0]["evalCrossEntropy"]
+    assert all(r["law"] == "Eq. 8" and "predicted" not in r for n, r in rows.items() if n != "ce")
+    # Measured compute: the teacher pass plus each cache student, cumulative.
+    measured = [m["cachedFLOPs"] for m in report["measuredCompute"] if "cachedFLOPs" in m]
+    assert measured[0] > report["teacherPass"]["flops"] and measured == sorted(measured)
+    assert "Scaling law: predicted vs observed" in (out / "report.md").read_text()
 
     again = run(lc_bin, "demo", "--quick", "--out", out, "--data", os.path.join(ROOT, "Data"))
     assert "reusing" in again.stderr and again.stderr.count("finished earlier") == len(report["results"])

@@ -70,6 +70,10 @@ struct BenchForwardCommand: ParsableCommand {
         var torchTokensPerSecond: Double?
         /// Our full-logits forward speed over PyTorch's.
         var speedupVsTorch: Double?
+        /// PyTorch's GFLOP/s on the same forward.
+        var torchGFLOPs: Double?
+        /// The machine's FMA ceiling at this thread count (``GemmBench/peakFMA(threads:seconds:)``).
+        var peakGFLOPs: Double
     }
 
     func run() throws {
@@ -98,6 +102,7 @@ struct BenchForwardCommand: ParsableCommand {
                         row.torchSeconds = s
                         row.torchTokensPerSecond = Double(T) / s
                         row.speedupVsTorch = s / (row.blocksSeconds + row.headSeconds)
+                        row.torchGFLOPs = model.forwardFLOPs(batch: 1, length: T) / s / 1e9
                     case let .failure(note):
                         baselineNote = note.description
                     }
@@ -126,6 +131,18 @@ struct BenchForwardCommand: ParsableCommand {
         }
         print("forward = blocks + full-logits head; GFLOP/s counts 2 per multiply-add incl. attention and head;")
         print("top-K cost = (fused head - GEMM head) / forward; speedup = torch seconds / our forward seconds.")
+        print("")
+        print("model               thr  FMA peak GFLOP/s  ours % of peak  torch % of peak  1.5x torch needs")
+        for r in rows {
+            let need = r.torchGFLOPs.map { 1.5 * $0 }
+            print([pad(r.model, -18), pad(r.threads, 3), pad(format(r.peakGFLOPs, 1), 16),
+                   pad(format(100 * r.forwardGFLOPs / r.peakGFLOPs, 1) + "%", 14),
+                   pad(r.torchGFLOPs.map { format(100 * $0 / r.peakGFLOPs, 1) + "%" } ?? "-", 15),
+                   pad(need.map { format($0, 1) + " GFLOP/s = " + format(100 * $0 / r.peakGFLOPs, 0) + "% of peak" } ?? "-", 16)
+                  ].joined(separator: "  "))
+        }
+        print("FMA peak: independent SIMD16 multiply-add chains on registers, per thread over its own CPU time, summed;")
+        print("our and torch GFLOP/s are wall-clock, so the % columns mean something only on an otherwise idle machine.")
         if let baselineNote { print("PyTorch baseline unavailable: \(baselineNote)") }
     }
 
@@ -163,7 +180,8 @@ struct BenchForwardCommand: ParsableCommand {
                    forwardTokensPerSecond: Double(T) / forward,
                    forwardGFLOPs: model.forwardFLOPs(batch: 1, length: T) / forward / 1e9,
                    fusedForwardTokensPerSecond: Double(T) / (b + f),
-                   topKOverheadPercent: 100 * (f - h) / forward)
+                   topKOverheadPercent: 100 * (f - h) / forward,
+                   peakGFLOPs: GemmBench.peakFMA(threads: threads))
     }
 
     struct BaselineError: Error, CustomStringConvertible { var description: String }

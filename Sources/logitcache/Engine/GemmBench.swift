@@ -217,6 +217,46 @@ enum GemmBench {
         return Foundation.exp(rs.map { Foundation.log($0) }.reduce(0, +) / Double(rs.count))
     }
 
+    /// The machine's float32 multiply-add ceiling at `threads` threads, GFLOP/s (2 per FMA):
+    /// every thread runs 16 independent SIMD16 FMA chains on registers only, so no GEMM or
+    /// forward pass can exceed it. Each thread's rate is taken over its own CPU time, so other
+    /// work on a shared machine does not lower it; the threads' rates are summed. Best of 3.
+    static func peakFMA(threads: Int, iterations: Int = 4_000_000) -> Double {
+        let pool = ThreadPool(threadCount: threads)
+        var best = 0.0
+        for _ in 0..<3 {
+            var rates = [Double](repeating: 0, count: threads)
+            rates.withUnsafeMutableBufferPointer { out in
+                pool.parallelFor(threads) { parts in
+                    for part in parts {
+                        let b = SIMD16<Float>(repeating: 0.999_999), c = SIMD16<Float>(repeating: 1e-7)
+                        var (a0, a1, a2, a3) = (SIMD16<Float>(repeating: 0), SIMD16<Float>(repeating: 1), SIMD16<Float>(repeating: 2), SIMD16<Float>(repeating: 3))
+                        var (a4, a5, a6, a7) = (a0 + 4, a1 + 4, a2 + 4, a3 + 4)
+                        var (a8, a9, a10, a11) = (a0 + 8, a1 + 8, a2 + 8, a3 + 8)
+                        var (a12, a13, a14, a15) = (a0 + 12, a1 + 12, a2 + 12, a3 + 12)
+                        var ts = timespec()
+                        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+                        let t0 = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+                        for _ in 0..<iterations {
+                            a0 = c.addingProduct(a0, b); a1 = c.addingProduct(a1, b); a2 = c.addingProduct(a2, b); a3 = c.addingProduct(a3, b)
+                            a4 = c.addingProduct(a4, b); a5 = c.addingProduct(a5, b); a6 = c.addingProduct(a6, b); a7 = c.addingProduct(a7, b)
+                            a8 = c.addingProduct(a8, b); a9 = c.addingProduct(a9, b); a10 = c.addingProduct(a10, b); a11 = c.addingProduct(a11, b)
+                            a12 = c.addingProduct(a12, b); a13 = c.addingProduct(a13, b); a14 = c.addingProduct(a14, b); a15 = c.addingProduct(a15, b)
+                        }
+                        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+                        let seconds = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 - t0
+                        let s0 = (a0 + a1 + a2 + a3) + (a4 + a5 + a6 + a7), s1 = (a8 + a9 + a10 + a11) + (a12 + a13 + a14 + a15)
+                        // Using the sum keeps the chains alive; it is finite by construction.
+                        let rate = Double(iterations) * 16 * 16 * 2 / seconds / 1e9
+                        out[part] = (s0 + s1).sum().isFinite ? rate : .nan
+                    }
+                }
+            }
+            best = max(best, rates.reduce(0, +))
+        }
+        return best
+    }
+
     struct HeadRow: Codable {
         var rows: Int, vocab: Int, hidden: Int, k: Int, threads: Int
         var plainSeconds: Double

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ScalingLaws
 
 /// A positive count given as `1.5e9`, `125M`, `7B`, `2T` or `500K` (suffixes are powers of 1000).
 struct Quantity: ExpressibleByArgument {
@@ -41,4 +42,15 @@ func readText(_ path: String, option: String) throws -> String {
         throw LawInputError("\(option): \(path) is not valid UTF-8")
     }
     return text
+}
+
+/// Reads a coefficients file (`{"supervised": {…}, "distillation": {…}}`, distillation optional;
+/// the output of `law fit --json` qualifies) or fails naming the option and path.
+func loadLawCoefficients(_ path: String, option: String) throws -> DistillationLaw {
+    let text = try readText(path, option: option)
+    do {
+        return try JSONDecoder().decode(DistillationLaw.self, from: Data(text.utf8))
+    } catch {
+        throw LawInputError("\(option): \(path) is not a coefficients object (see `logitcache law predict --help`): \(error)")
+    }
 }

@@ -18,7 +18,7 @@ struct LawPredictCommand: ParsableCommand {
             own supervised ones) with --coefficients FILE, a JSON object
               {"supervised": {"E":…,"A":…,"B":…,"alpha":…,"beta":…,"gamma":…},
                "distillation": {"c0":…,"c1":…,"d1":…,"f1":…,"A":…,"B":…,"alpha":…,"beta":…,"gamma":…}}
-            ("distillation" may be omitted; `law fit --json` prints a usable "supervised" object).
+            ("distillation" may be omitted; the output of `law fit --json` is such a file).
             Example: logitcache law predict --ns 125M --ds 2.5B --nt 1B --dt 20B
             """)
 
@@ -74,12 +74,7 @@ struct LawPredictCommand: ParsableCommand {
         var law = DistillationLaw(supervised: .busbridge2025, distillation: nil)
         var source = "Busbridge et al. 2025, Table 6 (supervised law only)"
         if let path = coefficients {
-            let text = try readText(path, option: "--coefficients")
-            do {
-                law = try JSONDecoder().decode(DistillationLaw.self, from: Data(text.utf8))
-            } catch {
-                throw LawInputError("--coefficients: \(path) is not a coefficients object (see `law predict --help`): \(error)")
-            }
+            law = try loadLawCoefficients(path, option: "--coefficients")
             source = path
         }
         let NS = studentParameters.value, DS = studentTokens.value

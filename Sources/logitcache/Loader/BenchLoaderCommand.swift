@@ -6,6 +6,12 @@ import StudentLoader
 /// `logitcache bench loader`: loss-ready tokens/s of the student loader on a synthetic K=64
 /// cache against the bare reader (sequential `CacheReader.decode` into [T, k] arrays), with
 /// 1 and 2 decode threads, one loader's memory, and 4 loader processes reading one cache.
+///
+/// Each setting runs `--repeat` epochs and reports the median. Beside wall-clock tokens/s it
+/// reports tokens per CPU-second of the decode threads (process CPU time minus the consumer
+/// thread's) and the consumer's CPU-seconds per million tokens: on a shared machine a decode
+/// thread may get no core, and wall time alone cannot tell the loader's cost from a lack of
+/// free cores. The load average is printed beside the numbers.
 struct BenchLoaderCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loader",
@@ -19,10 +25,12 @@ struct BenchLoaderCommand: ParsableCommand {
     @Option(help: "Seed.") var seed: UInt64 = 3
     @Option(help: "(internal) run one loader on this cache and print its JSON result.") var worker: String?
     @Option(help: "(internal) k of the worker.") var workerK: Int = 64
+    @Option(help: "Epochs per setting; the median is reported.") var `repeat`: Int = 3
     @Flag(help: "Machine-readable output.") var json = false
 
     func run() throws {
         do {
+            guard `repeat` >= 1 else { throw ValidationError("--repeat must be >= 1") }
             if let w = worker {
                 let r = try measure(w, k: workerK, threads: 1)
                 printJSON(r)
@@ -37,24 +45,39 @@ struct BenchLoaderCommand: ParsableCommand {
             }
             defer { if let m = made { try? FileManager.default.removeItem(atPath: m) } }
             var rows: [[String: Any]] = []
+            let load0 = loadAverage()
             for k in [64, 8] {
-                let base = try bareReader(dir, k: k)
+                let base = median(try (0..<`repeat`).map { _ in try bareReader(dir, k: k) })
                 for th in [1, 2] {
-                    var r = try measure(dir, k: k, threads: th)
+                    let runs = try (0..<`repeat`).map { _ in try measure(dir, k: k, threads: th) }
+                    var r = runs.sorted { ($0["tokens_per_s"] as? Double ?? 0) < ($1["tokens_per_s"] as? Double ?? 0) }[runs.count / 2]
+                    r["tokens_per_s_runs"] = runs.map { $0["tokens_per_s"] as? Double ?? 0 }
+                    r["tokens_per_decode_cpu_s"] = median(runs.map { $0["tokens_per_decode_cpu_s"] as? Double ?? 0 })
+                    r["consumer_cpu_s_per_m_tokens"] = median(runs.map { $0["consumer_cpu_s_per_m_tokens"] as? Double ?? 0 })
                     r["bare_reader_tokens_per_s"] = base
                     r["ratio_vs_bare_reader"] = (r["tokens_per_s"] as? Double ?? 0) / base
                     rows.append(r)
                 }
             }
+            let load1 = loadAverage()
             let multi = try processesRun(dir)
-            if json { printJSON(["cache_tokens": tokens, "batch": batch, "context": context, "runs": rows, "processes": multi]); return }
+            if json {
+                printJSON(["cache_tokens": tokens, "batch": batch, "context": context, "repeat": `repeat`, "runs": rows, "processes": multi,
+                           "load_average_before": load0, "load_average_after": load1])
+                return
+            }
             func m(_ x: Any?) -> String { String(format: "%.2f M", (x as? Double ?? 0) / 1e6) }
             func mb(_ x: Any?) -> String { String(format: "%.1f MiB", Double(x as? Int ?? 0) / 1_048_576) }
-            print("student loader, K=64 synthetic cache (\(dir)), B=\(batch) T=\(context), renormalised targets, one epoch")
+            print("student loader, K=64 synthetic cache (\(dir)), B=\(batch) T=\(context), renormalised targets, one epoch, median of \(`repeat`)")
+            print("  load average (1 min) \(String(format: "%.2f", load0)) before, \(String(format: "%.2f", load1)) after, on \(ProcessInfo.processInfo.activeProcessorCount) cores")
             func col(_ s: String, _ w: Int) -> String { s.count >= w ? s + " " : s + String(repeating: " ", count: w - s.count) }
-            print("  " + col("k", 4) + col("threads", 9) + col("loader tok/s", 14) + col("bare reader tok/s", 19) + col("ratio", 8) + col("anon RSS peak", 15) + "RSS")
+            print("  " + col("k", 4) + col("threads", 9) + col("loader tok/s", 14) + col("per thread", 12) + col("tok/decode-CPU-s", 18)
+                  + col("consumer CPU-s/M", 18) + col("bare reader tok/s", 19) + col("ratio", 8) + col("anon RSS peak", 15) + "RSS")
             for r in rows {
-                print("  " + col("\(r["k"] ?? "")", 4) + col("\(r["threads"] ?? "")", 9) + col(m(r["tokens_per_s"]), 14)
+                let th = r["threads"] as? Int ?? 1
+                print("  " + col("\(r["k"] ?? "")", 4) + col("\(th)", 9) + col(m(r["tokens_per_s"]), 14)
+                      + col(m((r["tokens_per_s"] as? Double ?? 0) / Double(th)), 12) + col(m(r["tokens_per_decode_cpu_s"]), 18)
+                      + col(String(format: "%.3f", r["consumer_cpu_s_per_m_tokens"] as? Double ?? 0), 18)
                       + col(m(r["bare_reader_tokens_per_s"]), 19) + col(String(format: "%.2fx", r["ratio_vs_bare_reader"] as? Double ?? 0), 8)
                       + col(mb(r["anon_peak_bytes"]), 15) + mb(r["rss_bytes"]))
             }
@@ -83,9 +106,11 @@ struct BenchLoaderCommand: ParsableCommand {
         return Double(r.tokenCount) / Date().timeIntervalSince(t0)
     }
 
-    /// One epoch of loss-ready batches; tokens/s and memory.
+    /// One epoch of loss-ready batches; tokens/s, CPU time of decode threads and consumer, memory.
     private func measure(_ dir: String, k: Int, threads: Int) throws -> [String: Any] {
         let c = LoaderConfiguration(batchSize: batch, contextLength: context, k: k, mode: .renormalized, seed: seed, decodeThreads: threads)
+        // CPU clocks start before the loader, whose workers begin decoding at once.
+        let p0 = processCPUSeconds(), c0 = threadCPUSeconds()
         let loader = try StudentLoader(cache: dir, configuration: c, student: nil)
         let b = Batch()
         var n = 0, anonPeak = 0
@@ -96,7 +121,10 @@ struct BenchLoaderCommand: ParsableCommand {
             anonPeak = max(anonPeak, memory().anon)
         }
         let s = Date().timeIntervalSince(t0)
+        let consumer = threadCPUSeconds() - c0, decoders = processCPUSeconds() - p0 - consumer
         return ["k": k, "threads": threads, "tokens": n, "seconds": s, "tokens_per_s": Double(n) / s,
+                "decode_cpu_seconds": decoders, "consumer_cpu_seconds": consumer,
+                "tokens_per_decode_cpu_s": Double(n) / max(decoders, 1e-9), "consumer_cpu_s_per_m_tokens": consumer / Double(n) * 1e6,
                 "anon_peak_bytes": anonPeak, "rss_bytes": memory().rss]
     }
 
@@ -129,6 +157,19 @@ struct BenchLoaderCommand: ParsableCommand {
                 "anon_peak_bytes_max": results.map { $0["anon_peak_bytes"] as? Int ?? 0 }.max() ?? 0,
                 "rss_bytes_max": results.map { $0["rss_bytes"] as? Int ?? 0 }.max() ?? 0]
     }
+}
+
+/// CPU time of the whole process in seconds (all threads, CLOCK_PROCESS_CPUTIME_ID).
+func processCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// The 1-minute load average from /proc/loadavg (0 where unavailable).
+func loadAverage() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return 0 }
+    return Double(s.split(separator: " ").first ?? "") ?? 0
 }
 
 /// Resident memory of this process from /proc/self/status: total and anonymous (private heap,

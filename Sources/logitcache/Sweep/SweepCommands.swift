@@ -22,7 +22,15 @@ func printTable(_ r: SweepReport, output: String) {
     print(pad("teacher", 22) + String(format: "%7.4f", r.teacherPass.teacherEval.crossEntropy))
     print("")
     for line in r.summary { print("- " + line) }
-    print("\nreport: \(output)/report.md (report.json, ce_vs_k.svg, ce_vs_bytes.svg, compute_vs_students.svg)")
+    if let law = r.law {
+        print("\nscaling law (\(law.coefficientsSource)): predicted vs observed eval CE")
+        for row in law.rows {
+            print(pad(row.name, 22) + row.law + (row.predicted.map { String(format: "  %7.4f", $0) } ?? "        –")
+                  + String(format: "  observed %7.4f", row.observed))
+        }
+    }
+    let pngs = SweepReport.defaultPNGConverter() == nil ? "" : " and .png"
+    print("\nreport: \(output)/report.md (report.json, ce_vs_k.svg, ce_vs_bytes.svg, compute_vs_students.svg\(pngs))")
 }
 
 /// `logitcache sweep`: one teacher pass, many students, one report.
@@ -49,6 +57,7 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Peak learning rate.") var lr: Float = 2e-3
     @Option(help: "Evaluation windows.") var evalWindows = 64
     @Flag(help: "Also distil a student from the full teacher run inside the loop (reference and cost baseline).") var online = false
+    @Option(help: "Scaling-law coefficients for the report's predicted vs observed CE (as `law predict --coefficients`; default: the paper's supervised law).") var law: String?
     @Option(help: "Threads.") var threads = ThreadPool.defaultThreadCount
 
     func run() throws {
@@ -64,6 +73,7 @@ struct SweepCommand: ParsableCommand {
         o.lambdas = try list(lambda, "lambda") { Float($0) }
         o.samples = samples; o.seeds = seeds; o.tokens = tokens; o.context = context; o.batch = batch
         o.learningRate = lr; o.evalWindows = evalWindows; o.online = online; o.threads = threads
+        if let law { o.law = try loadLawCoefficients(law, option: "--law"); o.lawSource = law }
         let report = try SweepRunner(options: o, log: logLine).run()
         printTable(report, output: out)
     }

@@ -6,9 +6,6 @@ import Kernels
 import Models
 import TeacherPass
 import Tokenizers
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `logitcache bench teacher`: the whole teacher pass beside the forward pass alone, on the
 /// same model, windows, batching and threads.
@@ -86,6 +83,7 @@ struct BenchTeacherCommand: ParsableCommand {
             try RandomCheckpoint.write(config: c, to: modelDir, seed: 7)
         }
         var rows: [Row] = []
+        let loadBefore = loadAverage()
         for n in threads {
             var o = TeacherPassOptions(modelDirectory: modelDir, tokenizerPath: tokenizer, corpus: corpus, output: tmp + "/cache-\(n)")
             o.context = context
@@ -116,11 +114,12 @@ struct BenchTeacherCommand: ParsableCommand {
         }
         if json {
             struct Report: Codable { var benchmark = "teacher"; var context: Int; var k: Int; var windows: Int; var batch: Int
-                                     var repeats: Int; var results: [Row] }
+                                     var repeats: Int; var loadAverage: [Double]; var results: [Row] }
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try e.encode(Report(context: context, k: topK, windows: windows, batch: batch,
-                                                       repeats: repeats, results: rows)), as: UTF8.self))
+                                                       repeats: repeats, loadAverage: [loadBefore, loadAverage()],
+                                                       results: rows)), as: UTF8.self))
             return
         }
         print("teacher pass vs forward alone (context \(context), top-k \(topK), \(windows) windows, batch \(batch), best of \(repeats))")
@@ -131,6 +130,8 @@ struct BenchTeacherCommand: ParsableCommand {
                          r.forwardCPUSeconds, r.passCPUSeconds, 100 * r.cpuOverhead, r.bytesPerToken))
         }
         print("forward = blocks + plain LM head (full logits); pass = blocks + fused top-K head + capture + cache writer thread.")
+        print(String(format: "1-minute load average %.2f before, %.2f after (other work on the machine skews both sides)",
+                     loadBefore, loadAverage()))
     }
 
     /// Wall and process CPU seconds of `body`.
@@ -139,17 +140,6 @@ struct BenchTeacherCommand: ParsableCommand {
         try body()
         return (now() - t0, processCPUSeconds() - c0)
     }
-}
-
-/// User + system CPU seconds of this process so far, all threads.
-func processCPUSeconds() -> Double {
-    var u = rusage()
-    #if canImport(Glibc)
-    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
-    #else
-    getrusage(RUSAGE_SELF, &u)
-    #endif
-    return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
 }
 
 /// The id space of a tokenizer.json, for sizing a random teacher.

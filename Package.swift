@@ -50,7 +50,7 @@ let package = Package(
             swiftSettings: native),
 
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
-        .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], swiftSettings: native),
+        .testTarget(name: "ShardFormatTests", dependencies: ["ShardFormat"], exclude: ["Fixtures"], swiftSettings: native),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),

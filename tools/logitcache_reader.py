@@ -46,6 +46,8 @@ import xxhash
 
 MAGIC = b"LCSHARD\x1a"
 FORMAT_VERSION = 1
+FORMAT_MINOR_VERSION = 1  # highest minor revision read: 1 adds the bucket filters (section 6)
+BUCKET_FILTERS = ("buckets", "delta-buckets")
 HEADER_SIZE = 16
 TRAILER_SIZE = 40
 MAX_VOCABULARY = 1 << 24
@@ -151,7 +153,87 @@ def schema_validate(document: Any, schema_name: str, where: str) -> bool:
 
 def decode_values(stored, count: int, width: int, filt: str, codec: str, where: str) -> np.ndarray:
     """Stored chunk bytes -> codec -> filtered bytes (count*width) -> filter -> uint32[count]."""
-    n = count * width
+    if filt in BUCKET_FILTERS:
+        return decode_buckets(stored, count, width, filt, codec, where)
+    data = _decompress(stored, count * width, codec, where)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if filt == "raw":
+        if width == 4:
+            return raw.view("<u4").astype(np.uint32, copy=False)
+        if width == 2:
+            return raw.view("<u2").astype(np.uint32)
+        if width == 1:
+            return raw.astype(np.uint32)
+        planes = raw.reshape(count, width).T  # [width, count]: byte p of every value
+    elif filt == "planes":
+        planes = raw.reshape(width, count)
+    else:
+        raise CacheError(f"{where}: unknown filter {filt!r}")
+    values = planes[0].astype(np.uint32)
+    for p in range(1, width):
+        values |= planes[p].astype(np.uint32) << np.uint32(8 * p)
+    return values
+
+
+def _bucket_tables():
+    """Per bucket symbol s (0..127): value with zero extra bits, number of extra bits, their mask."""
+    base, bits, mask = np.zeros(128, np.uint32), np.zeros(128, np.uint32), np.zeros(128, np.uint32)
+    for s in range(16, 128):
+        top, m = 4 + (s - 16) // 4, (s - 16) % 4
+        base[s], bits[s], mask[s] = (4 | m) << (top - 2), top - 2, (1 << (top - 2)) - 1
+    base[:16] = np.arange(16)
+    return base, bits, mask
+
+
+_BUCKET_BASE, _BUCKET_BITS, _BUCKET_MASK = _bucket_tables()
+
+
+def _bucket_symbol(v: int) -> int:
+    if v < 16:
+        return v
+    top = v.bit_length() - 1
+    return 16 + 4 * (top - 4) + ((v >> (top - 2)) & 3)
+
+
+def decode_buckets(stored, count: int, width: int, filt: str, codec: str, where: str) -> np.ndarray:
+    """Bucket filters (section 6): u32 S, S coded symbol bytes (the codec applies to these
+    only), then the extra bits, least significant first; delta-buckets adds zigzag deltas."""
+    stored = bytes(stored)
+    if len(stored) < 4:
+        raise CacheError(f"{where}: {len(stored)} bytes cannot hold the symbol size")
+    S = int.from_bytes(stored[:4], "little")
+    if S > len(stored) - 4:
+        raise CacheError(f"{where}: symbol section of {S} bytes exceeds the chunk's {len(stored) - 4}")
+    sym = np.frombuffer(_decompress(stored[4:4 + S], count, codec, where), dtype=np.uint8)
+    bits = stored[4 + S:]
+    limit = 127 if width >= 4 or filt == "delta-buckets" else _bucket_symbol((1 << (8 * width)) - 1)
+    if count and int(sym.max()) > limit:
+        raise CacheError(f"{where}: bucket symbol {int(sym.max())} exceeds {limit} (width {width})")
+    nb = _BUCKET_BITS[sym]                        # uint32 [count]
+    end = np.cumsum(nb, dtype=np.int64)           # bit offset after each value's extra bits
+    total = int(end[-1]) if count else 0
+    if (total + 7) // 8 != len(bits):
+        raise CacheError(f"{where}: {total} extra bits need {(total + 7) // 8} bytes, chunk has {len(bits)}")
+    if total % 8 and bits[-1] >> (total % 8):
+        raise CacheError(f"{where}: non-zero padding bits")
+    off = end - nb
+    # Little-endian 64-bit words starting at every byte of the stream (an overlapping strided
+    # view, no copy): one gather per value gives its (off & 7) + 29 <= 36 bits.
+    buf = bits + bytes(8)
+    words = np.ndarray(shape=(len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    word = words[off >> 3]
+    values = _BUCKET_BASE[sym] | ((word >> (off & 7).astype(np.uint64)).astype(np.uint32) & _BUCKET_MASK[sym])
+    if filt == "delta-buckets":
+        z = values.astype(np.int64)   # < 2^32
+        deltas = np.where(z & 1, -((z + 1) >> 1), z >> 1)   # un-zigzag
+        values = np.cumsum(deltas) & 0xFFFFFFFF             # running sum mod 2^32
+        if width < 4 and count and int(values.max()) >> (8 * width):
+            raise CacheError(f"{where}: value {int(values.max())} does not fit width {width}")
+    return values.astype(np.uint32)
+
+
+def _decompress(stored, n: int, codec: str, where: str) -> bytes:
+    """Stored bytes -> codec -> exactly n bytes."""
     if codec == "none":
         if len(stored) != n:
             raise CacheError(f"{where}: codec none but size {len(stored)} != count*width {n}")
@@ -190,24 +272,7 @@ def decode_values(stored, count: int, width: int, filt: str, codec: str, where: 
                              f"(got {len(data)} bytes, complete={complete}, {len(rest)} trailing bytes)")
     else:
         raise CacheError(f"{where}: unknown codec {codec!r}")
-
-    raw = np.frombuffer(data, dtype=np.uint8)
-    if filt == "raw":
-        if width == 4:
-            return raw.view("<u4").astype(np.uint32, copy=False)
-        if width == 2:
-            return raw.view("<u2").astype(np.uint32)
-        if width == 1:
-            return raw.astype(np.uint32)
-        planes = raw.reshape(count, width).T  # [width, count]: byte p of every value
-    elif filt == "planes":
-        planes = raw.reshape(width, count)
-    else:
-        raise CacheError(f"{where}: unknown filter {filt!r}")
-    values = planes[0].astype(np.uint32)
-    for p in range(1, width):
-        values |= planes[p].astype(np.uint32) << np.uint32(8 * p)
-    return values
+    return data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,6 +478,7 @@ class Shard:
         if validate_schema:
             schema_validate(ft, "footer.schema.json", w)
         _int(ft, "formatVersion", w, FORMAT_VERSION, FORMAT_VERSION)
+        minor = _int(ft, "formatMinorVersion", w, 0, FORMAT_MINOR_VERSION) if "formatMinorVersion" in ft else 0
         self.vocabulary_size = _int(ft, "vocabularySize", w, 1, MAX_VOCABULARY)
         self.max_entries = _int(ft, "maxEntries", w, 0, 65535)
         self.max_samples = _int(ft, "maxSamples", w, 0, 1 << 20)
@@ -500,13 +566,15 @@ class Shard:
                 if c["offset"] + c["size"] > self.footer_offset:
                     raise CacheError(f"{wc}: bytes [{c['offset']}, {c['offset'] + c['size']}) run past the "
                                      f"footer at {self.footer_offset}")
-                if c["filter"] not in ("raw", "planes"):
+                if c["filter"] not in ("raw", "planes") + BUCKET_FILTERS:
                     raise CacheError(f"{wc}: unknown filter {c['filter']!r}")
+                if c["filter"] in BUCKET_FILTERS and minor < 1:
+                    raise CacheError(f"{wc}: filter {c['filter']} needs format 1.1, footer says 1.{minor}")
                 if c["codec"] not in ("none", "lz4", "zstd"):
                     raise CacheError(f"{wc}: unknown codec {c['codec']!r}")
                 if c["count"] == 0 and (c["size"] != 0 or c["codec"] != "none" or c["filter"] != "raw"):
                     raise CacheError(f"{wc}: an empty chunk must have size 0, codec none, filter raw")
-                if c["codec"] == "none" and c["size"] != c["count"] * c["width"]:
+                if c["codec"] == "none" and c["filter"] not in BUCKET_FILTERS and c["size"] != c["count"] * c["width"]:
                     raise CacheError(f"{wc}: codec none but size {c['size']} != count*width "
                                      f"{c['count'] * c['width']}")
                 columns[column] = c

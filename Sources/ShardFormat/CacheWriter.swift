@@ -12,11 +12,15 @@ public struct WriterOptions: Sendable, Equatable {
     public var entryBands: [Int]? = nil
     /// A shard is closed at the first sequence boundary once it holds this many bytes. Default 256 MiB.
     public var targetShardBytes = 256 << 20
+    /// Format minor version to write (FORMAT.md section 9). 1 (the default) codes compressed
+    /// entry ids, quantised log-prob gaps and the id dictionary with the bucket filters; 0 writes
+    /// byte planes only, files that readers of format 1.0 read.
+    public var formatMinorVersion = ShardFormatVersion.minor
 
     public init(codec: Codec = .zstd(level: 3), logProbs: LogProbEncoding = .default, blockTokens: Int = 8192,
-                entryBands: [Int]? = nil, targetShardBytes: Int = 256 << 20) {
+                entryBands: [Int]? = nil, targetShardBytes: Int = 256 << 20, formatMinorVersion: Int = ShardFormatVersion.minor) {
         self.codec = codec; self.logProbs = logProbs; self.blockTokens = blockTokens
-        self.entryBands = entryBands; self.targetShardBytes = targetShardBytes
+        self.entryBands = entryBands; self.targetShardBytes = targetShardBytes; self.formatMinorVersion = formatMinorVersion
     }
 
     /// The default band edges for `k` entries: 0, 8, 16, 32, … doubling, ending at `k`.
@@ -90,6 +94,9 @@ public final class CacheWriter {
         guard (0...65535).contains(d.capture.k) else { throw ShardFormatError.invalidInput("K = \(d.capture.k) outside 0...65535") }
         guard (0...(1 << 20)).contains(d.capture.samples) else { throw ShardFormatError.invalidInput("samples \(d.capture.samples) outside 0...1048576") }
         guard options.blockTokens >= 1, options.blockTokens <= 1 << 24 else { throw ShardFormatError.invalidInput("blockTokens \(options.blockTokens) outside 1...16777216") }
+        guard (0...ShardFormatVersion.minor).contains(options.formatMinorVersion) else {
+            throw ShardFormatError.invalidInput("formatMinorVersion \(options.formatMinorVersion) outside 0...\(ShardFormatVersion.minor)")
+        }
         if case .quantized(let b) = options.logProbs, !(0...20).contains(b) { throw ShardFormatError.invalidInput("stepLog2 \(b) outside 0...20") }
         guard partitionCount >= 1, (0..<partitionCount).contains(partition), partitionCount <= 99999 else {
             throw ShardFormatError.invalidInput("partition \(partition) of \(partitionCount)")
@@ -311,11 +318,12 @@ final class ShardBuilder {
         let n = inIDs.count
         if n == 0 { return }
         var chunks: [FooterJSON.Chunk] = []
-        func put(_ name: String, _ values: [UInt32], float: Bool = false) throws {
+        let minor = options.formatMinorVersion >= 1
+        func put(_ name: String, _ values: [UInt32], float: Bool = false, buckets: ChunkFilter? = nil) throws {
             let offset = file.size
             var sum: UInt64 = 0
             let (f, w, c) = try values.withUnsafeBufferPointer { vals in
-                try enc.encode(vals, codec: options.codec, float: float) { bytes in
+                try enc.encode(vals, codec: options.codec, float: float, buckets: minor ? buckets : nil) { bytes in
                     sum = Checksum.xxh3(bytes)
                     try file.write(bytes)
                 }
@@ -333,7 +341,8 @@ final class ShardBuilder {
         let useDict = options.codec != .none && !entIDs.isEmpty
         if useDict {
             let dict = buildDictionary()
-            try put("entry_id_dict", dict)
+            // Ascending ids within a run of equal frequency class: small zigzag deltas.
+            try put("entry_id_dict", dict, buckets: .deltaBuckets)
             for i in entIDs.indices { entIDs[i] = rankOf[Int(entIDs[i])] }
         }
         var bandIDs: [[UInt32]] = [], bandLPs: [[UInt32]] = []
@@ -348,8 +357,10 @@ final class ShardBuilder {
             }
             bandIDs.append(ids); bandLPs.append(lps)
         }
-        for j in bandIDs.indices { try put("entry_ids.\(j)", bandIDs[j]) }
-        for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0) }
+        // Frequency ranks and quantised gaps are small and skewed: bucket symbols code them
+        // near their order-0 entropy (FORMAT.md section 6).
+        for j in bandIDs.indices { try put("entry_ids.\(j)", bandIDs[j], buckets: .buckets) }
+        for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0, buckets: .buckets) }
         if maxSamples > 0 {
             try put("sample_count", sCounts); try put("sample_ids", sIDs); try put("sample_draws", sDraws)
         }
@@ -364,12 +375,18 @@ final class ShardBuilder {
     private var rankOf: [UInt32] = []     // [V] rank of each id in the current block's dictionary
 
     /// The block's distinct entry ids by descending count, ties by ascending id; fills `rankOf`.
+    /// From format 1.1 counts are compared by their bucket (`Buckets.symbol`, steps of about
+    /// 19 %): ranks stay sorted to within the rank buckets' own resolution, and the many ids of
+    /// one count class form long ascending runs whose deltas code in a few bits.
     private func buildDictionary() -> [UInt32] {
         if idCounts.isEmpty { idCounts = .init(repeating: 0, count: Int(v)); rankOf = .init(repeating: 0, count: Int(v)) }
         var distinct: [UInt32] = []
         for id in entIDs {
             if idCounts[Int(id)] == 0 { distinct.append(id) }
             idCounts[Int(id)] += 1
+        }
+        if options.formatMinorVersion >= 1 {
+            for id in distinct { idCounts[Int(id)] = UInt32(Buckets.symbol(idCounts[Int(id)]).symbol) }
         }
         distinct.sort { a, b in
             let ca = idCounts[Int(a)], cb = idCounts[Int(b)]
@@ -384,7 +401,7 @@ final class ShardBuilder {
         try flushBlock(enc)
         let lp: FooterJSON.LogProbs
         if case .quantized(let b) = options.logProbs { lp = .init(encoding: "quantized", stepLog2: b) } else { lp = .init(encoding: "float32", stepLog2: nil) }
-        let footer = FooterJSON(formatVersion: 1, vocabularySize: description.vocabularySize, maxEntries: k, maxSamples: maxSamples,
+        let footer = FooterJSON(formatVersion: 1, formatMinorVersion: options.formatMinorVersion >= 1 ? options.formatMinorVersion : nil, vocabularySize: description.vocabularySize, maxEntries: k, maxSamples: maxSamples,
                                 blockTokens: options.blockTokens, entryBands: bands, logProbs: lp, tokens: tokenCount,
                                 sequences: lengths.count, entries: entryTotal, samples: sampleTotal,
                                 sequenceTable: .init(documentKeys: keys, documentOffsets: offsets, lengths: lengths), blocks: blocks)

@@ -37,6 +37,16 @@ enum ChunkFilter: String, Sendable {
     case raw
     /// Byte split: `width` planes of `count` bytes, least significant plane first.
     case planes
+    /// Format 1.1: one log-scale bucket symbol byte per value, then the values' low bits packed.
+    case buckets
+    /// Format 1.1: zigzag deltas of consecutive values, then `buckets`.
+    case deltaBuckets = "delta-buckets"
+
+    /// Whether the filtered length depends on the values (bucket filters) rather than being
+    /// `count * width`.
+    var isBuckets: Bool { self == .buckets || self == .deltaBuckets }
+    /// Smallest format minor version that defines the filter.
+    var minorVersion: Int { isBuckets ? 1 : 0 }
 }
 
 /// Smallest byte width holding `maxValue` (at least 1).
@@ -58,7 +68,9 @@ final class ChunkEncoder {
 
     /// Encodes `values` with the filter and codec chosen for them and hands the stored bytes to
     /// `emit`. Returns the chunk's descriptor fields (filter, width, codec actually used).
-    func encode(_ values: UnsafeBufferPointer<UInt32>, codec: Codec, float: Bool,
+    /// `buckets` names the bucket filter to use for a compressed integer column (format 1.1),
+    /// nil for byte planes.
+    func encode(_ values: UnsafeBufferPointer<UInt32>, codec: Codec, float: Bool, buckets: ChunkFilter? = nil,
                 emit: (UnsafeRawBufferPointer) throws -> Void) throws -> (filter: ChunkFilter, width: Int, codec: Codec) {
         let n = values.count
         if n == 0 {
@@ -69,7 +81,7 @@ final class ChunkEncoder {
         if !float { for v in values { maxV = max(maxV, v) } }
         // Uncompressed chunks stay raw width 4 so readers can use them in place.
         let w = (float || codec == .none) ? 4 : byteWidth(maxV)
-        let filter: ChunkFilter = codec == .none ? .raw : .planes
+        let filter: ChunkFilter = codec == .none ? .raw : (!float ? buckets : nil) ?? .planes
         try encode(values, filter: filter, width: w, codec: codec, emit: emit)
         return (filter, w, codec)
     }
@@ -79,44 +91,84 @@ final class ChunkEncoder {
     func encode(_ values: UnsafeBufferPointer<UInt32>, filter: ChunkFilter, width w: Int, codec: Codec,
                 emit: (UnsafeRawBufferPointer) throws -> Void) throws {
         let n = values.count
-        let rawCount = n * w
+        var rawCount = filter.isBuckets ? Buckets.maxFilteredBytes(n) + 8 : n * w
         if filtered.count < rawCount { filtered = [UInt8](repeating: 0, count: rawCount) }
         filtered.withUnsafeMutableBufferPointer { f in
-            // f: [w planes][n] bytes (or raw little-endian values)
+            // f: [w planes][n] bytes, raw little-endian values, or [n] symbols + extra bits
             if filter == .raw {
                 for i in 0..<n { let v = values[i]; for b in 0..<w { f[i * w + b] = UInt8(truncatingIfNeeded: v >> (8 * b)) } }
+            } else if filter.isBuckets {
+                // Safe because f holds maxFilteredBytes(n) + 8 >= 8 bytes.
+                rawCount = Buckets.encode(values, delta: filter == .deltaBuckets, into: f.baseAddress!)
             } else if n > 0 {
                 // Safe because f holds at least n * w > 0 bytes.
                 splitPlanes(values, width: w, into: f.baseAddress!)
             }
         }
+        if !filter.isBuckets {
+            if codec == .none { try filtered.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<rawCount])) }; return }
+            let got = try compress(rawCount, codec: codec, buckets: false, at: 0)
+            try compressed.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<got])) }
+            return
+        }
+        // Bucket filters (FORMAT.md section 6): u32 size of the coded symbols, the n symbols
+        // through the codec, then the extra bits as they are (close to uniform: the codec would
+        // gain nothing, and mixing them into the symbols' zstd blocks costs ~2 %).
+        let bitBytes = rawCount - n
+        let coded = codec == .none ? n : try compress(n, codec: codec, buckets: true, at: 4)
+        let total = 4 + coded + bitBytes
+        if compressed.count < total { compressed.append(contentsOf: repeatElement(0, count: total - compressed.count)) }
+        compressed.withUnsafeMutableBytes { dst in
+            dst.storeBytes(of: UInt32(coded).littleEndian, toByteOffset: 0, as: UInt32.self)
+            filtered.withUnsafeBytes { src in
+                // Safe because dst holds total bytes and src holds rawCount = n + bitBytes bytes.
+                if codec == .none { dst.baseAddress!.advanced(by: 4).copyMemory(from: src.baseAddress!, byteCount: n) }
+                dst.baseAddress!.advanced(by: 4 + coded).copyMemory(from: src.baseAddress! + n, byteCount: bitBytes)
+            }
+        }
+        try compressed.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<total])) }
+    }
+
+    /// Compresses the first `count` filtered bytes with `codec` (lz4 or zstd) into
+    /// `compressed[offset...]`; returns the compressed size.
+    private func compress(_ count: Int, codec: Codec, buckets: Bool, at offset: Int) throws -> Int {
         switch codec {
         case .none:
-            try filtered.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<rawCount])) }
+            return count
         case .lz4:
-            let bound = Int(LZ4_compressBound(Int32(rawCount)))
-            if compressed.count < bound { compressed = [UInt8](repeating: 0, count: bound) }
+            let bound = Int(LZ4_compressBound(Int32(count)))
+            if compressed.count < offset + bound { compressed = [UInt8](repeating: 0, count: offset + bound) }
             let got = filtered.withUnsafeBytes { src in
                 compressed.withUnsafeMutableBytes { dst in
                     LZ4_compress_default(src.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                         dst.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                         Int32(rawCount), Int32(bound))
+                                         (dst.baseAddress! + offset).assumingMemoryBound(to: CChar.self),
+                                         Int32(count), Int32(bound))
                 }
             }
-            guard got > 0 else { throw ShardFormatError.invalidInput("LZ4_compress_default failed on \(rawCount) bytes") }
-            try compressed.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<Int(got)])) }
+            guard got > 0 else { throw ShardFormatError.invalidInput("LZ4_compress_default failed on \(count) bytes") }
+            return Int(got)
         case .zstd(let level):
-            let bound = ZSTD_compressBound(rawCount)
-            if compressed.count < bound { compressed = [UInt8](repeating: 0, count: bound) }
+            let bound = ZSTD_compressBound(count)
+            if compressed.count < offset + bound { compressed = [UInt8](repeating: 0, count: offset + bound) }
             let got = filtered.withUnsafeBytes { src in
                 compressed.withUnsafeMutableBytes { dst in
-                    ZSTD_compressCCtx(cctx, dst.baseAddress, bound, src.baseAddress, rawCount, level)
+                    if !buckets {
+                        return ZSTD_compressCCtx(cctx, dst.baseAddress! + offset, bound, src.baseAddress, count, level)
+                    }
+                    // Bucket symbols are short-range random: zstd's default minimum match (3-5
+                    // bytes) finds matches that cost more than the literals' Huffman codes, so
+                    // only matches of 7+ bytes are searched (a compressor setting; readers are
+                    // unaffected). Measured on teacher-like rows: gaps 34.2 -> 31.2 bytes/token.
+                    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters)
+                    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)
+                    ZSTD_CCtx_setParameter(cctx, ZSTD_c_minMatch, 7)
+                    return ZSTD_compress2(cctx, dst.baseAddress! + offset, bound, src.baseAddress, count)
                 }
             }
             guard ZSTD_isError(got) == 0 else {
-                throw ShardFormatError.invalidInput("ZSTD_compressCCtx failed: \(String(cString: ZSTD_getErrorName(got)))")
+                throw ShardFormatError.invalidInput("ZSTD_compress failed: \(String(cString: ZSTD_getErrorName(got)))")
             }
-            try compressed.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<got])) }
+            return got
         }
     }
 }
@@ -196,6 +248,7 @@ final class ChunkDecoder {
                 into out: UnsafeMutablePointer<UInt32>) throws {
         let n = d.count, w = d.width, rawCount = n * w
         if n == 0 { return }
+        if d.filter.isBuckets { return try decodeBuckets(stored, d, file: file, chunk: name(), into: out) }
         let src: UnsafeRawPointer
         switch d.codec {
         case .none:
@@ -223,6 +276,45 @@ final class ChunkDecoder {
             src = UnsafeRawPointer(scratch)
         }
         unfilter(src.assumingMemoryBound(to: UInt8.self), count: n, width: w, filter: d.filter, into: out)
+    }
+
+    /// Bucket filters: stored bytes are u32 S, S coded symbol bytes, then the extra bits
+    /// (FORMAT.md section 6). Symbols and bits land in scratch, followed by 8 zero bytes.
+    private func decodeBuckets(_ stored: UnsafeRawBufferPointer, _ d: ChunkDescriptor, file: String, chunk name: String,
+                               into out: UnsafeMutablePointer<UInt32>) throws {
+        let n = d.count
+        func bad(_ r: String) -> ShardFormatError { .malformed(file: file, chunk: name, reason: r) }
+        // Safe because the guard makes the 4-byte load lie inside `stored`.
+        guard stored.count >= 4, let base = stored.baseAddress else { throw bad("stored size \(stored.count) < 4: no symbol size") }
+        let S = Int(base.loadUnaligned(as: UInt32.self).littleEndian)
+        guard S <= stored.count - 4 else { throw bad("symbol section of \(S) bytes exceeds the chunk's \(stored.count - 4)") }
+        let bitBytes = stored.count - 4 - S
+        guard bitBytes <= Buckets.maxFilteredBytes(n) - n else { throw bad("\(bitBytes) extra-bit bytes exceed the \(Buckets.maxFilteredBytes(n) - n) that \(n) values can need") }
+        ensure(n + bitBytes + 8)
+        let symbols = base + 4
+        switch d.codec {
+        case .none:
+            guard S == n else { throw bad("\(S) stored symbols, expected \(n)") }
+            // Safe because scratch holds n + bitBytes + 8 bytes (ensured above).
+            scratch.copyMemory(from: symbols, byteCount: n)
+        case .lz4:
+            let got = LZ4_decompress_safe(symbols.assumingMemoryBound(to: CChar.self), scratch.assumingMemoryBound(to: CChar.self),
+                                          Int32(clamping: S), Int32(clamping: n))
+            guard got == n else { throw bad("LZ4_decompress_safe gave \(got) symbols, expected \(n)") }
+        case .zstd:
+            let got = ZSTD_decompressDCtx(dctx, scratch, n, symbols, S)
+            guard ZSTD_isError(got) == 0, got == n else {
+                let why = ZSTD_isError(got) != 0 ? String(cString: ZSTD_getErrorName(got)) : "\(got) bytes"
+                throw bad("ZSTD_decompressDCtx: \(why), expected \(n) symbols")
+            }
+        }
+        // Safe because scratch holds n + bitBytes + 8 bytes and the bits lie inside `stored`.
+        (scratch + n).copyMemory(from: symbols + S, byteCount: bitBytes)
+        (scratch + n + bitBytes).initializeMemory(as: UInt8.self, repeating: 0, count: 8)
+        if let why = Buckets.decode(scratch.assumingMemoryBound(to: UInt8.self), length: n + bitBytes, count: n, width: d.width,
+                                    delta: d.filter == .deltaBuckets, into: out) {
+            throw bad(why)
+        }
     }
 
     private func ensure(_ n: Int) {

@@ -25,6 +25,8 @@ struct FooterJSON: Codable, Equatable {
         var chunks: [Chunk]
     }
     var formatVersion: Int
+    /// Format 1.1 and later (FORMAT.md section 9); absent means 0.
+    var formatMinorVersion: Int?
     var vocabularySize: Int
     var maxEntries: Int
     var maxSamples: Int
@@ -130,6 +132,10 @@ struct ShardLayout: Sendable {
     init(_ f: FooterJSON, file: String, chunkEnd: Int) throws {
         func bad(_ r: String, _ chunk: String? = nil) -> ShardFormatError { .malformed(file: file, chunk: chunk, reason: "footer: " + r) }
         guard f.formatVersion == 1 else { throw bad("formatVersion \(f.formatVersion) is not 1") }
+        let minor = f.formatMinorVersion ?? 0
+        guard (0...ShardFormatVersion.minor).contains(minor) else {
+            throw bad("formatMinorVersion \(minor) is newer than this reader's 1.\(ShardFormatVersion.minor)")
+        }
         guard (1...(1 << 24)).contains(f.vocabularySize) else { throw bad("vocabularySize \(f.vocabularySize) outside 1...16777216") }
         guard (0...65535).contains(f.maxEntries) else { throw bad("maxEntries \(f.maxEntries) outside 0...65535") }
         guard (0...(1 << 20)).contains(f.maxSamples) else { throw bad("maxSamples \(f.maxSamples) outside 0...1048576") }
@@ -183,6 +189,7 @@ struct ShardLayout: Sendable {
                 }
                 guard (1...4).contains(c.width), c.count >= 0, c.count <= (1 << 40) else { throw bad("width \(c.width) or count \(c.count) invalid", where_) }
                 guard let filter = ChunkFilter(rawValue: c.filter) else { throw bad("unknown filter \(c.filter)", where_) }
+                guard filter.minorVersion <= minor else { throw bad("filter \(c.filter) needs format 1.\(filter.minorVersion), footer says 1.\(minor)", where_) }
                 let codec: Codec
                 switch c.codec { case "none": codec = .none; case "lz4": codec = .lz4; case "zstd": codec = .zstd(level: 0)
                 default: throw bad("unknown codec \(c.codec)", where_) }
@@ -230,4 +237,13 @@ struct ShardLayout: Sendable {
         documentKeys = keys; documentOffsets = st.documentOffsets; lengths = st.lengths; sequenceStarts = starts
         self.blocks = blocks; json = f
     }
+}
+
+/// The cache format version this library reads and writes (FORMAT.md section 9).
+public enum ShardFormatVersion {
+    /// Major version: in both ends of every shard, in footers and manifests.
+    public static let major = 1
+    /// Highest minor revision this library reads, and the one it writes by default. 1 adds
+    /// the `buckets` and `delta-buckets` chunk filters; the footer names it.
+    public static let minor = 1
 }

@@ -110,6 +110,38 @@ import Testing
         }
     }
 
+    /// Bucket-filtered chunks (format 1.1) whose own lengths lie, behind valid checksums: the
+    /// reader and verify name the file and the chunk.
+    @Test func forgedBucketChunksAreRefusedNamingFileAndChunk() throws {
+        let forgeries: [(String, (inout [UInt8]) -> Void)] = [
+            ("symbol size past the end", { b in let s = UInt32(b.count); for i in 0..<4 { b[i] = UInt8(truncatingIfNeeded: s >> UInt32(8 * i)) } }),
+            ("extra-bit byte missing", { b in b.removeLast() }),
+            ("extra-bit byte added", { b in b.append(0) }),
+            ("symbol size field cut", { b in b = Array(b.prefix(3)) }),
+        ]
+        for (what, forge) in forgeries {
+            let dir = try Self.smallCache("bucket")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let shard = CacheWriter.shardName(partition: 0, index: 0)
+            var forged = false
+            try rewriteCache(dir, ShardRewrite(stored: { b, column, bytes in
+                if b == 0 && column == "entry_ids.0" && !bytes.isEmpty { forge(&bytes); forged = true }
+            }))
+            #expect(forged, "\(what): block 0 has no bucket chunk to forge")
+            let rep = CacheVerifier.verify(directory: dir)
+            #expect(!rep.isSound && rep.problems.contains { $0.contains(shard) && $0.contains("block 0 column entry_ids.0") }, "\(what): \(rep.problems)")
+            do { try Self.readAll(dir); Issue.record("reader accepted \(what)") } catch let e as ShardFormatError {
+                #expect("\(e)".contains(shard) && "\(e)".contains("block 0 column entry_ids.0"), "\(what): \(e)")
+            }
+        }
+        // A bucket filter in a footer that claims format 1.0 is refused before any chunk is read.
+        let dir = try Self.smallCache("bucket-minor")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try rewriteCache(dir, ShardRewrite(footer: { $0.formatMinorVersion = nil }))
+        #expect(throws: ShardFormatError.self) { try CacheReader(directory: dir) }
+        #expect(!CacheVerifier.verify(directory: dir).isSound)
+    }
+
     @Test func shardNamesLeadingOutsideAreRefused() throws {
         let dir = try Self.smallCache("path")
         let outside = freshDirectory("outside")

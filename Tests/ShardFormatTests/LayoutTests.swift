@@ -18,6 +18,11 @@ import Testing
         Layout(filter: .planes, width: 4, codec: .none, reverse: false),
         Layout(filter: .planes, width: 3, codec: .lz4, reverse: true),
         Layout(filter: .raw, width: 1, codec: .none, reverse: false),
+        // Format 1.1 bucket filters on every column, with every codec.
+        Layout(filter: .buckets, width: 4, codec: .none, reverse: true),
+        Layout(filter: .buckets, width: 1, codec: .lz4, reverse: false),
+        Layout(filter: .deltaBuckets, width: 2, codec: .zstd(level: 3), reverse: false),
+        Layout(filter: .deltaBuckets, width: 4, codec: .none, reverse: true),
     ]
 
     /// Every value of the cache (all tokens, full K, samples) as one flat array.

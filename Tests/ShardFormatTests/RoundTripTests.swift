@@ -5,7 +5,8 @@ import Testing
 @Suite struct RoundTripTests {
     struct Config: CustomTestStringConvertible, Sendable {
         var vocab: Int, k: Int, samples: Int, codec: Codec, logProbs: LogProbEncoding, blockTokens: Int
-        var testDescription: String { "V=\(vocab) K=\(k) S=\(samples) \(codec) \(logProbs) block=\(blockTokens)" }
+        var minor = ShardFormatVersion.minor
+        var testDescription: String { "V=\(vocab) K=\(k) S=\(samples) \(codec) \(logProbs) block=\(blockTokens) format 1.\(minor)" }
     }
     static let configs: [Config] = [
         Config(vocab: 256, k: 5, samples: 0, codec: .none, logProbs: .default, blockTokens: 7),
@@ -16,6 +17,9 @@ import Testing
         Config(vocab: 262_144, k: 1, samples: 3, codec: .none, logProbs: .float32, blockTokens: 5),
         Config(vocab: 1 << 24, k: 12, samples: 0, codec: .lz4, logProbs: .quantized(stepLog2: 10), blockTokens: 9),
         Config(vocab: 300, k: 0, samples: 5, codec: .zstd(level: 3), logProbs: .default, blockTokens: 4),
+        // Format 1.0 files (byte planes only) still write and read.
+        Config(vocab: 32000, k: 64, samples: 8, codec: .zstd(level: 3), logProbs: .default, blockTokens: 64, minor: 0),
+        Config(vocab: 262_144, k: 16, samples: 0, codec: .lz4, logProbs: .quantized(stepLog2: 8), blockTokens: 21, minor: 0),
     ]
 
     @Test(arguments: configs)
@@ -26,7 +30,12 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A tiny target forces several shards.
         let m = try writeCache(dir, seqs, vocab: c.vocab, k: c.k, samples: c.samples,
-                               options: WriterOptions(codec: c.codec, logProbs: c.logProbs, blockTokens: c.blockTokens, targetShardBytes: 2000))
+                               options: WriterOptions(codec: c.codec, logProbs: c.logProbs, blockTokens: c.blockTokens, targetShardBytes: 2000,
+                                                      formatMinorVersion: c.minor))
+        // The chunks use exactly the filters of the version written.
+        let filters = try Set(m.shards.flatMap { try ShardReader(path: dir + "/" + $0.file).layout.json.blocks.flatMap(\.chunks).map(\.filter) })
+        #expect(filters.isSubset(of: c.minor == 0 ? ["raw", "planes"] : ["raw", "planes", "buckets", "delta-buckets"]))
+        if c.minor > 0 && c.codec != .none && c.k > 0 { #expect(filters.contains("buckets")) }
         #expect(m.shards.count > 1)
         let r = try CacheReader(directory: dir)
         #expect(r.sequenceCount == seqs.count)

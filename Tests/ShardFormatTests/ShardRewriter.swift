@@ -10,6 +10,8 @@ struct ShardRewrite {
     var values: ((Int, String, inout [UInt32]) -> Void)? = nil
     /// (block, column) -> the chunk's new filter, width and codec (nil keeps the stored bytes).
     var layout: ((Int, String) -> (filter: ChunkFilter, width: Int, codec: Codec)?)? = nil
+    /// (block, column, stored bytes) -> edits the stored bytes as they are (checksummed after).
+    var stored: ((Int, String, inout [UInt8]) -> Void)? = nil
     /// Edits the footer after the chunks are laid out.
     var footer: ((inout FooterJSON) -> Void)? = nil
     /// Lays the chunks out in reverse order (readers must use the offsets).
@@ -42,6 +44,7 @@ struct ShardRewrite {
                     f.blocks[b].chunks[i].count = v.count; f.blocks[b].chunks[i].width = width
                     f.blocks[b].chunks[i].filter = filter.rawValue; f.blocks[b].chunks[i].codec = codec.name
                 }
+                self.stored?(b, c.column, &bytes)
                 f.blocks[b].chunks[i].size = bytes.count
                 f.blocks[b].chunks[i].xxh3 = hex16(Checksum.xxh3(bytes))
                 pieces.append((b, i, bytes))

@@ -14,16 +14,42 @@ import zstandard
 import logitcache_reader as lr
 
 
-def encode_values(values, width: int, filt: str, codec: str) -> bytes:
-    """Section 6 in reverse: uint32 values -> filter -> codec -> stored bytes."""
-    v = np.asarray(values, dtype=np.uint32)
-    planes = np.stack([((v >> np.uint32(8 * p)) & np.uint32(0xFF)).astype(np.uint8) for p in range(width)])
-    data = (planes.T if filt == "raw" else planes).tobytes()  # raw: value-major LE; planes: plane-major
-    if len(v) == 0 or codec == "none":
+def _codec(data: bytes, codec: str) -> bytes:
+    if codec == "none":
         return data
     if codec == "lz4":
         return lz4.block.compress(data, store_size=False)
     return zstandard.ZstdCompressor(level=3, write_content_size=True).compress(data)
+
+
+def encode_buckets(values, delta: bool, codec: str) -> bytes:
+    """The bucket filters of section 6, written from the spec one value at a time: u32 size of
+    the coded symbols, the symbols through the codec, then the extra bits (LSB first)."""
+    symbols, acc, nbits, prev = bytearray(), 0, 0, 0
+    for v in (int(x) for x in values):
+        if delta:
+            d = (v - prev + 2 ** 31) % 2 ** 32 - 2 ** 31  # signed 32-bit difference
+            prev = v
+            v = 2 * d if d >= 0 else -2 * d - 1         # zigzag
+        if v < 16:
+            symbols.append(v)
+            continue
+        top = v.bit_length() - 1
+        symbols.append(16 + 4 * (top - 4) + ((v >> (top - 2)) & 3))
+        acc |= (v & ((1 << (top - 2)) - 1)) << nbits
+        nbits += top - 2
+    coded = _codec(bytes(symbols), codec)
+    return struct.pack("<I", len(coded)) + coded + acc.to_bytes((nbits + 7) // 8, "little")
+
+
+def encode_values(values, width: int, filt: str, codec: str) -> bytes:
+    """Section 6 in reverse: uint32 values -> filter -> codec -> stored bytes."""
+    v = np.asarray(values, dtype=np.uint32)
+    if filt in ("buckets", "delta-buckets"):
+        return encode_buckets(v, filt == "delta-buckets", codec)
+    planes = np.stack([((v >> np.uint32(8 * p)) & np.uint32(0xFF)).astype(np.uint8) for p in range(width)])
+    data = (planes.T if filt == "raw" else planes).tobytes()  # raw: value-major LE; planes: plane-major
+    return data if len(v) == 0 else _codec(data, codec)
 
 
 def write_manifest(path: str, manifest: dict):

@@ -4,6 +4,7 @@ compared with `logitcache dump --json`; corrupt, truncated and hostile caches mu
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -41,6 +42,10 @@ CONFIGS = {
                              "--top-p", 0.5, "--tokens", 900, "--seq-len", 90, "--block-tokens", 128],
     "v32000-zstd-step0": ["--seed", 7, "--vocab", 32000, "--codec", "zstd", "--step-log2", 0, "--k", 64,
                           "--tokens", 400, "--seq-len", 400],
+    # Format 1.0 files (byte planes only, what the writer made before the bucket filters).
+    "v32000-zstd-format1.0": ["--seed", 10, "--vocab", 32000, "--codec", "zstd", "--k", 64, "--sampled",
+                              "--draws", 10, "--tokens", 900, "--seq-len", 300, "--block-tokens", 256,
+                              "--format-minor", 0],
 }
 
 
@@ -244,9 +249,24 @@ def test_empty_sequences(lc_bin, tmp_path, caches):
     run(lc_bin, "verify", path)
 
 
+FORMAT_1_0_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                                  "Tests", "ShardFormatTests", "Fixtures", "format-1.0-cache")
+
+
+def test_a_committed_format_1_0_cache_reads(lc_bin):
+    """A cache written before format 1.1 (byte planes only) reads in both readers, identically."""
+    with lr.Cache(FORMAT_1_0_FIXTURE) as cache:
+        footer = cache.shards[0].footer
+        assert "formatMinorVersion" not in footer
+        assert {c["filter"] for b in footer["blocks"] for c in b["chunks"]} <= {"raw", "planes"}
+        cache.verify()
+        assert_matches_dump(cache, swift_dump(lc_bin, FORMAT_1_0_FIXTURE))
+
+
 _dumps = {}
 LAYOUTS = [(4, "raw", "none"), (4, "planes", "lz4"), (1, "raw", "zstd"), (4, "planes", "none"), (3, "planes", "lz4"),
-           (1, "planes", "none"), (2, "raw", "lz4")]
+           (1, "planes", "none"), (2, "raw", "lz4"), (1, "buckets", "none"), (4, "buckets", "lz4"),
+           (2, "delta-buckets", "zstd"), (4, "delta-buckets", "none")]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: f"w{l[0]}-{l[1]}-{l[2]}")
@@ -505,6 +525,14 @@ FORGERIES = {
     "chunk past footer": (footer_edit(lambda ft: ft["blocks"][-1]["chunks"][-1].update(size=10 ** 6)), r"past the footer"),
     "trailing byte": (dict(raw_chunks=lambda b, col, s: s + b"\0" if col == "input_ids" and b == 0 else s),
                       r"block 0 chunk 'input_ids'"),
+    # Bucket filters (format 1.1): their own sizes must agree with the symbols.
+    "bucket symbol size past the end": (dict(raw_chunks=lambda b, col, s: struct.pack("<I", len(s)) + s[4:]
+                                             if col == "entry_ids.0" and b == 0 else s), r"block 0 chunk 'entry_ids\.0'.*symbol"),
+    "bucket extra bits short": (dict(raw_chunks=lambda b, col, s: s[:-1] if col == "entry_ids.0" and b == 0 else s),
+                                r"block 0 chunk 'entry_ids\.0'.*extra bits"),
+    "bucket extra bits long": (dict(raw_chunks=lambda b, col, s: s + b"\0" if col == "entry_logprobs.0" and b == 0 else s),
+                               r"block 0 chunk 'entry_logprobs\.0'.*extra bits"),
+    "bucket filter in format 1.0": (footer_edit(lambda ft: ft.pop("formatMinorVersion")), r"needs format 1\.1"),
 }
 
 

@@ -28,12 +28,35 @@ struct BenchFormatCommand: ParsableCommand {
         func mt(_ x: Any?) -> String { (x as? Double).map { String(format: "%.2f M", $0 / 1e6) } ?? "n/a" }
         for res in results {
             print("vocabulary \(res["vocabulary"]!), K=\(k), \(tokens) tokens (teacher-like generator, seed \(seed))")
-            print("  bytes/token   ours default (zstd-3, 1/64 nat) \(f(res["ours_default_bytes_per_token"]))   ours lossless \(f(res["ours_lossless_bytes_per_token"]))   raw int32+f16 \(f(res["raw_bytes_per_token"]))   parquet+zstd \(f(res["parquet_bytes_per_token"]))")
-            print("  ratio vs parquet+zstd: default \(r(res["default_vs_parquet"]))   lossless \(r(res["lossless_vs_parquet"]))   (target <= 0.50x)")
-            print("  write tokens/s (1 core)    ours default \(mt(res["write_tokens_per_s"]))   parquet \(mt(res["parquet_write_tokens_per_s"]))   (target >= 0.2 M)")
+            print("  bytes/token   ours default (zstd-3, 1/64 nat) \(f(res["ours_default_bytes_per_token"]))   ours lossless \(f(res["ours_lossless_bytes_per_token"]))   ours default as format 1.0 (byte planes) \(f(res["ours_format_1_0_bytes_per_token"]))   raw int32+f16 \(f(res["raw_bytes_per_token"]))   parquet+zstd \(f(res["parquet_bytes_per_token"]))")
+            print("  ratio vs parquet+zstd: default \(r(res["default_vs_parquet"]))   lossless \(r(res["lossless_vs_parquet"]))   format 1.0 \(r(res["format_1_0_vs_parquet"]))   (target <= 0.50x)")
+            if let parts = res["default_breakdown"] as? [String: Double] {
+                print("  where the default's bytes/token go: " + Self.breakdownOrder.map { "\($0) \(f(parts[$0] ?? 0))" }.joined(separator: "   "))
+            }
+            print("  write tokens/s (1 core)    ours default \(mt(res["write_tokens_per_s"]))   parquet \(mt(res["parquet_write_tokens_per_s"]))   (target >= 0.2 M)   per CPU-second: ours \(mt(res["write_tokens_per_cpu_s"]))")
             print("  read tokens/s into [T,k] arrays: k=64 1 thread \(mt(res["read_k64_1t"]))  2 threads \(mt(res["read_k64_2t"]))   k=8 1 thread \(mt(res["read_k8_1t"]))  2 threads \(mt(res["read_k8_2t"]))   parquet k=64 \(mt(res["parquet_read_tokens_per_s"]))   (target >= 1 M/core at k=64)")
             print("  read tokens per CPU-second (per core; equal for 1 and 2 threads = no contention): k=64 1 thread \(mt(res["read_k64_1t_cpu"]))  2 threads \(mt(res["read_k64_2t_cpu"]))   k=8 1 thread \(mt(res["read_k8_1t_cpu"]))  2 threads \(mt(res["read_k8_2t_cpu"]))")
         }
+    }
+
+    /// Groups of the bytes/token breakdown, in print order: entry ids (band chunks and their
+    /// dictionary), entry log-probs, the per-token columns, samples, and framing (header,
+    /// footer, trailer; no manifest).
+    static let breakdownOrder = ["entry_ids", "entry_id_dict", "entry_logprobs", "input_ids", "next_logprob", "logsumexp",
+                                 "entry_count", "samples", "framing"]
+
+    /// Bytes/token of `dir`'s cache by ``breakdownOrder`` group (sums to the shard bytes/token).
+    private func breakdown(_ dir: String, tokens T: Int) throws -> [String: Double] {
+        let r = try CacheReader(directory: dir)
+        var out: [String: Double] = [:]
+        var chunks = 0
+        for c in r.columnStatistics() {
+            let key = c.column.hasPrefix("sample_") ? "samples" : c.column
+            out[key, default: 0] += Double(c.storedBytes) / Double(T)
+            chunks += c.storedBytes
+        }
+        out["framing"] = Double(r.manifest.totals.bytes - chunks) / Double(T)
+        return out
     }
 
     private func bench(_ V: Int) throws -> [String: Any] {
@@ -46,15 +69,17 @@ struct BenchFormatCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         let desc = CacheDescription(vocabularySize: V, fingerprints: Fingerprints(teacher: "bench", tokenizer: "bench", corpus: "bench"),
                                     capture: CaptureSettings(policy: "top-k", k: k))
-        func write(_ dir: String, _ o: WriterOptions) throws -> (bytes: Int, seconds: Double) {
-            let t0 = Date()
+        func write(_ dir: String, _ o: WriterOptions) throws -> (bytes: Int, seconds: Double, cpu: Double) {
+            let t0 = Date(), c0 = threadCPUSeconds()
             let w = try CacheWriter(directory: dir, description: desc, options: o)
             for s in seqs { try w.append(s) }
             let m = try w.finish()
-            return (m.totals.bytes, Date().timeIntervalSince(t0))
+            return (m.totals.bytes, Date().timeIntervalSince(t0), threadCPUSeconds() - c0)
         }
         let def = try write(tmp + "/default", WriterOptions())
         let lossless = try write(tmp + "/lossless", WriterOptions(logProbs: .float32))
+        // The same default settings with format 1.0's byte planes: what the bucket filters gain.
+        let planes = try write(tmp + "/format-1.0", WriterOptions(formatMinorVersion: 0))
         let reader = try CacheReader(directory: tmp + "/default")
         /// Wall-clock tokens/s (best of 3) and CPU tokens/s per thread (tokens over the threads'
         /// summed CPU time): on a busy machine the second thread may get no core, so wall time
@@ -86,8 +111,10 @@ struct BenchFormatCommand: ParsableCommand {
             "vocabulary": V, "tokens": T, "entries": E,
             "ours_default_bytes_per_token": Double(def.bytes) / Double(T),
             "ours_lossless_bytes_per_token": Double(lossless.bytes) / Double(T),
+            "ours_format_1_0_bytes_per_token": Double(planes.bytes) / Double(T),
             "raw_bytes_per_token": Double(12 * T + 6 * E) / Double(T),
-            "write_tokens_per_s": Double(T) / def.seconds,
+            "write_tokens_per_s": Double(T) / def.seconds, "write_tokens_per_cpu_s": Double(T) / def.cpu,
+            "default_breakdown": try breakdown(tmp + "/default", tokens: T),
             "read_k64_1t": r64.0.wall, "read_k64_2t": r64.1.wall, "read_k8_1t": r8.0.wall, "read_k8_2t": r8.1.wall,
             "read_k64_1t_cpu": r64.0.cpu, "read_k64_2t_cpu": r64.1.cpu, "read_k8_1t_cpu": r8.0.cpu, "read_k8_2t_cpu": r8.1.cpu,
         ]
@@ -107,6 +134,7 @@ struct BenchFormatCommand: ParsableCommand {
                 res["parquet_bytes_per_token"] = pq
                 res["default_vs_parquet"] = Double(def.bytes) / Double(T) / pq
                 res["lossless_vs_parquet"] = Double(lossless.bytes) / Double(T) / pq
+                res["format_1_0_vs_parquet"] = Double(planes.bytes) / Double(T) / pq
                 if let w = j["write_seconds"] as? Double { res["parquet_write_tokens_per_s"] = Double(T) / w }
                 if let r = j["read_seconds"] as? Double { res["parquet_read_tokens_per_s"] = Double(T) / r }
             } else {

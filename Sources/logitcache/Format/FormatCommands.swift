@@ -101,6 +101,8 @@ struct SynthCommand: ParsableCommand {
     @Option(help: "Target shard size in bytes.") var shardBytes: Int = 256 << 20
     @Option(help: "This writer's partition index.") var partition: Int = 0
     @Option(help: "Number of partitions (sequences are dealt round-robin).") var partitions: Int = 1
+    @Option(help: "Format minor version to write: 1 (bucket filters) or 0 (byte planes only, read by format 1.0 readers).")
+    var formatMinor: Int = ShardFormatVersion.minor
 
     func run() throws {
         guard let c = Codec(parsing: codec) else { throw ValidationError("unknown codec \(codec) (none, lz4, zstd, zstd:LEVEL)") }
@@ -113,7 +115,7 @@ struct SynthCommand: ParsableCommand {
                 capture: CaptureSettings(policy: sampled ? "top-k+sampled" : (topP < 1 ? "top-p" : "top-k"), k: g.k,
                                          topP: topP < 1 ? topP : nil, samples: sampled ? draws : 0, temperature: 1, seed: seed))
             let opts = WriterOptions(codec: c, logProbs: lossless ? .float32 : .quantized(stepLog2: stepLog2),
-                                     blockTokens: blockTokens, targetShardBytes: shardBytes)
+                                     blockTokens: blockTokens, targetShardBytes: shardBytes, formatMinorVersion: formatMinor)
             let w = try CacheWriter(directory: out, description: desc, options: opts, partition: partition, partitionCount: partitions)
             let nSeq = (tokens + seqLen - 1) / seqLen
             let mine = stride(from: partition, to: nSeq, by: partitions).map { $0 }

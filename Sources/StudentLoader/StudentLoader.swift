@@ -307,7 +307,13 @@ private final class Pipeline: @unchecked Sendable {
             guard j >= 0 else { throw LoaderError.stateMismatch("window \(w) was not planned") }
             if j >= needed { needed = j + 1; cond.broadcast() }
             while ready[w] == nil {
-                if let e = failures[j] { stopped = true; cond.broadcast(); pool.put(out.compactMap { $0 }); throw e }
+                // After a failure the workers stop: units never claimed will not come. Rows
+                // already taken go back, so a retry of this batch finds them.
+                if let e = failures[j] ?? (stopped && j >= claimed ? failures.min { $0.key < $1.key }?.value : nil) {
+                    stopped = true; cond.broadcast()
+                    for (v, r) in zip(ws, out) { if let r { ready[v] = r } }
+                    throw e
+                }
                 cond.wait()
             }
             // Safe because the loop above waited for this key.

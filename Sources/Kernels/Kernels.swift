@@ -17,7 +17,7 @@
 //   attentionForward                 causal GQA attention, online softmax, no T×T buffer
 //   swigluForward, geluForward       activations (GELU tanh approximation)
 //   EmbeddingTable, embeddingForward token (+ position) embeddings from f32/f16/bf16 tables
-//   softmaxForward, logsumexp, topKLogsumexp
+//   softmaxForward, logsumexp, topKLogsumexp   (streaming top-K selection: TopK.swift)
 //   lmHeadTopK                       LM head fused with top-K + logsumexp over vocab tiles
 //   simdExp, scalarExp               vectorised e^x used by the above
 //   KernelError                      bad input data (token ids, sequence lengths)

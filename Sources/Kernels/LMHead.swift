@@ -45,16 +45,21 @@ public func lmHeadTopK(hidden: UnsafePointer<Float>, rows T: Int, weight: Packed
     let ldt = tileV + 16  // padded: a power-of-two row stride would alias in the caches
     pool.parallelFor(T, granule: gemmMR) { rows in
         let rowBlock = min(lmHeadRowBlock, (rows.count + gemmMR - 1) / gemmMR * gemmMR)
-        // ap: packed rows of hidden (⌈rowBlock/MR⌉, C, MR); tile (rowBlock, ldt) logits.
+        // ap: packed rows of hidden (⌈rowBlock/MR⌉, C, MR); tile (rowBlock, ldt) logits;
+        // accs (rowBlock) per-row running top-K states.
         withGemmScratch(rowBlock * C) { ap in withGemmScratch(rowBlock * ldt) { tile in
+        withTopKScratch(tile: tileV, k: k) { scratch in
+            // Safe because accs is freed on exit and each slot is initialised before use.
+            let accs = UnsafeMutablePointer<TopKAccumulator>.allocate(capacity: rowBlock)
+            defer { accs.deallocate() }
             var r0 = rows.lowerBound
             while r0 < rows.upperBound {
                 let rb = r0..<min(rows.upperBound, r0 + rowBlock)
                 gemmPackA(op, r0, rb.count, C, ap)
-                var accs = [TopKAccumulator]()
-                accs.reserveCapacity(rb.count)
                 // Safe because r < T keeps each accumulator inside its own output row.
-                for r in rb { accs.append(TopKAccumulator(vals: topLogits + r * k, ids: topIds + r * k, k: k)) }
+                for (i, r) in rb.enumerated() {
+                    (accs + i).initialize(to: TopKAccumulator(vals: topLogits + r * k, ids: topIds + r * k, k: k))
+                }
                 var p0 = 0
                 while p0 < weight.panelCount {
                     let panels = p0..<min(weight.panelCount, p0 + panelsPerTile)
@@ -69,13 +74,13 @@ public func lmHeadTopK(hidden: UnsafePointer<Float>, rows T: Int, weight: Packed
                             // Safe because the id was range-checked and lies in this tile.
                             if id >= n0 && id < n0 + width { targetLogits[r] = row[id - n0] }
                         }
-                        accs[i].consume(row, width, firstId: n0)
+                        accs[i].consume(row, width, firstId: n0, scratch: scratch)
                     }
                     p0 = panels.upperBound
                 }
                 for (i, r) in rb.enumerated() { lse[r] = accs[i].logsumexp }
                 r0 = rb.upperBound
             }
-        }}
+        }}}
     }
 }

@@ -4,24 +4,47 @@ import Glibc
 import Darwin
 #endif
 
-// Softmax, logsumexp and streaming top-K selection.
+// Softmax and logsumexp (the streaming top-K selection is in TopK.swift).
 
-/// Largest element of x (n >= 1), 16 lanes at a time.
+/// Largest element of x (n >= 1), 16 lanes at a time; NaN elements are skipped in vectors.
 @inline(__always)
 func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var m = SIMD16<Float>(repeating: -.infinity)
+    // Four independent accumulators: one compare+blend chain would wait on its own latency.
+    var m0 = SIMD16<Float>(repeating: -.infinity), m1 = m0, m2 = m0, m3 = m0
     let raw = UnsafeRawPointer(x)
     var i = 0
-    while i + 16 <= n {
-        // Safe because i+16 <= n elements exist. (A compare+blend: `pointwiseMax` goes lane
+    while i + 64 <= n {
+        // Safe because i+64 <= n elements exist. (A compare+blend: `pointwiseMax` goes lane
         // by lane for its NaN rules.)
+        let v0 = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+        let v1 = raw.loadUnaligned(fromByteOffset: i * 4 + 64, as: SIMD16<Float>.self)
+        let v2 = raw.loadUnaligned(fromByteOffset: i * 4 + 128, as: SIMD16<Float>.self)
+        let v3 = raw.loadUnaligned(fromByteOffset: i * 4 + 192, as: SIMD16<Float>.self)
+        m0 = m0.replacing(with: v0, where: v0 .> m0); m1 = m1.replacing(with: v1, where: v1 .> m1)
+        m2 = m2.replacing(with: v2, where: v2 .> m2); m3 = m3.replacing(with: v3, where: v3 .> m3)
+        i += 64
+    }
+    while i + 16 <= n {
+        // Safe because i+16 <= n elements exist.
         let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-        m = m.replacing(with: v, where: v .> m)
+        m0 = m0.replacing(with: v, where: v .> m0)
         i += 16
     }
-    var r = m.max()
+    m0 = m0.replacing(with: m1, where: m1 .> m0)
+    m2 = m2.replacing(with: m3, where: m3 .> m2)
+    m0 = m0.replacing(with: m2, where: m2 .> m0)
+    var r = horizontalMax(m0)
     while i < n { r = Swift.max(r, x[i]); i += 1 }
     return r
+}
+
+/// Largest lane of a vector without NaN lanes, by halving (the generic `max()` is a call).
+@inline(__always)
+func horizontalMax(_ v: SIMD16<Float>) -> Float {
+    let a8 = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
+    let a4 = a8.lowHalf.replacing(with: a8.highHalf, where: a8.highHalf .> a8.lowHalf)
+    let a2 = a4.lowHalf.replacing(with: a4.highHalf, where: a4.highHalf .> a4.lowHalf)
+    return a2[1] > a2[0] ? a2[1] : a2[0]
 }
 
 /// Σ e^(x[i] - shift) over n elements, 16 lanes at a time (tail through a padded vector).
@@ -72,106 +95,6 @@ public func softmaxForward(out: UnsafeMutablePointer<Float>, input: UnsafePointe
             let (s, _) = sumAndSquares(y, C)
             let k = 1 / s
             mapSIMD(y, y, C) { $0 * k }
-        }
-    }
-}
-
-/// Streaming per-row top-K and logsumexp over values that arrive in ascending id order.
-/// Holds the K best (value, id) pairs sorted by value descending, ties by lower id — which,
-/// since ids arrive ascending, means a newcomer must be strictly greater than the worst kept.
-@usableFromInline
-struct TopKAccumulator {
-    /// vals (k), ids (k): the output row itself, filled in place.
-    let vals: UnsafeMutablePointer<Float>
-    let ids: UnsafeMutablePointer<Int32>
-    let k: Int
-    var filled = 0
-    /// Running maximum and Σ e^(x - maximum) for the logsumexp.
-    var maximum: Float = -.infinity
-    var sum: Double = 0
-
-    init(vals: UnsafeMutablePointer<Float>, ids: UnsafeMutablePointer<Int32>, k: Int) {
-        self.vals = vals; self.ids = ids; self.k = k
-    }
-
-    @inline(__always)
-    mutating func insert(_ v: Float, _ id: Int32) {
-        // Binary search for the first kept value < v (equal values keep their earlier ids ahead).
-        var lo = 0, hi = filled
-        while lo < hi {
-            let mid = (lo + hi) >> 1
-            // Safe because mid < filled <= k.
-            if vals[mid] < v { hi = mid } else { lo = mid + 1 }
-        }
-        let last = Swift.min(filled, k - 1)
-        var j = last
-        // Safe because j <= k-1 and j-1 >= lo >= 0 stay inside the k-element rows.
-        while j > lo { vals[j] = vals[j - 1]; ids[j] = ids[j - 1]; j -= 1 }
-        vals[lo] = v; ids[lo] = id
-        if filled < k { filled += 1 }
-    }
-
-    /// Feeds values x (n) with ids firstId..<firstId+n.
-    @inline(__always)
-    mutating func consume(_ x: UnsafePointer<Float>, _ n: Int, firstId: Int) {
-        guard n > 0 else { return }
-        let m = rowMax(x, n)
-        if m > maximum {
-            if maximum != -.infinity { sum *= Double(scalarExp(maximum - m)) }
-            maximum = m
-        }
-        if maximum != -.infinity && maximum != .infinity {
-            sum += Double(sumExp(x, n, maximum))
-        }
-        guard k > 0 else { return }
-        let raw = UnsafeRawPointer(x)
-        var i = 0
-        while i < n {
-            let w = Swift.min(16, n - i)
-            if filled == k && w == 16 {
-                // Safe because i+16 <= n elements exist.
-                let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-                if !any(v .> SIMD16<Float>(repeating: vals[k - 1])) { i += 16; continue }
-            }
-            for j in i..<(i + w) {
-                let v = x[j]
-                if filled < k ? !v.isNaN : v > vals[k - 1] { insert(v, Int32(truncatingIfNeeded: firstId + j)) }
-            }
-            i += w
-        }
-    }
-
-    var logsumexp: Float {
-        if maximum == -.infinity || maximum == .infinity || maximum.isNaN { return maximum }
-        return maximum + Float(log(sum))
-    }
-}
-
-
-/// Per-row top-K and logsumexp of full logits.
-///
-/// logits (rows, V) -> topIds (rows, k), topLogits (rows, k) in descending order, ties broken
-/// by lower id; logsumexp (rows) over the full row. NaN logits never enter the top-K.
-/// Results are bit-identical to ``lmHeadTopK(hidden:rows:weight:k:scale:topIds:topLogits:logsumexp:targets:targetLogits:pool:)``
-/// on the same logits. k must be <= V.
-///
-/// API status: final.
-public func topKLogsumexp(logits: UnsafePointer<Float>, rows: Int, vocab V: Int, k: Int,
-                          topIds: UnsafeMutablePointer<Int32>, topLogits: UnsafeMutablePointer<Float>,
-                          logsumexp lse: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-    precondition(k >= 0 && k <= V, "topKLogsumexp: k=\(k) outside 0...\(V)")
-    pool.parallelFor(rows) { rs in
-        for r in rs {
-            // Safe because r < rows keeps every access inside row r of each buffer.
-            var acc = TopKAccumulator(vals: topLogits + r * k, ids: topIds + r * k, k: k)
-            // Same vocabulary tiles as lmHeadTopK, so both paths round identically.
-            var n0 = 0
-            while n0 < V {
-                let w = min(lmHeadTileV, V - n0)
-                acc.consume(logits + r * V + n0, w, firstId: n0)
-                n0 += w
-            }
-            lse[r] = acc.logsumexp
         }
     }
 }

@@ -79,13 +79,29 @@ func expShiftedSum(_ o: UnsafeMutablePointer<Float>, _ l: UnsafePointer<Float>, 
         for j in (count - i)..<8 { y[j] = 0 }
         take(y)
     }
-    if count < 128 && lo.min() >= 0x1p-23 && hi.max() <= 1 {
-        let s = acc.sum()
+    if count < 128 && minLane(lo) >= 0x1p-23 && maxLane(hi) <= 1 {
+        let h = acc.lowHalf + acc.highHalf, q = h.lowHalf + h.highHalf
+        let s = q[0] + q[1]
         if !s.isNaN { return s }   // a NaN term (never in a verified cache) takes the ordered path
     }
     var s = 0.0
     for j in 0..<count { s += Double(o[j]) }
     return s
+}
+
+/// Smallest and largest lane by halving (Swift's `min()`/`max()` stay a generic call).
+@inline(__always)
+func minLane(_ v: SIMD8<Float>) -> Float {
+    let h = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .< v.lowHalf)
+    let q = h.lowHalf.replacing(with: h.highHalf, where: h.highHalf .< h.lowHalf)
+    return Swift.min(q[0], q[1])
+}
+
+@inline(__always)
+func maxLane(_ v: SIMD8<Float>) -> Float {
+    let h = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
+    let q = h.lowHalf.replacing(with: h.highHalf, where: h.highHalf .> h.lowHalf)
+    return Swift.max(q[0], q[1])
 }
 
 /// glibc's `__exp2f_data.tab`: bits of 2^(i/32) minus i << 47, i = 0..<32.

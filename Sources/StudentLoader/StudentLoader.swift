@@ -93,6 +93,8 @@ public final class StudentLoader {
     public private(set) var epoch = 0, batchIndex = 0
     private var order: [Int32] = []
     private var pipeline: Pipeline?
+    /// Window rows kept across epochs and seeks, so a new epoch does not fault in fresh memory.
+    private let rowPool: RowPool
 
     /// Opens `directory` and checks it against the student and the configuration.
     /// - Throws: ``LoaderError`` (tokenizer or vocabulary mismatch, k above the cache's K, no
@@ -127,6 +129,7 @@ public final class StudentLoader {
         unitOf = table.unitOfWindow()
         cacheID = reader.manifest.checksum
         converter = TargetConverter(k: c.k, mode: c.mode, invTau: 1 / c.temperature)
+        rowPool = RowPool(capacity: c.contextLength, k: c.k)
         try seek(epoch: 0, batch: 0)
         guard !order.isEmpty else {
             throw LoaderError.unsupported(cache: dir, reason: "\(table.windows.count) windows of \(c.contextLength) tokens give rank \(c.rank) of \(c.worldSize) no batch of \(c.batchSize)")
@@ -176,7 +179,7 @@ public final class StudentLoader {
         }
         pipeline?.stop()
         epoch = e; batchIndex = b; order = o
-        pipeline = Pipeline(loader: self, order: o, from: b * c.batchSize)
+        pipeline = Pipeline(loader: self, order: o, from: b * c.batchSize, pool: rowPool)
     }
 
     /// The next batch (epochs follow each other without end), written into `batch`.
@@ -233,12 +236,12 @@ private final class Pipeline: @unchecked Sendable {
     private var ready: [Int32: WindowRows] = [:]   // converted windows not yet taken
     private var failures: [Int: Error] = [:]
     private var claimed = 0, needed = 0, stopped = false   // needed: jobs the consumer has reached
-    private var free: [WindowRows] = []
-    private let depth: Int, T: Int, k: Int
+    private let pool: RowPool
+    private let depth: Int
 
-    init(loader: StudentLoader, order: [Int32], from start: Int) {
+    init(loader: StudentLoader, order: [Int32], from start: Int, pool: RowPool) {
         let c = loader.configuration
-        depth = c.prefetchBlocks; T = c.contextLength; k = c.k
+        depth = c.prefetchBlocks; self.pool = pool
         var jobOfUnit: [Int: Int] = [:]
         jobOfWindow = .init(repeating: -1, count: loader.table.windows.count)
         for w in order[start...] where w >= 0 {
@@ -256,7 +259,15 @@ private final class Pipeline: @unchecked Sendable {
         }
     }
 
-    func stop() { cond.lock(); stopped = true; cond.broadcast(); cond.unlock() }
+    /// Stops the workers (each finishes its unit) and hands the rows not taken back to the pool.
+    func stop() {
+        cond.lock()
+        stopped = true
+        let rows = Array(ready.values)
+        ready.removeAll()
+        cond.broadcast(); cond.unlock()
+        pool.put(rows)
+    }
 
     private func work(_ loader: () -> StudentLoader?) {
         let tb = TargetBatch()
@@ -267,20 +278,17 @@ private final class Pipeline: @unchecked Sendable {
             let j = claimed
             claimed += 1
             let ws = jobs[j]
-            let reuse = min(ws.count, free.count)
-            var rows = Array(free.suffix(reuse))
-            free.removeLast(reuse)
             cond.unlock()
-            while rows.count < ws.count { rows.append(WindowRows(capacity: T, k: k)) }
+            let rows = pool.take(ws.count)
             do {
                 guard let l = loader() else { return }
                 try l.decode(ws, into: tb, rows: rows)
                 cond.lock()
                 for (w, r) in zip(ws, rows) { ready[w] = r }
             } catch {
+                pool.put(rows)
                 cond.lock()
                 failures[j] = error
-                free += rows
             }
             cond.broadcast(); cond.unlock()
         }
@@ -299,7 +307,13 @@ private final class Pipeline: @unchecked Sendable {
             guard j >= 0 else { throw LoaderError.stateMismatch("window \(w) was not planned") }
             if j >= needed { needed = j + 1; cond.broadcast() }
             while ready[w] == nil {
-                if let e = failures[j] { stopped = true; cond.broadcast(); free += out.compactMap { $0 }; throw e }
+                // After a failure the workers stop: units never claimed will not come. Rows
+                // already taken go back, so a retry of this batch finds them.
+                if let e = failures[j] ?? (stopped && j >= claimed ? failures.min { $0.key < $1.key }?.value : nil) {
+                    stopped = true; cond.broadcast()
+                    for (v, r) in zip(ws, out) { if let r { ready[v] = r } }
+                    throw e
+                }
                 cond.wait()
             }
             // Safe because the loop above waited for this key.
@@ -309,7 +323,29 @@ private final class Pipeline: @unchecked Sendable {
     }
 
     /// Hands rows back once their contents were copied out.
-    func recycle(_ rows: [WindowRows?]) {
-        cond.lock(); free += rows.compactMap { $0 }; cond.unlock()
+    func recycle(_ rows: [WindowRows?]) { pool.put(rows.compactMap { $0 }) }
+}
+
+/// Free ``WindowRows`` of one shape (T tokens, k slots), shared by a loader's pipelines.
+/// Holds at most as many rows as were ever in flight at once.
+private final class RowPool: @unchecked Sendable {
+    // Sendable because `free` is only touched under `lock`.
+    private let lock = NSLock()
+    private var free: [WindowRows] = []
+    private let T: Int, k: Int
+
+    init(capacity T: Int, k: Int) { self.T = T; self.k = k }
+
+    /// n rows, reused where possible, new otherwise.
+    func take(_ n: Int) -> [WindowRows] {
+        lock.lock()
+        let reuse = min(n, free.count)
+        var rows = Array(free.suffix(reuse))
+        free.removeLast(reuse)
+        lock.unlock()
+        while rows.count < n { rows.append(WindowRows(capacity: T, k: k)) }
+        return rows
     }
+
+    func put(_ rows: [WindowRows]) { lock.lock(); free += rows; lock.unlock() }
 }

@@ -61,6 +61,10 @@ public final class TeacherPassJob {
     public let windows: Range<Int>
     public let description: CacheDescription
     let pool: ThreadPool
+    /// Activations of the last batch shape, reused while batches keep it.
+    var activationCache: ForwardActivations?
+    /// The full logits (B·T, V) of ``forwardOnlySeconds()``, kept between calls.
+    var forwardLogits: [Float] = []
 
     /// - Throws: ``TeacherPassError``, ``CorpusError``, and the model's, tokenizer's and
     ///   cache's own errors, each naming the file at fault.
@@ -161,137 +165,5 @@ public final class TeacherPassJob {
             try check("capture settings", "\(m.capture)", "\(d.capture)")
             if let p = m.partition { try check("partition count", "\(p.count)", "\(partitionCount)") }
         }
-    }
-
-    /// Consecutive windows from `w` of equal length (only the corpus's last is short), at most
-    /// `windowsPerBatch`, inside this partition.
-    func batch(startingAt w: Int) -> [Window] {
-        let first = stream.window(w, context: options.context)
-        var batch = [first]
-        while batch.count < options.windowsPerBatch, w + batch.count < windows.upperBound {
-            let next = stream.window(w + batch.count, context: options.context)
-            guard next.length == first.length else { break }
-            batch.append(next)
-        }
-        return batch
-    }
-
-    /// Inputs and next tokens of a batch, each (B, T) flat.
-    func batchTokens(_ batch: [Window]) -> (inputs: [Int32], nexts: [Int32]) {
-        let T = batch[0].length
-        var inputs = [Int32](), nexts = [Int32]()
-        inputs.reserveCapacity(batch.count * T); nexts.reserveCapacity(batch.count * T)
-        for win in batch {
-            inputs += stream.ids[win.start ..< win.start + T]
-            nexts += stream.ids[win.start + 1 ..< win.start + T + 1]
-        }
-        return (inputs, nexts)
-    }
-
-    /// Wall seconds of the forward pass alone — blocks and the plain LM head (full logits) —
-    /// over this job's windows in the same batches: the baseline of `bench teacher`.
-    public func forwardOnlySeconds() throws -> Double {
-        let V = model.config.vocabSize
-        let started = Date()
-        var w = windows.lowerBound
-        var logits: [Float] = []
-        while w < windows.upperBound {
-            let batch = batch(startingAt: w)
-            let B = batch.count, T = batch[0].length
-            let a = model.makeActivations(batch: B, length: T)
-            let (inputs, _) = batchTokens(batch)
-            try inputs.withUnsafeBufferPointer { try model.forwardHidden(tokens: $0.baseAddress!, activations: a, pool: pool) }
-            if logits.count != B * T * V { logits = [Float](repeating: 0, count: B * T * V) }
-            try logits.withUnsafeMutableBufferPointer { try model.headLogits(activations: a, out: $0, pool: pool) }
-            w += B
-        }
-        return Date().timeIntervalSince(started)
-    }
-
-    /// Runs (or resumes) the pass and returns this partition's manifest.
-    ///
-    /// - Parameter progress: called after every batch of windows, on the calling thread.
-    public func run(progress: (TeacherPassProgress) -> Void = { _ in }) throws -> CacheManifest {
-        let o = options
-        let writer = try CacheWriter(directory: o.output, description: description, options: o.writer,
-                                     partition: o.partition.index, partitionCount: o.partition.count)
-        let V = model.config.vocabSize, K = o.policy.maxEntries
-        var capturer = try Capturer(policy: o.policy, temperature: o.temperature, seed: o.seed, vocabularySize: V)
-        var targets = CapturedTargets()
-        let tokensTotal = windows.reduce(0) { $0 + stream.window($1, context: o.context).length }
-        let first = windows.lowerBound + min(writer.resumedSequences, windows.count)
-        let tokensResumed = (windows.lowerBound..<first).reduce(0) { $0 + stream.window($1, context: o.context).length }
-        var tokensDone = tokensResumed, massSum = 0.0, captured = 0
-        let started = Date()
-        let secondsBefore = writer.teacherCost.seconds
-        var activations: (key: [Int], value: ForwardActivations)? = nil
-
-        // Scratch reused across batches. topIDs/topLogits (B·T, K), lse/targetLogits (B·T).
-        var topIDs: [Int32] = [], topLogits: [Float] = [], lse: [Float] = [], targetLogits: [Float] = []
-        var fullLogits: [Float] = []
-
-        var w = first
-        while w < windows.upperBound {
-            let batch = batch(startingAt: w)
-            let B = batch.count, T = batch[0].length, N = B * T
-            let (inputs, nexts) = batchTokens(batch)
-            if activations?.key != [B, T] { activations = ([B, T], model.makeActivations(batch: B, length: T)) }
-            let a = activations!.value
-            try inputs.withUnsafeBufferPointer { try model.forwardHidden(tokens: $0.baseAddress!, activations: a, pool: pool) }
-
-            targets.removeAll()
-            if o.policy.needsFullRow {
-                if fullLogits.count != N * V { fullLogits = [Float](repeating: 0, count: N * V) }
-                try fullLogits.withUnsafeMutableBufferPointer { try model.headLogits(activations: a, out: $0, pool: pool) }
-                try fullLogits.withUnsafeBufferPointer { rows in
-                    for r in 0..<N {
-                        let row = UnsafeBufferPointer(rebasing: rows[r * V ..< (r + 1) * V])
-                        let position = UInt64(batch[r / T].start + r % T)
-                        try capturer.capture(row: row, nextToken: nexts[r], position: position, into: &targets)
-                    }
-                }
-            } else {
-                if topIDs.count != N * K {
-                    topIDs = [Int32](repeating: 0, count: N * K); topLogits = [Float](repeating: 0, count: N * K)
-                    lse = [Float](repeating: 0, count: N); targetLogits = [Float](repeating: 0, count: N)
-                }
-                try model.topK(activations: a, k: K, scale: 1 / o.temperature, ids: &topIDs, logits: &topLogits,
-                               logsumexp: &lse, targets: nexts, targetLogits: &targetLogits, pool: pool)
-                try topIDs.withUnsafeBufferPointer { ids in
-                    try topLogits.withUnsafeBufferPointer { logits in
-                        for r in 0..<N {
-                            try capturer.capture(topIDs: UnsafeBufferPointer(rebasing: ids[r * K ..< (r + 1) * K]),
-                                                 topLogits: UnsafeBufferPointer(rebasing: logits[r * K ..< (r + 1) * K]),
-                                                 logSumExp: lse[r], nextTokenLogit: targetLogits[r], into: &targets)
-                        }
-                    }
-                }
-            }
-
-            for (b, win) in batch.enumerated() {
-                try writer.beginSequence(documentKey: win.documentKey,
-                                         documentOffset: win.documentOffset)
-                for t in 0..<T {
-                    let r = b * T + t
-                    let e = targets.entries(r), s = targets.samples(r)
-                    try writer.appendToken(inputID: inputs[r], nextTokenLogProb: targets.nextTokenLogProb[r],
-                                           logSumExp: targets.logSumExp[r], entryIDs: e.ids, entryLogProbs: e.logProbs,
-                                           sampleIDs: s.ids, sampleDraws: s.counts)
-                    massSum += Double(targets.capturedMass[r])
-                }
-                try writer.endSequence()
-            }
-            captured += N
-            tokensDone += N
-            w += B
-            writer.teacherCost.tokens += N
-            writer.teacherCost.flops += model.forwardFLOPs(batch: B, length: T)
-            writer.teacherCost.seconds = secondsBefore + Date().timeIntervalSince(started)
-            progress(TeacherPassProgress(windowsDone: w - windows.lowerBound, windowsTotal: windows.count,
-                                         tokensDone: tokensDone, tokensTotal: tokensTotal, tokensResumed: tokensResumed,
-                                         seconds: Date().timeIntervalSince(started),
-                                         meanCapturedMass: captured > 0 ? massSum / Double(captured) : 0))
-        }
-        return try writer.finish()
     }
 }

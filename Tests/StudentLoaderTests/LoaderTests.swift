@@ -121,6 +121,21 @@ func epochWindows(_ l: StudentLoader) throws -> [Int32] {
         #expect(throws: LoaderError.self) { try o.resume(from: JSONDecoder().decode(LoaderState.self, from: states[1])) }
     }
 
+    /// Worker threads must not keep a dropped loader (and its decoded rows) alive mid-epoch.
+    @Test func aDroppedLoaderIsReleasedMidEpoch() throws {
+        let (dir, _) = try smallCache("drop")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        weak var weakLoader: StudentLoader?
+        do {
+            let l = try StudentLoader(cache: dir, configuration: config(threads: 2, prefetch: 2), student: nil)
+            _ = try l.next()
+            weakLoader = l
+        }
+        // A worker holds it strongly only while decoding one unit.
+        for _ in 0..<200 where weakLoader != nil { usleep(10_000) }
+        #expect(weakLoader == nil)
+    }
+
     @Test(arguments: [RemainderPolicy.pad, .drop])
     func ranksAreDisjointCompleteAndEqual(remainder: RemainderPolicy) throws {
         let (dir, _) = try smallCache("ranks", sequences: 40)
@@ -272,5 +287,9 @@ func epochWindows(_ l: StudentLoader) throws -> [Int32] {
         var message = ""
         do { for _ in 0..<l.batchesInEpoch { _ = try l.next() } } catch { message = "\(error)" }
         #expect(message.contains(m.shards[0].file) && message.contains("block 0"))
+        // Asking again gives the same error (the batch's other windows are kept), not a hang.
+        var again = ""
+        do { _ = try l.next() } catch { again = "\(error)" }
+        #expect(again == message)
     }
 }

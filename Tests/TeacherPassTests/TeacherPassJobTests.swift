@@ -103,15 +103,20 @@ func decodedContent(_ dir: String, k: Int) throws -> [String] {
         }
     }
 
-    @Test func sameBytesWhateverTheThreadCount() throws {
+    @Test(arguments: [CapturePolicy.topK(k: 8), .headTail(k: 4, draws: 20)])
+    func sameBytesWhateverTheThreadCount(policy: CapturePolicy) throws {
         let f = try TeacherFixture()
         var caches: [[String: Data]] = []
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             let out = f.dir.path + "/cache\(threads)"
-            _ = try TeacherPassJob(options: f.options(out: out, threads: threads)).run()
+            // Small blocks and shards: the writer thread rolls several while the pool computes.
+            var o = f.options(out: out, policy: policy, threads: threads)
+            o.writer.blockTokens = 50
+            o.writer.targetShardBytes = 6000
+            _ = try TeacherPassJob(options: o).run()
             caches.append(try shardBytes(out))
         }
-        #expect(!caches[0].isEmpty && caches[0] == caches[1])
+        #expect(caches[0].count > 1 && caches[0] == caches[1] && caches[0] == caches[2])
     }
 
     @Test func partitionsMergeToTheSingleRunsContent() throws {

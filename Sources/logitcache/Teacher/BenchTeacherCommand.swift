@@ -14,11 +14,23 @@ struct BenchTeacherCommand: ParsableCommand {
         commandName: "teacher",
         abstract: "Teacher pass tokens/s beside the forward pass alone (capture + writing overhead).",
         discussion: """
+            Both sides run over the same windows (the first --windows of the corpus, tokenised
+            once before either is timed), in the same batches of --batch windows, on a pool of
+            the same --threads, with their buffers allocated once:
+              forward  the model's forward pass: embedding, every block, the final norm and the
+                       LM head as a plain GEMM writing the full (batch·T, V) logits — what any
+                       pass must compute, and all that `logitcache logits` does.
+              pass     `logitcache teacher` itself (TeacherPassJob.run): the same blocks, the
+                       fused LM head (top-K + full-vocabulary logsumexp + next-token logit, no
+                       full logits), capture (log-probs, captured mass), and the cache writer
+                       (validation, quantisation, id dictionary, zstd, xxh3, atomic shard and
+                       manifest publication with fsync) on its own writer thread.
+            Columns: tok/s = tokens / best wall seconds of --repeats runs of each side,
+            alternating; overhead = pass / forward - 1 on those best wall times; cpu s = the
+            process's user + system CPU seconds of that best run (the pass's include its writer
+            thread, which --threads does not count); cpu overhead compares them.
             Defaults: a random-weight Llama teacher (4 layers, width 256, 8 heads, 4 KV heads, FFN 768)
-            with the built-in tokenizer's vocabulary, over the built-in student-train corpus
-            (first --windows windows). The forward baseline runs the same batches through the
-            blocks and the plain LM head (full logits); the pass adds the fused top-K head,
-            capture, compression, checksums and atomic shard writes.
+            with the built-in tokenizer's vocabulary, over the built-in student-train corpus.
             """)
 
     @Option(help: "Teacher model directory (default: a random model written to a temporary directory).") var model: String?
@@ -29,7 +41,33 @@ struct BenchTeacherCommand: ParsableCommand {
     @Option(help: "Windows to process.") var windows = 48
     @Option(help: "Windows per forward call.") var batch = 4
     @Option(parsing: .upToNextOption, help: "Thread counts to measure.") var threads = [1, 2]
+    @Option(help: "Runs of each side per thread count (best kept).") var repeats = 3
     @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        guard windows >= 1, batch >= 1 else { throw ValidationError("--windows and --batch must be at least 1") }
+        guard threads.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--threads must list positive counts") }
+    }
+
+    struct Row: Codable {
+        var threads: Int
+        var tokens: Int
+        var forwardSeconds: Double
+        var passSeconds: Double
+        var forwardCPUSeconds: Double
+        var passCPUSeconds: Double
+        var forwardTokensPerSecond: Double
+        var passTokensPerSecond: Double
+        /// pass / forward − 1, best wall times.
+        var overhead: Double
+        /// pass / forward − 1, CPU seconds of the best runs.
+        var cpuOverhead: Double
+        var bytesPerToken: Double
+        /// Every run's wall seconds, in order.
+        var forwardRuns: [Double]
+        var passRuns: [Double]
+    }
 
     func run() throws {
         let tmp = NSTemporaryDirectory() + "logitcache-bench-teacher-" + UUID().uuidString
@@ -44,7 +82,8 @@ struct BenchTeacherCommand: ParsableCommand {
                                           intermediateSize: 768, maxPositions: max(context, 256), tieWordEmbeddings: true)
             try RandomCheckpoint.write(config: c, to: modelDir, seed: 7)
         }
-        var rows: [[String: Any]] = []
+        var rows: [Row] = []
+        let loadBefore = loadAverage()
         for n in threads {
             var o = TeacherPassOptions(modelDirectory: modelDir, tokenizerPath: tokenizer, corpus: corpus, output: tmp + "/cache-\(n)")
             o.context = context
@@ -52,28 +91,54 @@ struct BenchTeacherCommand: ParsableCommand {
             o.threads = n
             o.windowsPerBatch = batch
             let job = try TeacherPassJob(options: o, windowLimit: windows)
-            let forward = try job.forwardOnlySeconds()
-            let started = Date()
-            let manifest = try job.run()
-            let pass = Date().timeIntervalSince(started)
-            let tokens = Double(manifest.totals.tokens)
-            rows.append(["threads": n, "tokens": Int(tokens), "forward_seconds": forward, "pass_seconds": pass,
-                         "forward_tokens_per_second": tokens / forward, "pass_tokens_per_second": tokens / pass,
-                         "overhead": pass / forward - 1, "bytes_per_token": Double(manifest.totals.bytes) / tokens])
+            // One untimed forward: page the weights in and size every buffer.
+            _ = try job.forwardOnlySeconds()
+            var forward: [(wall: Double, cpu: Double)] = [], pass: [(wall: Double, cpu: Double)] = []
+            var tokens = 0, bytes = 0
+            for _ in 0..<repeats {
+                forward.append(try measure { _ = try job.forwardOnlySeconds() })
+                try? FileManager.default.removeItem(atPath: o.output)  // a fresh cache each time, not a resume
+                pass.append(try measure {
+                    let m = try job.run()
+                    tokens = m.totals.tokens; bytes = m.totals.bytes
+                })
+            }
+            let f = forward.min { $0.wall < $1.wall }!, p = pass.min { $0.wall < $1.wall }!  // Safe because repeats >= 1.
+            let t = Double(tokens)
+            rows.append(Row(threads: n, tokens: tokens, forwardSeconds: f.wall, passSeconds: p.wall,
+                            forwardCPUSeconds: f.cpu, passCPUSeconds: p.cpu,
+                            forwardTokensPerSecond: t / f.wall, passTokensPerSecond: t / p.wall,
+                            overhead: p.wall / f.wall - 1, cpuOverhead: p.cpu / f.cpu - 1,
+                            bytesPerToken: Double(bytes) / max(t, 1),
+                            forwardRuns: forward.map(\.wall), passRuns: pass.map(\.wall)))
         }
         if json {
-            let data = try JSONSerialization.data(withJSONObject: ["benchmark": "teacher", "context": context, "k": topK,
-                                                                   "results": rows], options: [.prettyPrinted, .sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            struct Report: Codable { var benchmark = "teacher"; var context: Int; var k: Int; var windows: Int; var batch: Int
+                                     var repeats: Int; var loadAverage: [Double]; var results: [Row] }
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try e.encode(Report(context: context, k: topK, windows: windows, batch: batch,
+                                                       repeats: repeats, loadAverage: [loadBefore, loadAverage()],
+                                                       results: rows)), as: UTF8.self))
             return
         }
-        print("teacher pass vs forward alone (context \(context), top-k \(topK), \(windows) windows, batch \(batch))")
-        print("threads  tokens   forward tok/s   pass tok/s   overhead   B/token")
+        print("teacher pass vs forward alone (context \(context), top-k \(topK), \(windows) windows, batch \(batch), best of \(repeats))")
+        print("threads  tokens  forward tok/s  pass tok/s  overhead  forward cpu s  pass cpu s  cpu overhead  B/token")
         for r in rows {
-            print(String(format: "%7d  %6d   %13.0f   %10.0f   %7.1f%%   %7.1f", r["threads"] as! Int, r["tokens"] as! Int,
-                         r["forward_tokens_per_second"] as! Double, r["pass_tokens_per_second"] as! Double,
-                         100 * (r["overhead"] as! Double), r["bytes_per_token"] as! Double))
+            print(String(format: "%7d  %6d  %13.0f  %10.0f  %7.1f%%  %13.3f  %10.3f  %11.1f%%  %7.1f", r.threads, r.tokens,
+                         r.forwardTokensPerSecond, r.passTokensPerSecond, 100 * r.overhead,
+                         r.forwardCPUSeconds, r.passCPUSeconds, 100 * r.cpuOverhead, r.bytesPerToken))
         }
+        print("forward = blocks + plain LM head (full logits); pass = blocks + fused top-K head + capture + cache writer thread.")
+        print(String(format: "1-minute load average %.2f before, %.2f after (other work on the machine skews both sides)",
+                     loadBefore, loadAverage()))
+    }
+
+    /// Wall and process CPU seconds of `body`.
+    func measure(_ body: () throws -> Void) rethrows -> (wall: Double, cpu: Double) {
+        let c0 = processCPUSeconds(), t0 = now()
+        try body()
+        return (now() - t0, processCPUSeconds() - c0)
     }
 }
 

@@ -6,9 +6,9 @@ import Darwin
 
 // Attention backward, beside `attentionForward` in Attention.swift.
 
-/// Query rows per block of the attention backward: one register tile (four rows share every
-/// key and value load).
-@usableFromInline let attentionBackwardRows = 4
+/// Query rows per block of the attention backward: one register tile (eight rows share every
+/// key and value load, and every dk, dv row is loaded and stored once per eight query rows).
+@usableFromInline let attentionBackwardRows = 8
 
 /// Causal grouped-query attention backward, recomputing the probabilities from the saved
 /// per-row logsumexp (FlashAttention-style): no (T, T) matrix is stored.
@@ -25,7 +25,7 @@ import Darwin
 ///
 /// One task per (b, kv head): it owns dk, dv of that head and dq of its query heads, so no two
 /// threads write one element and the result does not depend on the thread count. Inside a
-/// task, blocks of four query rows run against all their visible keys with the scores and
+/// task, blocks of eight query rows run against all their visible keys with the scores and
 /// dout·v products vectorised over 16 keys (keys and values held transposed) and the dq, dk,
 /// dv products over 16 channels; every sum runs in a fixed order.
 ///
@@ -83,7 +83,7 @@ struct AttentionBackwardScratch {
     let kp: UnsafeMutablePointer<Float>
     let dk: UnsafeMutablePointer<Float>
     let dv: UnsafeMutablePointer<Float>
-    /// q, dout (R, Dp): the block's query and output-gradient rows, zero-padded (R = 4).
+    /// q, dout (R, Dp): the block's query and output-gradient rows, zero-padded (R = 8).
     let q: UnsafeMutablePointer<Float>
     let dout: UnsafeMutablePointer<Float>
     /// p, ds (R, Tp): the block's probabilities and score gradients (zero where masked).
@@ -121,8 +121,9 @@ struct AttentionBackwardScratch {
     }
 }
 
-/// Four query rows t0..<t0+4 of one head against keys 0...t0+3: adds to the scratch dk, dv
+/// Eight query rows t0..<t0+8 of one head against keys 0...t0+7: adds to the scratch dk, dv
 /// and writes dq. Row pointers are at row 0 of this (batch, head); lse at (batch, head, 0).
+/// Keys a row cannot see get p = ds = 0, so every sum matches a row-by-row evaluation.
 @inline(__always)
 func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
                             out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
@@ -133,7 +134,7 @@ func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePoi
     let rows = min(attentionBackwardRows, g.T - t0)
     let keyEnd = t0 + rows  // keys 0..<keyEnd are visible to some row of the block
     // Per row: lse (+∞ for padding rows, so their probabilities are e^−∞ = 0) and Δ = dout·out.
-    var l = SIMD4<Float>(repeating: .infinity), delta = SIMD4<Float>()
+    var l = SIMD8<Float>(repeating: .infinity), delta = SIMD8<Float>()
     for i in 0..<attentionBackwardRows {
         let q = sc.q + i * Dp, o = sc.dout + i * Dp
         if i < rows {
@@ -150,11 +151,14 @@ func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePoi
     let scale = F(repeating: g.scale)
     let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
     let q0 = sc.q, q1 = sc.q + Dp, q2 = sc.q + 2 * Dp, q3 = sc.q + 3 * Dp
+    let q4 = sc.q + 4 * Dp, q5 = sc.q + 5 * Dp, q6 = sc.q + 6 * Dp, q7 = sc.q + 7 * Dp
     let o0 = sc.dout, o1 = sc.dout + Dp, o2 = sc.dout + 2 * Dp, o3 = sc.dout + 3 * Dp
+    let o4 = sc.dout + 4 * Dp, o5 = sc.dout + 5 * Dp, o6 = sc.dout + 6 * Dp, o7 = sc.dout + 7 * Dp
     // p and ds for 16 keys at a time: s = q·k and e = dout·v with kt, vt columns as vectors.
     var j0 = 0
     while j0 < keyEnd {
         var s0 = F(), s1 = F(), s2 = F(), s3 = F(), e0 = F(), e1 = F(), e2 = F(), e3 = F()
+        var s4 = F(), s5 = F(), s6 = F(), s7 = F(), e4 = F(), e5 = F(), e6 = F(), e7 = F()
         // Safe because j0+16 <= Tp columns exist in kt and vt, and d < D rows.
         var kr = UnsafeRawPointer(sc.kt + j0), vr = UnsafeRawPointer(sc.vt + j0)
         for d in 0..<D {
@@ -163,6 +167,10 @@ func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePoi
             s1 = s1.addingProduct(F(repeating: q1[d]), k); e1 = e1.addingProduct(F(repeating: o1[d]), v)
             s2 = s2.addingProduct(F(repeating: q2[d]), k); e2 = e2.addingProduct(F(repeating: o2[d]), v)
             s3 = s3.addingProduct(F(repeating: q3[d]), k); e3 = e3.addingProduct(F(repeating: o3[d]), v)
+            s4 = s4.addingProduct(F(repeating: q4[d]), k); e4 = e4.addingProduct(F(repeating: o4[d]), v)
+            s5 = s5.addingProduct(F(repeating: q5[d]), k); e5 = e5.addingProduct(F(repeating: o5[d]), v)
+            s6 = s6.addingProduct(F(repeating: q6[d]), k); e6 = e6.addingProduct(F(repeating: o6[d]), v)
+            s7 = s7.addingProduct(F(repeating: q7[d]), k); e7 = e7.addingProduct(F(repeating: o7[d]), v)
             kr += Tp * 4; vr += Tp * 4
         }
         let j = SIMD16<Int32>(repeating: Int32(j0)) &+ lane
@@ -170,24 +178,29 @@ func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePoi
             // Keys after row t0+i are masked to probability 0 (and so gradient 0).
             let p = simdExp(s * scale - F(repeating: l[i])).replacing(with: 0, where: j .> Int32(t0 + i))
             let ds = p * (e - F(repeating: delta[i])) * scale
-            // Safe because i < 4 rows and j0+16 <= Tp columns exist in p and ds.
+            // Safe because i < 8 rows and j0+16 <= Tp columns exist in p and ds.
             UnsafeMutableRawPointer(sc.p + i * Tp + j0).storeBytes(of: p, as: F.self)
             UnsafeMutableRawPointer(sc.ds + i * Tp + j0).storeBytes(of: ds, as: F.self)
         }
         finish(0, s0, e0); finish(1, s1, e1); finish(2, s2, e2); finish(3, s3, e3)
+        finish(4, s4, e4); finish(5, s5, e5); finish(6, s6, e6); finish(7, s7, e7)
         j0 += 16
     }
     let p0 = sc.p, p1 = sc.p + Tp, p2 = sc.p + 2 * Tp, p3 = sc.p + 3 * Tp
+    let p4 = sc.p + 4 * Tp, p5 = sc.p + 5 * Tp, p6 = sc.p + 6 * Tp, p7 = sc.p + 7 * Tp
     let d0 = sc.ds, d1 = sc.ds + Tp, d2 = sc.ds + 2 * Tp, d3 = sc.ds + 3 * Tp
+    let d4 = sc.ds + 4 * Tp, d5 = sc.ds + 5 * Tp, d6 = sc.ds + 6 * Tp, d7 = sc.ds + 7 * Tp
     var c = 0
     while c < Dp {
-        // dq_t = Σ_j ds_tj·k_j for 16 channels of the four rows.
-        var a0 = F(), a1 = F(), a2 = F(), a3 = F()
+        // dq_t = Σ_j ds_tj·k_j for 16 channels of the eight rows.
+        var a0 = F(), a1 = F(), a2 = F(), a3 = F(), a4 = F(), a5 = F(), a6 = F(), a7 = F()
         for j in 0..<keyEnd {
             // Safe because j < T rows and c+16 <= Dp columns exist in kp.
             let k = UnsafeRawPointer(sc.kp + j * Dp + c).loadUnaligned(as: F.self)
             a0 = a0.addingProduct(F(repeating: d0[j]), k); a1 = a1.addingProduct(F(repeating: d1[j]), k)
             a2 = a2.addingProduct(F(repeating: d2[j]), k); a3 = a3.addingProduct(F(repeating: d3[j]), k)
+            a4 = a4.addingProduct(F(repeating: d4[j]), k); a5 = a5.addingProduct(F(repeating: d5[j]), k)
+            a6 = a6.addingProduct(F(repeating: d6[j]), k); a7 = a7.addingProduct(F(repeating: d7[j]), k)
         }
         let width = min(16, D - c)
         func store(_ i: Int, _ a: F) {
@@ -199,22 +212,26 @@ func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePoi
             }
         }
         store(0, a0); store(1, a1); store(2, a2); store(3, a3)
+        store(4, a4); store(5, a5); store(6, a6); store(7, a7)
         // dk_j += Σ_t ds_tj·q_t and dv_j += Σ_t p_tj·dout_t, rows in order.
-        // Safe because the four rows hold Dp floats each and c+16 <= Dp.
-        let qa = UnsafeRawPointer(q0 + c).loadUnaligned(as: F.self), qb = UnsafeRawPointer(q1 + c).loadUnaligned(as: F.self)
-        let qc = UnsafeRawPointer(q2 + c).loadUnaligned(as: F.self), qd = UnsafeRawPointer(q3 + c).loadUnaligned(as: F.self)
-        let oa = UnsafeRawPointer(o0 + c).loadUnaligned(as: F.self), ob = UnsafeRawPointer(o1 + c).loadUnaligned(as: F.self)
-        let oc = UnsafeRawPointer(o2 + c).loadUnaligned(as: F.self), od = UnsafeRawPointer(o3 + c).loadUnaligned(as: F.self)
+        // Safe because the eight rows hold Dp floats each and c+16 <= Dp.
+        func row(_ x: UnsafeMutablePointer<Float>) -> F { UnsafeRawPointer(x + c).loadUnaligned(as: F.self) }
+        let qa = row(q0), qb = row(q1), qc = row(q2), qd = row(q3), qe = row(q4), qf = row(q5), qg = row(q6), qh = row(q7)
+        let oa = row(o0), ob = row(o1), oc = row(o2), od = row(o3), oe = row(o4), of = row(o5), og = row(o6), oh = row(o7)
         for j in 0..<keyEnd {
             // Safe because j < T rows and c+16 <= Dp columns exist in dk and dv.
             let dk = UnsafeMutableRawPointer(sc.dk + j * Dp + c), dv = UnsafeMutableRawPointer(sc.dv + j * Dp + c)
             var k = dk.loadUnaligned(as: F.self)
             k = k.addingProduct(F(repeating: d0[j]), qa); k = k.addingProduct(F(repeating: d1[j]), qb)
             k = k.addingProduct(F(repeating: d2[j]), qc); k = k.addingProduct(F(repeating: d3[j]), qd)
+            k = k.addingProduct(F(repeating: d4[j]), qe); k = k.addingProduct(F(repeating: d5[j]), qf)
+            k = k.addingProduct(F(repeating: d6[j]), qg); k = k.addingProduct(F(repeating: d7[j]), qh)
             dk.storeBytes(of: k, as: F.self)
             var v = dv.loadUnaligned(as: F.self)
             v = v.addingProduct(F(repeating: p0[j]), oa); v = v.addingProduct(F(repeating: p1[j]), ob)
             v = v.addingProduct(F(repeating: p2[j]), oc); v = v.addingProduct(F(repeating: p3[j]), od)
+            v = v.addingProduct(F(repeating: p4[j]), oe); v = v.addingProduct(F(repeating: p5[j]), of)
+            v = v.addingProduct(F(repeating: p6[j]), og); v = v.addingProduct(F(repeating: p7[j]), oh)
             dv.storeBytes(of: v, as: F.self)
         }
         c += 16

@@ -8,6 +8,12 @@
 // registers. Every C element is reduced over K in the same order (kc blocks ascending, k
 // ascending inside) whatever the threading, so results are identical for any thread count.
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Rows of the register tile (rows of C per micro-kernel call).
 @usableFromInline let gemmMR = 6
 /// Columns of the register tile: two SIMD16 vectors; also the packed panel width.
@@ -249,13 +255,48 @@ func gemmBlock(_ a: GemmA, rows: Range<Int>, _ b: PackedMatrix, panels: Range<In
     }
 }
 
-/// Allocates `count` floats of 64-byte aligned scratch and passes them to `body`.
+/// Scratch buffers kept between GEMM calls: a training step runs hundreds of GEMMs, and
+/// allocating their packing space afresh each time maps and faults in new pages every call.
+/// Entries are (address, capacity in floats); guarded by gemmScratchLock.
+nonisolated(unsafe) private var gemmScratchFree: [(address: UInt, capacity: Int)] = []
+nonisolated(unsafe) private var gemmScratchLock = pthread_mutex_t()
+private let gemmScratchLockReady: Bool = {
+    pthread_mutex_init(&gemmScratchLock, nil)
+    return true
+}()
+/// Most buffers kept: one or two per thread and nesting level is all that is ever live.
+private let gemmScratchKeep = 16
+
+/// Lends `count` floats of 64-byte aligned scratch to `body` (contents undefined), from the
+/// buffers kept between calls when one is large enough.
 @inline(__always)
 func withGemmScratch<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
     let n = max(16, count)
-    // Safe because the buffer is bound to Float, used only inside body and freed after.
-    let p = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64).bindMemory(to: Float.self, capacity: n)
-    defer { p.deallocate() }
+    _ = gemmScratchLockReady
+    pthread_mutex_lock(&gemmScratchLock)
+    var best = -1
+    for (i, e) in gemmScratchFree.enumerated() where e.capacity >= n {
+        if best < 0 || e.capacity < gemmScratchFree[best].capacity { best = i }
+    }
+    let taken = best >= 0 ? gemmScratchFree.remove(at: best) : nil
+    pthread_mutex_unlock(&gemmScratchLock)
+    let capacity = taken?.capacity ?? n
+    // Safe because a kept buffer was allocated below with `capacity` floats, bound to Float,
+    // and is owned by exactly one caller between taking and returning it.
+    let p = taken.flatMap { UnsafeMutablePointer<Float>(bitPattern: $0.address) }
+        ?? UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64).bindMemory(to: Float.self, capacity: n)
+    defer {
+        pthread_mutex_lock(&gemmScratchLock)
+        gemmScratchFree.append((UInt(bitPattern: p), capacity))
+        var evicted: UInt? = nil
+        if gemmScratchFree.count > gemmScratchKeep,
+           let smallest = gemmScratchFree.indices.min(by: { gemmScratchFree[$0].capacity < gemmScratchFree[$1].capacity }) {
+            evicted = gemmScratchFree.remove(at: smallest).address
+        }
+        pthread_mutex_unlock(&gemmScratchLock)
+        // Safe because an evicted buffer is no longer reachable from the free list.
+        if let evicted { UnsafeMutableRawPointer(bitPattern: evicted)?.deallocate() }
+    }
     return body(p)
 }
 

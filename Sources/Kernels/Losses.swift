@@ -93,11 +93,27 @@ public func distillationLossForwardBackward(
             if let dz { dz.update(repeating: 0, count: V) }
             continue
         }
-        // s = softmax(z) at τ = 1, held in scratch (V).
         let s = scratch
+        var kd = 0.0
+        if lambdaKD == 0, let dz {
+            // Hard labels only: the exponentials go straight into dz and one pass scales them
+            // (3 sweeps over the row instead of 5), with the general path's operations in the
+            // same order, so the gradient is bit-identical to it.
+            let (m, total) = expShiftedRow(z, V, scale: 1, into: dz)
+            let lse = m + logf(total)
+            let inverse = 1 / total
+            let a = lambdaCE + 2 * mix.zLoss * lse
+            let ey = dz[y]
+            mapSIMD(dz, dz, V) { $0 * inverse * a * scale }
+            dz[y] = (ey * inverse * a - lambdaCE) * scale
+            let ce = Double(lse - z[y])
+            parts.crossEntropy += ce
+            parts.total += Double(lambdaCE) * ce + Double(mix.zLoss) * Double(lse) * Double(lse)
+            continue
+        }
+        // s = softmax(z) at τ = 1, held in scratch (V).
         let lse = softmaxRow(z, V, scale: 1, into: s)
         let ce = Double(lse - z[y])
-        var kd = 0.0
         // dz = (1-λ)(s - onehot(y)) + 2 c_z lse s, then the KD term below.
         if let dz {
             let a = lambdaCE + 2 * mix.zLoss * lse
@@ -156,6 +172,17 @@ public func distillationLossForwardBackward(
 /// x (n) -> s (n). `scale` must be > 0 (a temperature's inverse), so max(scale·x) = scale·max(x).
 @inline(__always)
 func softmaxRow(_ x: UnsafePointer<Float>, _ n: Int, scale: Float, into s: UnsafeMutablePointer<Float>) -> Float {
+    let (m, total) = expShiftedRow(x, n, scale: scale, into: s)
+    let inverse = 1 / total
+    mapSIMD(s, s, n) { $0 * inverse }
+    return m + logf(total)
+}
+
+/// e = exp(scale·x − m) with m = max(scale·x), over n > 0 elements; returns m and Σ e.
+/// x (n) -> e (n), not overlapping. `scale` must be > 0.
+@inline(__always)
+func expShiftedRow(_ x: UnsafePointer<Float>, _ n: Int, scale: Float,
+                   into s: UnsafeMutablePointer<Float>) -> (max: Float, sum: Float) {
     let m = scale * rowMax(x, n)
     let sv = SIMD16<Float>(repeating: scale), mv = SIMD16<Float>(repeating: m)
     let raw = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(s)
@@ -177,10 +204,7 @@ func softmaxRow(_ x: UnsafePointer<Float>, _ n: Int, scale: Float, into s: Unsaf
         for j in 0..<(n - i) { s[i + j] = e[j] }
         sum += e
     }
-    let total = sum.sum()
-    let inverse = 1 / total
-    mapSIMD(s, s, n) { $0 * inverse }
-    return m + logf(total)
+    return (m, sum.sum())
 }
 
 /// Σ s_j over j not among the valid (≥ 0, distinct) `ids` (k), by a sweep over the sorted ids.

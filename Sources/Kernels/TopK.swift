@@ -81,8 +81,9 @@ func compact(_ x: UnsafePointer<Float>, _ n: Int, into dst: UnsafeMutablePointer
 
 /// The value at index `k-1` of src[0..<n] sorted descending (1 <= k <= n, no NaN).
 ///
-/// Quickselect with a median-of-three pivot and a three-way split (values above, equal to,
-/// below the pivot): the sides are counted 16 lanes at a time, and only the side that holds
+/// Quickselect (pivot from 16 samples near the wanted rank, or a median of three below 128
+/// values) with a three-way split (values above, equal to, below the pivot): the sides are
+/// counted 16 lanes at a time, and only the side that holds
 /// the answer is copied out; the equal band makes rows of repeated values (ties, -inf)
 /// finish at once. buffers (2, n) scratch; src is only read.
 func kthLargest(_ src: UnsafePointer<Float>, _ n: Int, _ k: Int, buffers: UnsafeMutablePointer<Float>) -> Float {
@@ -98,6 +99,7 @@ func kthLargest(_ src: UnsafePointer<Float>, _ n: Int, _ k: Int, buffers: Unsafe
         let raw = UnsafeRawPointer(a)
         var i = 0
         while i + 16 <= count {
+            // Safe because i+16 <= count elements exist.
             let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
             gt &-= SIMD16<Int32>(repeating: 0).replacing(with: -1, where: v .> p16)
             lt &-= SIMD16<Int32>(repeating: 0).replacing(with: -1, where: v .< p16)

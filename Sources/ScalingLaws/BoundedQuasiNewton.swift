@@ -22,7 +22,24 @@ public struct BoundedMinimum: Sendable {
     /// Iterations taken.
     public var iterations: Int
     /// Whether a tolerance was met (false: iteration limit or line search failure).
-    public var converged: Bool
+    public var converged: Bool { stop == .gradientTolerance || stop == .relativeTolerance }
+    /// Why the iteration stopped.
+    public var stop: BoundedStop
+}
+
+/// Why ``minimizeBounded(_:start:lower:upper:options:)`` stopped.
+public enum BoundedStop: String, Codable, Sendable, CaseIterable {
+    /// The projected gradient fell below the tolerance.
+    case gradientTolerance
+    /// An iteration lowered f by less than the relative tolerance.
+    case relativeTolerance
+    /// No step along the search direction, down to 2^-60 of it, lowered f: at the limit of
+    /// floating-point resolution this is a minimum too, but no tolerance was met.
+    case lineSearch
+    /// The iteration limit was reached.
+    case iterationLimit
+    /// f became NaN or infinite.
+    case nonFinite
 }
 
 /// Minimises `f` over the box `lower <= x <= upper` with a projected limited-memory BFGS
@@ -59,9 +76,9 @@ public func minimizeBounded(_ f: ([Double], inout [Double]) -> Double, start: [D
     }
 
     for iteration in 0..<options.maxIterations {
-        if !fx.isFinite { return BoundedMinimum(x: x, value: fx, iterations: iteration, converged: false) }
+        if !fx.isFinite { return BoundedMinimum(x: x, value: fx, iterations: iteration, stop: .nonFinite) }
         if projectedGradientNorm(x, g) <= options.gradientTolerance {
-            return BoundedMinimum(x: x, value: fx, iterations: iteration, converged: true)
+            return BoundedMinimum(x: x, value: fx, iterations: iteration, stop: .gradientTolerance)
         }
         let free = (0..<n).map { !frozen($0, x, g) }
 
@@ -102,7 +119,7 @@ public func minimizeBounded(_ f: ([Double], inout [Double]) -> Double, start: [D
             if fNew.isFinite && fNew <= fx + 1e-4 * decrease { accepted = true; break }
             t *= 0.5
         }
-        if !accepted { return BoundedMinimum(x: x, value: fx, iterations: iteration, converged: false) }
+        if !accepted { return BoundedMinimum(x: x, value: fx, iterations: iteration, stop: .lineSearch) }
 
         let s = (0..<n).map { xNew[$0] - x[$0] }
         let y = (0..<n).map { gNew[$0] - g[$0] }
@@ -114,10 +131,10 @@ public func minimizeBounded(_ f: ([Double], inout [Double]) -> Double, start: [D
         let previous = fx
         x = xNew; fx = fNew; g = gNew
         if abs(previous - fx) <= options.relativeTolerance * max(abs(previous), abs(fx), 1e-300) {
-            return BoundedMinimum(x: x, value: fx, iterations: iteration + 1, converged: true)
+            return BoundedMinimum(x: x, value: fx, iterations: iteration + 1, stop: .relativeTolerance)
         }
     }
-    return BoundedMinimum(x: x, value: fx, iterations: options.maxIterations, converged: false)
+    return BoundedMinimum(x: x, value: fx, iterations: options.maxIterations, stop: .iterationLimit)
 }
 
 /// Dot product, restricted to `mask` when given.

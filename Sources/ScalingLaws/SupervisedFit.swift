@@ -51,6 +51,8 @@ public struct SupervisedFit: Codable, Equatable, Sendable {
     /// Starting points refined (and how many met a convergence tolerance).
     public var starts: Int
     public var converged: Int
+    /// How many refinements stopped for each reason (``BoundedStop`` raw values).
+    public var stops: [String: Int]
 }
 
 /// Errors of fitting and of reading runs.
@@ -142,11 +144,13 @@ public func fitSupervised(runs: [SupervisedRun], options: SupervisedFitOptions =
 
     var best: BoundedMinimum?
     var converged = 0
+    var stops: [String: Int] = [:]
     let starts = scored.prefix(max(1, options.refine))
     for s in starts {
         let m = minimizeBounded({ objective.valueAndGradient($0, &$1) }, start: s.start,
                                 lower: options.lower, upper: options.upper, options: options.optimizer)
         if m.converged { converged += 1 }
+        stops[m.stop.rawValue, default: 0] += 1
         if m.value.isFinite, m.value < (best?.value ?? .infinity) { best = m }
     }
     let theta = best?.x ?? scored.first?.start ?? [0, 0, 0, 0.5, 0.5, 1]
@@ -159,7 +163,7 @@ public func fitSupervised(runs: [SupervisedRun], options: SupervisedFitOptions =
     }
     return SupervisedFit(coefficients: c, objective: best?.value ?? objective.value(theta),
                          meanRelativeError: sum / Double(runs.count), maxRelativeError: worst,
-                         runs: runs.count, starts: starts.count, converged: converged)
+                         runs: runs.count, starts: starts.count, converged: converged, stops: stops)
 }
 
 /// Summed Huber loss of log-residuals of Eq. 1 and its analytic gradient.

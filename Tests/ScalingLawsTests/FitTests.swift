@@ -14,6 +14,24 @@ import Testing
         #expect(abs(m.x[0] - 1) < 1e-12 && abs(m.x[1]) < 1e-12 && abs(m.x[2] - 0.5) < 1e-7)
     }
 
+    /// Each stop reason is reported as what happened: a gradient pointing the wrong way leaves
+    /// no step that lowers f (line search), a tiny iteration budget runs out, NaN is named.
+    @Test func stopReasonsNameWhatHappened() {
+        // f = x claims gradient -1: every step to the right raises f (x = 0 + t is exact, so no
+        // step rounds back onto the start).
+        let wrongGradient = minimizeBounded({ x, g in g[0] = -1; return x[0] },
+                                            start: [0], lower: [-10], upper: [10])
+        #expect(wrongGradient.stop == .lineSearch && !wrongGradient.converged && wrongGradient.x == [0])
+        var short = BoundedQuasiNewtonOptions()
+        short.maxIterations = 2
+        let limited = minimizeBounded(Self.rosenbrock, start: [-1.2, 1], lower: [-2, -2], upper: [2, 2], options: short)
+        #expect(limited.stop == .iterationLimit && !limited.converged && limited.iterations == 2)
+        let nan = minimizeBounded({ _, g in g[0] = 0; return .nan }, start: [0], lower: [-1], upper: [1])
+        #expect(nan.stop == .nonFinite && !nan.converged)
+        let fine = minimizeBounded(Self.rosenbrock, start: [-1.2, 1], lower: [-2, -2], upper: [2, 2])
+        #expect([BoundedStop.gradientTolerance, .relativeTolerance].contains(fine.stop) && fine.converged)
+    }
+
     static func rosenbrock(_ x: [Double], _ g: inout [Double]) -> Double {
         let a = 1 - x[0], b = x[1] - x[0] * x[0]
         g[0] = -2 * a - 400 * x[0] * b
@@ -71,6 +89,8 @@ struct SeededNormal {
         let fit = try fitSupervised(runs: Self.syntheticRuns(truth, noise: 0, seed: 1))
         let c = fit.coefficients
         #expect(fit.maxRelativeError < 1e-4)
+        #expect(fit.stops.values.reduce(0, +) == fit.starts)
+        #expect(fit.converged == (fit.stops["gradientTolerance"] ?? 0) + (fit.stops["relativeTolerance"] ?? 0))
         #expect(abs(c.E - truth.E) / truth.E < 0.02)
         #expect(abs(c.alpha - truth.alpha) < 0.02 && abs(c.beta - truth.beta) < 0.02 && abs(c.gamma - truth.gamma) < 0.02)
         #expect(abs(log(c.A / truth.A)) < 0.2 && abs(log(c.B / truth.B)) < 0.2)

@@ -36,7 +36,18 @@ struct LawFitCommand: ParsableCommand {
         var maxRelativeError: Double
         var starts: Int
         var converged: Int
+        var stops: [String: Int]
         var runs: [Run]
+    }
+
+    static func describe(_ stop: BoundedStop) -> String {
+        switch stop {
+        case .gradientTolerance: "met the gradient tolerance"
+        case .relativeTolerance: "met the relative tolerance"
+        case .lineSearch: "stopped where no step lowered the loss (floating-point limit)"
+        case .iterationLimit: "hit the iteration limit"
+        case .nonFinite: "ran into non-finite values"
+        }
     }
 
     func run() throws {
@@ -58,9 +69,10 @@ struct LawFitCommand: ParsableCommand {
         }
         let out = Output(supervised: c, objective: fit.objective, huberDelta: huberDelta,
                          meanRelativeError: fit.meanRelativeError, maxRelativeError: fit.maxRelativeError,
-                         starts: fit.starts, converged: fit.converged, runs: rows)
+                         starts: fit.starts, converged: fit.converged, stops: fit.stops, runs: rows)
         if json { try printJSON(out); return }
-        print("fitted \(fit.runs) runs (Huber delta \(huberDelta), \(fit.starts) starts, \(fit.converged) converged)")
+        let why = BoundedStop.allCases.compactMap { r in fit.stops[r.rawValue].map { "\($0) \(Self.describe(r))" } }
+        print("fitted \(fit.runs) runs (Huber delta \(huberDelta), \(fit.starts) starts: \(why.joined(separator: ", ")))")
         print(String(format: "E = %.4f  A = %.5g  B = %.5g  alpha = %.4f  beta = %.4f  gamma = %.4f",
                      c.E, c.A, c.B, c.alpha, c.beta, c.gamma))
         print(String(format: "relative error: mean %.3f%%, max %.3f%%", 100 * fit.meanRelativeError, 100 * fit.maxRelativeError))

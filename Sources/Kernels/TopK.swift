@@ -228,7 +228,9 @@ func expNonPositive(_ x: SIMD16<Float>) -> SIMD16<Float> {
 }
 
 /// Σ e^(x[i] - shift) over n elements, all <= shift, 64 lanes per step in four independent
-/// sums (tail through a -inf padded vector).
+/// sums (tail through a -inf padded vector). Not `sumExp`: that one serves softmax and the
+/// losses, whose rounding training results depend on; here x <= shift allows the cheaper
+/// `expNonPositive` and four sums for the fused head's throughput.
 @inline(__always)
 func sumExpBelow(_ x: UnsafePointer<Float>, _ n: Int, _ shift: Float) -> Float {
     var s0 = SIMD16<Float>(), s1 = s0, s2 = s0, s3 = s0

@@ -106,6 +106,12 @@ public final class TrainableLlama: @unchecked Sendable {
     /// Number of parameters.
     public var parameterCount: Int { layout.count }
 
+    /// N as scaling laws count it: every parameter but the token embedding and, when untied,
+    /// the output head.
+    public var nonEmbeddingParameterCount: Int {
+        parameterCount - config.vocabSize * config.hiddenSize * (config.tieWordEmbeddings ? 1 : 2)
+    }
+
     /// Refuses configurations the training graph does not implement.
     public static func check(_ c: ModelConfig) throws(ModelError) {
         guard c.family == .llama else {

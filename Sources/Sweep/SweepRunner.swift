@@ -110,21 +110,17 @@ public final class SweepRunner {
             r.capturedMass = mass[key]
             results.append(r)
         }
-        let studentParameters = try TrainableLlama(config: studentConfig, seed: 0).parameterCount
+        let student = try TrainableLlama(config: studentConfig, seed: 0)
+        let studentParameters = student.parameterCount
         let sizes = SweepModelSizes(
-            studentNonEmbedding: Self.nonEmbedding(parameters: studentParameters, config: studentConfig),
-            teacherNonEmbedding: Self.nonEmbedding(parameters: teacherModel.parameterCount, config: teacherModel.config),
+            studentNonEmbedding: Double(student.nonEmbeddingParameterCount),
+            teacherNonEmbedding: Double(teacherModel.nonEmbeddingParameterCount),
             aspectRatio: Double(studentConfig.hiddenSize) / Double(max(studentConfig.layerCount, 1)),
             contextLength: Double(o.context), vocabularySize: Double(studentConfig.vocabSize))
         let report = SweepReport(options: o, teacherPass: passSummary, results: results,
                                  studentParameters: studentParameters, sizes: sizes)
         try report.write(to: o.output)
         return report
-    }
-
-    /// N as the scaling laws count it: without the token embedding and an untied output head.
-    static func nonEmbedding(parameters: Int, config: ModelConfig) -> Double {
-        Double(parameters - config.vocabSize * config.hiddenSize * (config.tieWordEmbeddings ? 1 : 2))
     }
 
     /// Runs (or resumes, or finds finished) the teacher pass into `output/cache`.

@@ -200,9 +200,8 @@ struct BenchTrainCommand: ParsableCommand {
             if i >= warmup { seconds.append(clock == .wall ? r.seconds : cpu) }
         }
         let s = median(seconds), N = batch * context
-        let embedding = config.vocabSize * config.hiddenSize
         return Row(model: name, layers: config.layerCount, hidden: config.hiddenSize, parameters: model.parameterCount,
-                   nonEmbeddingParameters: model.parameterCount - embedding * (config.tieWordEmbeddings ? 1 : 2),
+                   nonEmbeddingParameters: model.nonEmbeddingParameterCount,
                    threads: threads, batch: batch, context: context, seconds: s, tokensPerSecond: Double(N) / s,
                    gflops: model.trainingFLOPs(batch: batch, length: context) / s / 1e9, losses: losses)
     }

@@ -28,11 +28,11 @@ import Testing
                 let ranges = record.ranges.sorted { $0.lowerBound < $1.lowerBound }
                 let label = "threads \(threads) × \(perThread), count \(count), granule \(granule)"
                 #expect(ranges.flatMap { Array($0) } == Array(0..<count), "\(label): \(ranges)")
-                #expect(record.mostRunning <= threads, label)
+                #expect(record.mostRunning <= threads, "\(label)")
                 let parts = min(pool.chunkCount, (count + granule - 1) / granule)
                 let expected = threads == 1 ? [0..<count]
                     : (0..<parts).map { ThreadPool.chunkRange($0, of: parts, count: count, granule: granule) }.filter { !$0.isEmpty }
-                #expect(ranges == expected, label)
+                #expect(ranges == expected, "\(label)")
             }
         }
     }

@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "StudentLoaderTests", dependencies: ["StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "DistillationTests", dependencies: ["Distillation", "Models", "Kernels", "Checkpoints", "StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "CaptureTests", dependencies: ["Capture"], swiftSettings: native),
-        .testTarget(name: "SweepTests", dependencies: ["Sweep", "Distillation", "ScalingLaws"], swiftSettings: native),
+        .testTarget(name: "SweepTests", dependencies: ["Sweep", "Distillation", "ScalingLaws", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"],
                     exclude: ["Fixtures"], swiftSettings: native),
     ],

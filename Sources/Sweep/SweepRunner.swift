@@ -37,7 +37,7 @@ public struct TeacherPassSummary: Codable, Sendable, Equatable {
 }
 
 /// Runs a sweep: the teacher pass once, then every student, each resumable and skipped when
-/// already finished; then the report.
+/// already finished with the same settings (see SweepRunner+Reuse.swift); then the report.
 public final class SweepRunner {
     public let options: SweepOptions
     let log: (String) -> Void
@@ -104,7 +104,7 @@ public final class SweepRunner {
         var results: [SettingResult] = []
         for (i, s) in settings.enumerated() {
             log("student \(i + 1)/\(settings.count): \(s.name)")
-            var r = try train(s, config: studentConfig, evalTokens: evalTokens, teacher: teacher)
+            var r = try train(s, config: studentConfig, evalTokens: evalTokens, teacher: teacher, pass: manifest)
             let key = s.policy == "sampled" ? "sampled" : "k\(s.k)"
             r.cacheBytesPerToken = bytes[key] ?? 0
             r.capturedMass = mass[key]
@@ -126,7 +126,9 @@ public final class SweepRunner {
     /// Runs (or resumes, or finds finished) the teacher pass into `output/cache`.
     func teacherPass() throws -> CacheManifest {
         let o = options
-        if let m = try? CacheManifest.load(directory: cacheDirectory), FileManager.default.fileExists(atPath: cacheDirectory + "/sweep-pass.done") {
+        let marker = cacheDirectory + "/sweep-pass.done"
+        if let m = try? CacheManifest.load(directory: cacheDirectory),
+           let key = try? String(contentsOfFile: marker, encoding: .utf8), key == passKey {
             log("teacher pass: reusing \(cacheDirectory) (\(m.totals.tokens) tokens)")
             return m
         }
@@ -146,7 +148,9 @@ public final class SweepRunner {
                                 p.tokensDone, p.tokensTotal, rate, p.meanCapturedMass))
             }
         }
-        FileManager.default.createFile(atPath: cacheDirectory + "/sweep-pass.done", contents: Data())
+        do { try Data(passKey.utf8).write(to: URL(fileURLWithPath: marker), options: .atomic) } catch {
+            throw SweepError.failed("cannot write \(marker): \(error.localizedDescription)")
+        }
         return m
     }
 
@@ -211,18 +215,20 @@ public final class SweepRunner {
     }
 
     /// Trains (or resumes, or reads back) one student and evaluates it.
-    func train(_ s: SweepSetting, config: ModelConfig, evalTokens: [Int32], teacher: Transformer) throws -> SettingResult {
+    func train(_ s: SweepSetting, config: ModelConfig, evalTokens: [Int32], teacher: Transformer,
+               pass: CacheManifest) throws -> SettingResult {
         let o = options
         let dir = o.output + "/students/" + s.name
         let resultPath = dir + "/result.json"
-        if let data = FileManager.default.contents(atPath: resultPath),
-           let r = try? JSONDecoder().decode(SettingResult.self, from: data) {
+        let steps = max(1, o.tokens / (o.batch * o.context))
+        let settings = TrainingSettings(steps: steps, learningRate: o.learningRate, lambda: s.policy == "ce" ? 0 : s.lambda)
+        if let r = try finishedResult(in: dir, fingerprint: studentFingerprint(s, config: config, settings: settings,
+                                                                                evalTokens: evalTokens, pass: pass)) {
             log("  finished earlier: eval CE \(String(format: "%.4f", r.evaluation.crossEntropy))")
             return r
         }
         let model = try TrainableLlama(config: config, seed: UInt64(s.seed))
         let source: TrainingSource
-        var lambda = s.lambda
         switch s.policy {
         case "online":
             let ids = try corpusTokens(corpus: o.corpus, tokenizerPath: o.tokenizerPath, vocabularySize: config.vocabSize)
@@ -232,7 +238,6 @@ public final class SweepRunner {
         default:
             // Every cache student (and the CE baseline) reads the same windows in the same order.
             let mode: TargetMode = s.policy == "tail" ? .tail : s.policy == "sampled" ? .sampled : .renormalized
-            if s.policy == "ce" { lambda = 0 }
             let k = s.policy == "ce" ? 1 : s.k
             let loader = try StudentLoader(cache: cacheDirectory,
                                            configuration: LoaderConfiguration(batchSize: o.batch, contextLength: o.context, k: k,
@@ -240,8 +245,6 @@ public final class SweepRunner {
                                            student: nil)
             source = CacheSource(loader: loader, vocabularySize: config.vocabSize)
         }
-        let steps = max(1, o.tokens / (o.batch * o.context))
-        let settings = TrainingSettings(steps: steps, learningRate: o.learningRate, lambda: lambda)
         let trainer = try Trainer(model: model, source: source, settings: settings, pool: pool)
         let run = try TrainingRun(directory: dir, trainer: trainer, fingerprint: "\(s.name); \(settings); \(o.batch)x\(o.context)")
         let resumed = try run.resumeIfPossible()

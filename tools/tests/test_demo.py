@@ -1,5 +1,6 @@
 """End to end: `logitcache demo --quick` on the built-in data writes a report that matches
-Schemas/report.schema.json, and a rerun reuses the teacher pass and every student."""
+Schemas/report.schema.json, a rerun reuses the teacher pass and every student, and a rerun
+with other settings is refused."""
 
 import json
 import os
@@ -44,3 +45,10 @@ def test_quick_demo_writes_a_valid_report_and_resumes(lc_bin, tmp_path):
     again = run(lc_bin, "demo", "--quick", "--out", out, "--data", os.path.join(ROOT, "Data"))
     assert "reusing" in again.stderr and again.stderr.count("finished earlier") == len(report["results"])
     assert json.loads((out / "report.json").read_text())["results"] == report["results"]
+
+    # The full demo into the quick demo's directory wants another teacher pass (K=64 and
+    # samples): refused before anything is touched, naming what differs.
+    before = (out / "report.json").read_bytes()
+    other = run(lc_bin, "demo", "--out", out, "--data", os.path.join(ROOT, "Data"), check=False)
+    assert other.returncode != 0 and "capture settings" in other.stderr
+    assert (out / "report.json").read_bytes() == before

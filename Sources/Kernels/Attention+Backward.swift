@@ -109,11 +109,11 @@ struct AttentionBackwardScratch {
     /// Copies one kv head (key, value (T, D) with the geometry's strides) and zeroes dk, dv.
     func load(key: UnsafePointer<Float>, value: UnsafePointer<Float>, _ g: AttentionGeometry) {
         let T = g.T, D = g.D, Tp = g.Tp, Dp = g.Dp
+        transposeRows(key, g.ldk, rows: T, columns: D, into: kt, Tp)
+        transposeRows(value, g.ldv, rows: T, columns: D, into: vt, Tp)
         for j in 0..<T {
-            // Safe because j < T and d < D stay inside the key and value rows.
-            let kr = key + j * g.ldk, vr = value + j * g.ldv
-            for d in 0..<D { kt[d * Tp + j] = kr[d]; vt[d * Tp + j] = vr[d] }
-            (kp + j * Dp).update(from: kr, count: D)
+            // Safe because j < T and d < D stay inside the key rows.
+            (kp + j * Dp).update(from: key + j * g.ldk, count: D)
         }
         // Rows and columns past T and D stay zero from initialisation.
         dk.update(repeating: 0, count: Tp * Dp)
@@ -149,7 +149,9 @@ func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePoi
         }
     }
     let scale = F(repeating: g.scale)
-    let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    // Key indices as floats (exact below 2^24): a float compare stays one vector instruction,
+    // where an Int32 SIMD compare became a 16-step scalar loop.
+    let lane = F(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
     let q0 = sc.q, q1 = sc.q + Dp, q2 = sc.q + 2 * Dp, q3 = sc.q + 3 * Dp
     let q4 = sc.q + 4 * Dp, q5 = sc.q + 5 * Dp, q6 = sc.q + 6 * Dp, q7 = sc.q + 7 * Dp
     let o0 = sc.dout, o1 = sc.dout + Dp, o2 = sc.dout + 2 * Dp, o3 = sc.dout + 3 * Dp
@@ -173,10 +175,12 @@ func attentionBackwardBlock(dQuery: UnsafeMutablePointer<Float>, dOut: UnsafePoi
             s7 = s7.addingProduct(F(repeating: q7[d]), k); e7 = e7.addingProduct(F(repeating: o7[d]), v)
             kr += Tp * 4; vr += Tp * 4
         }
-        let j = SIMD16<Int32>(repeating: Int32(j0)) &+ lane
-        func finish(_ i: Int, _ s: F, _ e: F) {
-            // Keys after row t0+i are masked to probability 0 (and so gradient 0).
-            let p = simdExp(s * scale - F(repeating: l[i])).replacing(with: 0, where: j .> Int32(t0 + i))
+        let j = F(repeating: Float(j0)) + lane
+        @inline(__always) func finish(_ i: Int, _ s: F, _ e: F) {
+            // Keys after row t0+i are masked to probability 0 (and so gradient 0); only the
+            // diagonal block has any.
+            var p = simdExp(s * scale - F(repeating: l[i]))
+            if j0 + 15 > t0 + i { p = p.replacing(with: 0, where: j .> F(repeating: Float(t0 + i))) }
             let ds = p * (e - F(repeating: delta[i])) * scale
             // Safe because i < 8 rows and j0+16 <= Tp columns exist in p and ds.
             UnsafeMutableRawPointer(sc.p + i * Tp + j0).storeBytes(of: p, as: F.self)

@@ -133,13 +133,31 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int? =
     /// Copies one kv head: key (T, D) row stride ldk -> kt; value (T, D) row stride ldv -> vp.
     func load(key: UnsafePointer<Float>, value: UnsafePointer<Float>, _ g: AttentionGeometry) {
         let T = g.T, D = g.D, Tp = g.Tp, Dp = g.Dp
+        transposeRows(key, g.ldk, rows: T, columns: D, into: kt, Tp)
         for j in 0..<T {
-            // Safe because j < T and d < D stay inside the key and value rows.
-            let kr = key + j * g.ldk, vr = value + j * g.ldv
-            for d in 0..<D { kt[d * Tp + j] = kr[d] }
-            (vp + j * Dp).update(from: vr, count: D)
+            // Safe because j < T and d < D stay inside the value rows.
+            (vp + j * Dp).update(from: value + j * g.ldv, count: D)
         }
         // Rows and columns past T and D stay zero from initialisation.
+    }
+}
+
+/// dst[c·ldd + r] = src[r·lds + c] for r < rows, c < columns: src (rows, columns) with row
+/// stride lds -> dst (columns, rows) with row stride ldd. In blocks of 16 source rows, so each
+/// destination cache line is written whole while 16 source rows stream past, instead of one
+/// float per line with the lines evicted before they fill.
+@inline(__always)
+func transposeRows(_ src: UnsafePointer<Float>, _ lds: Int, rows: Int, columns: Int,
+                   into dst: UnsafeMutablePointer<Float>, _ ldd: Int) {
+    var r0 = 0
+    while r0 < rows {
+        let r1 = min(rows, r0 + 16)
+        for c in 0..<columns {
+            // Safe because r < rows and c < columns lie inside both matrices.
+            let out = dst + c * ldd
+            for r in r0..<r1 { out[r] = src[r * lds + c] }
+        }
+        r0 = r1
     }
 }
 

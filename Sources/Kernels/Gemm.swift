@@ -91,14 +91,26 @@ func gemmPackATransposed(_ a: GemmA, _ i0: Int, _ mc: Int, _ K: Int, _ dst: Unsa
             let h = min(MR, mc - r0)
             let panel = dst + r0 * K
             if h == MR {
-                // Six explicit stores: as a loop the compiler emits a memmove call per row.
-                // Safe because (kk, i0+r0+r) lies inside the (K,M) source for kk < K, r < 6.
-                var src = a.base + k0 * a.ld + i0 + r0
-                var out = panel + k0 * MR
-                for _ in k0..<k1 {
-                    out[0] = src[0]; out[1] = src[1]; out[2] = src[2]
-                    out[3] = src[3]; out[4] = src[4]; out[5] = src[5]
-                    src += a.ld; out += MR
+                // One 8-lane copy per source row: the two extra lanes spill into the next
+                // row's slot of this micro-panel, which the next k writes afterwards (k runs
+                // ascending within the panel), so only the panel's last k needs six stores
+                // (its spill would land in the next micro-panel). The extra lanes read are
+                // columns of the same or the next source row (ld >= M), never past row K-1.
+                // Safe because (kk, i0+r0+r) lies inside the (K,M) source for kk < K, r < 6,
+                // and for kk < K-1 the 8-float read ends inside row kk+1.
+                var src = UnsafeRawPointer(a.base + k0 * a.ld + i0 + r0)
+                var out = UnsafeMutableRawPointer(panel + k0 * MR)
+                let stride = a.ld * 4
+                let spillFree = min(k1, K - 1)
+                var kk = k0
+                while kk < spillFree {
+                    out.storeBytes(of: src.loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+                    src += stride; out += MR * 4
+                    kk += 1
+                }
+                if kk < k1 {
+                    let s = src.assumingMemoryBound(to: Float.self), o = out.assumingMemoryBound(to: Float.self)
+                    o[0] = s[0]; o[1] = s[1]; o[2] = s[2]; o[3] = s[3]; o[4] = s[4]; o[5] = s[5]
                 }
             } else {
                 for kk in k0..<k1 {

@@ -59,13 +59,62 @@ public final class PackedMatrix: @unchecked Sendable {
             .bindMemory(to: Float.self, capacity: count)
         let K = columns, N = rows, NR = gemmNR
         let dst = storage
+        // Float32 sources on a 4-byte boundary are read as Float (a mapped file may be offset).
+        let floats = type == .float32 && Int(bitPattern: source) % 4 == 0
         pool.parallelFor(P) { panels in
+            if layout == .transposed && floats {
+                // Blocks of source rows outermost: each source row is read once, front to back,
+                // across all panels, instead of 32-float pieces of it once per panel (a
+                // page-crossing stride the prefetchers do not follow when K is long).
+                let src = source.assumingMemoryBound(to: Float.self)
+                var k0 = 0
+                while k0 < K {
+                    let k1 = min(K, k0 + 64)
+                    for p in panels {
+                        let panel = dst + p * K * NR, n0 = p * NR
+                        let width = min(NR, N - n0)
+                        for k in k0..<k1 {
+                            // Safe because column k of W holds rows n0..<n0+width contiguously
+                            // and the panel row has 32 floats.
+                            let from = src + k * ld + n0, out = panel + k * NR
+                            if width == NR {
+                                let r = UnsafeRawPointer(from), o = UnsafeMutableRawPointer(out)
+                                o.storeBytes(of: r.loadUnaligned(as: SIMD16<Float>.self), as: SIMD16<Float>.self)
+                                o.storeBytes(of: r.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self),
+                                             toByteOffset: 64, as: SIMD16<Float>.self)
+                            } else {
+                                out.update(from: from, count: width)
+                                (out + width).update(repeating: 0, count: NR - width)
+                            }
+                        }
+                    }
+                    k0 = k1
+                }
+                return
+            }
             for p in panels {
                 // panel (K, NR)
                 let panel = dst + p * K * NR
                 let n0 = p * NR
                 let width = min(NR, N - n0)
                 switch layout {
+                case .rowMajor where floats && width == NR:
+                    // Eight row streams at a time into one sequential stream (wrapping index
+                    // arithmetic: bounded by the buffer sizes), which the compiler vectorises
+                    // as an 8 x 8 transpose.
+                    let src = source.assumingMemoryBound(to: Float.self)
+                    for j0 in Swift.stride(from: 0, to: NR, by: 8) {
+                        // Safe because rows n0+j0 ..< n0+j0+8 < N and k < K lie inside W.
+                        let s0 = src + (n0 + j0) * ld
+                        let s1 = s0 + ld, s2 = s1 + ld, s3 = s2 + ld, s4 = s3 + ld, s5 = s4 + ld
+                        let s6 = s5 + ld, s7 = s6 + ld
+                        var out = panel + j0
+                        for k in 0..<K {
+                            out[0] = s0[k]; out[1] = s1[k]; out[2] = s2[k]; out[3] = s3[k]
+                            out[4] = s4[k]; out[5] = s5[k]; out[6] = s6[k]; out[7] = s7[k]
+                            out += NR
+                        }
+                    }
                 case .rowMajor:
                     for j in 0..<width {
                         let rowStart = (n0 + j) * ld
@@ -76,16 +125,6 @@ public final class PackedMatrix: @unchecked Sendable {
                     }
                     if width < NR {
                         for k in 0..<K { for j in width..<NR { panel[k * NR + j] = 0 } }
-                    }
-                case .transposed where type == .float32 && width == NR:
-                    for k in 0..<K {
-                        // Safe because column k of W holds rows n0..<n0+32 contiguously and the
-                        // panel row has 32 floats: two unaligned 16-lane copies.
-                        let src = source + (k * ld + n0) * 4
-                        let out = UnsafeMutableRawPointer(panel + k * NR)
-                        out.storeBytes(of: src.loadUnaligned(as: SIMD16<Float>.self), as: SIMD16<Float>.self)
-                        out.storeBytes(of: src.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self),
-                                       toByteOffset: 64, as: SIMD16<Float>.self)
                     }
                 case .transposed:
                     for k in 0..<K {

@@ -52,7 +52,7 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int? =
         return head * headCost + qb * (qb + 1) / 2
     }
     let total = costBefore(items)
-    let parts = min(pool.threadCount, items)
+    let parts = min(pool.chunkCount, items)
     let geometry = AttentionGeometry(T: T, D: D, H: H, group: H / KH, ldq: ldq, ldk: ldk, ldv: ldv, ldo: ldo, scale: scale)
     pool.parallelFor(parts) { chunks in
         for chunk in chunks {

@@ -202,7 +202,7 @@ extension TeacherPassJob {
         let started = Date()
         let secondsBefore = writer.teacherCost.seconds
 
-        let parts = pool.threadCount
+        let parts = pool.chunkCount
         let slots = [PassBatch(parts: parts), PassBatch(parts: parts)]
         var capturers = try (0..<parts).map { _ in
             try Capturer(policy: o.policy, temperature: o.temperature, seed: o.seed, vocabularySize: V)

@@ -18,6 +18,10 @@ public struct TeacherPassOptions: Sendable {
     public var temperature: Float = 1
     public var seed: UInt64 = 0
     public var threads = ThreadPool.defaultThreadCount
+    /// Chunks per thread of every parallel loop (``ThreadPool/chunksPerThread``): with more
+    /// than one, a compute thread the writer thread preempts holds up one small chunk, not
+    /// its whole share of the loop. The bytes written do not depend on it.
+    public var chunksPerThread = 4
     public var partition = Partition.whole
     public var corpusOptions = CorpusOptions()
     /// Windows per forward call.
@@ -72,7 +76,7 @@ public final class TeacherPassJob {
     public init(options o: TeacherPassOptions, windowLimit: Int? = nil) throws {
         options = o
         guard o.context >= 1 else { throw TeacherPassError.badContext(o.context) }
-        pool = ThreadPool(threadCount: max(1, o.threads))
+        pool = ThreadPool(threadCount: max(1, o.threads), chunksPerThread: max(1, o.chunksPerThread))
         let tokenizer = try Tokenizer(contentsOfFile: o.tokenizerPath)
         model = try Transformer(directory: o.modelDirectory, pool: pool)
         let V = model.config.vocabSize

@@ -48,3 +48,5 @@ func referenceGemm(m M: Int, n N: Int, k K: Int, a: [Float], transposeA: Bool, b
 let pool1 = ThreadPool(threadCount: 1)
 let pool2 = ThreadPool(threadCount: 2)
 let pool3 = ThreadPool(threadCount: 3)
+/// Two threads claiming ten chunks dynamically: results must match the static pools bit for bit.
+let poolChunked = ThreadPool(threadCount: 2, chunksPerThread: 5)

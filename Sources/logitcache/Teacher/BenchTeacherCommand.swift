@@ -16,7 +16,8 @@ struct BenchTeacherCommand: ParsableCommand {
         discussion: """
             Both sides run over the same windows (the first --windows of the corpus, tokenised
             once before either is timed), in the same batches of --batch windows, on a pool of
-            the same --threads, with their buffers allocated once:
+            the same --threads cutting every parallel loop into the same --chunks-per-thread
+            chunks, with their buffers allocated once:
               forward  the model's forward pass: embedding, every block, the final norm and the
                        LM head as a plain GEMM writing the full (batch·T, V) logits — what any
                        pass must compute, and all that `logitcache logits` does.
@@ -42,10 +43,13 @@ struct BenchTeacherCommand: ParsableCommand {
     @Option(help: "Windows per forward call.") var batch = 4
     @Option(parsing: .upToNextOption, help: "Thread counts to measure.") var threads = [1, 2]
     @Option(help: "Runs of each side per thread count (best kept).") var repeats = 3
+    @Option(help: "Chunks per thread of every parallel loop, both sides (the pass's default: 4).")
+    var chunksPerThread = TeacherPassOptions(modelDirectory: "", tokenizerPath: "", corpus: [], output: "").chunksPerThread
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        guard chunksPerThread >= 1 else { throw ValidationError("--chunks-per-thread must be at least 1") }
         guard windows >= 1, batch >= 1 else { throw ValidationError("--windows and --batch must be at least 1") }
         guard threads.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--threads must list positive counts") }
     }
@@ -89,6 +93,7 @@ struct BenchTeacherCommand: ParsableCommand {
             o.context = context
             o.policy = .topK(k: topK)
             o.threads = n
+            o.chunksPerThread = chunksPerThread
             o.windowsPerBatch = batch
             let job = try TeacherPassJob(options: o, windowLimit: windows)
             // One untimed forward: page the weights in and size every buffer.
@@ -114,15 +119,16 @@ struct BenchTeacherCommand: ParsableCommand {
         }
         if json {
             struct Report: Codable { var benchmark = "teacher"; var context: Int; var k: Int; var windows: Int; var batch: Int
-                                     var repeats: Int; var loadAverage: [Double]; var results: [Row] }
+                                     var repeats: Int; var chunksPerThread: Int; var loadAverage: [Double]; var results: [Row] }
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try e.encode(Report(context: context, k: topK, windows: windows, batch: batch,
-                                                       repeats: repeats, loadAverage: [loadBefore, loadAverage()],
+                                                       repeats: repeats, chunksPerThread: chunksPerThread, loadAverage: [loadBefore, loadAverage()],
                                                        results: rows)), as: UTF8.self))
             return
         }
-        print("teacher pass vs forward alone (context \(context), top-k \(topK), \(windows) windows, batch \(batch), best of \(repeats))")
+        print("teacher pass vs forward alone (context \(context), top-k \(topK), \(windows) windows, batch \(batch), "
+              + "\(chunksPerThread) chunks per thread, best of \(repeats))")
         print("threads  tokens  forward tok/s  pass tok/s  overhead  forward cpu s  pass cpu s  cpu overhead  B/token")
         for r in rows {
             print(String(format: "%7d  %6d  %13.0f  %10.0f  %7.1f%%  %13.3f  %10.3f  %11.1f%%  %7.1f", r.threads, r.tokens,

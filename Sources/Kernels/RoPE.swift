@@ -124,7 +124,19 @@ func ropeRotate(_ x: UnsafeMutablePointer<Float>, batch B: Int, length T: Int, h
                     for h in 0..<H {
                         // Safe because r < B·T and h·D + D <= rowStride keep v inside x.
                         let v = x + r * ld + h * D
-                        for i in 0..<half {
+                        var i = 0
+                        // 16 pairs at a time, the same products and differences as the tail.
+                        while i + 16 <= half {
+                            typealias F = SIMD16<Float>
+                            let lo = UnsafeMutableRawPointer(v + i), hi = UnsafeMutableRawPointer(v + i + half)
+                            let a = lo.loadUnaligned(as: F.self), b = hi.loadUnaligned(as: F.self)
+                            let c = UnsafeRawPointer(cs + i).loadUnaligned(as: F.self)
+                            let s = sign * UnsafeRawPointer(sn + i).loadUnaligned(as: F.self)
+                            lo.storeBytes(of: a * c - b * s, as: F.self)
+                            hi.storeBytes(of: b * c + a * s, as: F.self)
+                            i += 16
+                        }
+                        for i in i..<half {
                             let a = v[i], b = v[i + half], s = sign * sn[i]
                             v[i] = a * cs[i] - b * s
                             v[i + half] = b * cs[i] + a * s

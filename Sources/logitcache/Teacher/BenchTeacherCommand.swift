@@ -32,9 +32,19 @@ struct BenchTeacherCommand: ParsableCommand {
             thread, which --threads does not count); cpu overhead compares them.
             Defaults: a random-weight Llama teacher (4 layers, width 256, 8 heads, 4 KV heads, FFN 768)
             with the built-in tokenizer's vocabulary, over the built-in student-train corpus.
+            --shape smollm-135m instead writes a random-weight teacher with SmolLM-135M's shapes
+            (30 layers, width 576, 9 heads, 3 KV heads, FFN 1536, vocabulary 49152, tied): the
+            capture and writing cost per token is the same whatever the teacher, so a small
+            teacher shows it at its largest and a realistic one shows what users pay.
             """)
 
+    /// The random teacher written when --model is not given.
+    enum Shape: String, ExpressibleByArgument, CaseIterable {
+        case tiny, smollm135m = "smollm-135m"
+    }
+
     @Option(help: "Teacher model directory (default: a random model written to a temporary directory).") var model: String?
+    @Option(help: "Random teacher when --model is not given: tiny or smollm-135m.") var shape = Shape.tiny
     @Option(help: "tokenizer.json.") var tokenizer = "Data/tokenizer.json"
     @Option(parsing: .upToNextOption, help: "Corpus paths.") var corpus = ["Data/corpus/student-train.jsonl.zst"]
     @Option(help: "Window length.") var context = 256
@@ -50,6 +60,7 @@ struct BenchTeacherCommand: ParsableCommand {
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         guard chunksPerThread >= 1 else { throw ValidationError("--chunks-per-thread must be at least 1") }
+        guard model == nil || shape == .tiny else { throw ValidationError("--shape chooses a random teacher; it cannot be combined with --model") }
         guard windows >= 1, batch >= 1 else { throw ValidationError("--windows and --batch must be at least 1") }
         guard threads.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--threads must list positive counts") }
     }
@@ -82,8 +93,16 @@ struct BenchTeacherCommand: ParsableCommand {
             modelDir = tmp + "/teacher"
             try FileManager.default.createDirectory(atPath: modelDir, withIntermediateDirectories: true)
             let vocab = try TokenizerVocabulary.size(of: tokenizer)
-            let c = try ModelConfig.llama(vocabSize: vocab, hiddenSize: 256, layerCount: 4, headCount: 8, kvHeadCount: 4,
-                                          intermediateSize: 768, maxPositions: max(context, 256), tieWordEmbeddings: true)
+            let c = switch shape {
+            case .tiny:
+                try ModelConfig.llama(vocabSize: vocab, hiddenSize: 256, layerCount: 4, headCount: 8, kvHeadCount: 4,
+                                      intermediateSize: 768, maxPositions: max(context, 256), tieWordEmbeddings: true)
+            case .smollm135m:
+                // A padded vocabulary, as checkpoints have: the tokenizer's ids are a prefix of it.
+                try ModelConfig.llama(vocabSize: max(vocab, 49152), hiddenSize: 576, layerCount: 30, headCount: 9,
+                                      kvHeadCount: 3, intermediateSize: 1536, maxPositions: max(context, 2048),
+                                      tieWordEmbeddings: true)
+            }
             try RandomCheckpoint.write(config: c, to: modelDir, seed: 7)
         }
         var rows: [Row] = []
@@ -118,16 +137,16 @@ struct BenchTeacherCommand: ParsableCommand {
                             forwardRuns: forward.map(\.wall), passRuns: pass.map(\.wall)))
         }
         if json {
-            struct Report: Codable { var benchmark = "teacher"; var context: Int; var k: Int; var windows: Int; var batch: Int
+            struct Report: Codable { var benchmark = "teacher"; var teacher: String; var context: Int; var k: Int; var windows: Int; var batch: Int
                                      var repeats: Int; var chunksPerThread: Int; var loadAverage: [Double]; var results: [Row] }
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try e.encode(Report(context: context, k: topK, windows: windows, batch: batch,
+            print(String(decoding: try e.encode(Report(teacher: model ?? "random \(shape.rawValue)", context: context, k: topK, windows: windows, batch: batch,
                                                        repeats: repeats, chunksPerThread: chunksPerThread, loadAverage: [loadBefore, loadAverage()],
                                                        results: rows)), as: UTF8.self))
             return
         }
-        print("teacher pass vs forward alone (context \(context), top-k \(topK), \(windows) windows, batch \(batch), "
+        print("teacher pass vs forward alone (teacher \(model ?? "random " + shape.rawValue), context \(context), top-k \(topK), \(windows) windows, batch \(batch), "
               + "\(chunksPerThread) chunks per thread, best of \(repeats))")
         print("threads  tokens  forward tok/s  pass tok/s  overhead  forward cpu s  pass cpu s  cpu overhead  B/token")
         for r in rows {

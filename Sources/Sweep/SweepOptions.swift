@@ -32,9 +32,9 @@ public struct SweepOptions: Sendable {
     /// Teacher-pass windows at most (quick runs); nil = the whole corpus.
     public var teacherWindowLimit: Int? = nil
     /// Scaling-law coefficients the report's predictions use.
-    public var law = DistillationLaw(supervised: .busbridge2025, distillation: nil)
+    public var law = DistillationLaw.busbridge2025
     /// Where ``law`` came from, for the report.
-    public var lawSource = "Busbridge et al. 2025, Table 6 (supervised law only)"
+    public var lawSource = DistillationLaw.busbridge2025Source
 
     public init(teacherDirectory: String, tokenizerPath: String, corpus: [String], evalCorpus: [String],
                 studentConfigPath: String, output: String) {

@@ -137,7 +137,16 @@ extension SweepReport {
     static func lawFinding(_ c: LawComparison) -> String? {
         guard let b = c.rows.first(where: { $0.law == "Eq. 1" }), let p = b.predicted, let e = b.relativeError else { return nil }
         let fit = abs(e) < 0.05
-        return String(format: "Supervised law (Eq. 1, %@) predicts %.3f for the baseline; observed %.3f (%+.1f%%)", c.coefficientsSource, p, b.observed, 100 * e)
+        var s = String(format: "Supervised law (Eq. 1, %@) predicts %.3f for the baseline; observed %.3f (%+.1f%%)", c.coefficientsSource, p, b.observed, 100 * e)
             + (fit ? "." : " — these coefficients do not describe this corpus, tokenizer and model scale; fit your own runs with `logitcache law fit` and pass them with --law.")
+        let distilled = c.rows.filter { $0.law == "Eq. 8" }
+        let predicted = distilled.compactMap(\.predicted), errors = distilled.compactMap(\.relativeError)
+        if let q = predicted.first, let lo = distilled.map(\.observed).min(), let hi = distilled.map(\.observed).max(),
+           let eLo = errors.min(), let eHi = errors.max() {
+            s += String(format: " Distillation law (Eq. 8) at the measured L_T = %.3f predicts %.3f for every distilled student "
+                        + "(it has no term for truncation, λ or sampling); observed %.3f to %.3f (%+.1f%% to %+.1f%%).",
+                        c.teacherLoss, q, lo, hi, 100 * eLo, 100 * eHi)
+        }
+        return s
     }
 }

@@ -48,6 +48,24 @@ import Testing
         #expect(more < got && more > LT)
     }
 
+    /// Eq. 8 with the paper's Table 6 coefficients, against values computed separately with
+    /// Python's decimal module at 40 digits (each power as x ** y on Decimals):
+    ///   N_S = 546M, D_S = 10.92B, L_T = 2.3:  L~_S = 2.514940988, gap factor 0.438535706,
+    ///     learning term 2.619438908, L_S = 2.437457670633977 (a student below its supervised loss);
+    ///   N_S = 1.82B, D_S = 36.4B, L_T = 2.0:  L_S = 2.182760806228223;
+    ///   N_S = 198M, D_S = 3.96B, L_T = 3.0 (teacher weaker than the student could be alone):
+    ///     L_S = 3.001704392360654, close to the teacher, as the law's second property says.
+    @Test func publishedDistillationLawMatchesIndependentValues() throws {
+        let law = DistillationLaw.busbridge2025
+        #expect(law.supervised == .busbridge2025)
+        for (NS, DS, LT, expected) in [(546e6, 10.92e9, 2.3, 2.437457670633977), (1.82e9, 36.4e9, 2.0, 2.182760806228223),
+                                       (198e6, 3.96e9, 3.0, 3.001704392360654)] {
+            let got = try #require(law.studentLoss(studentParameters: NS, studentTokens: DS, teacherLoss: LT))
+            #expect(abs(got - expected) < 1e-9, "N_S \(NS) D_S \(DS) L_T \(LT): \(got)")
+        }
+        #expect(abs(law.supervised.loss(parameters: 546e6, tokens: 10.92e9) - 2.514940988209995) < 1e-9)
+    }
+
     @Test func teacherLossUsesSupervisedLawAndMissingCoefficientsGiveNil() {
         let law = DistillationLaw(supervised: .busbridge2025, distillation: nil)
         #expect(law.teacherLoss(parameters: 1.82e9, tokens: 3.89e10) == SupervisedCoefficients.busbridge2025.loss(parameters: 1.82e9, tokens: 3.89e10))

@@ -54,13 +54,26 @@ import Testing
     }
 
     @Test func withoutDistillationCoefficientsEquation8RowsStayEmpty() throws {
-        let r = Self.report()
+        let r = Self.report(law: DistillationLaw(supervised: .busbridge2025, distillation: nil))
         let c = try #require(r.law)
-        #expect(c.coefficientsSource.contains("Busbridge"))
         #expect(c.rows.filter { $0.law == "Eq. 8" }.allSatisfy { $0.predicted == nil && $0.relativeError == nil })
         #expect(c.rows.first { $0.law == "Eq. 1" }?.predicted != nil)
         #expect(r.lawMarkdown().contains("no distillation coefficients"))
         #expect(r.summary.contains { $0.hasPrefix("Supervised law (Eq. 1") })
+    }
+
+    @Test func publishedCoefficientsAreTheDefaultAndPredictEveryDistilledStudent() throws {
+        let r = Self.report()
+        let c = try #require(r.law)
+        #expect(c.coefficientsSource == "Busbridge et al. 2025, Table 6" && c.coefficients == .busbridge2025)
+        let expected = try #require(DistillationLaw.busbridge2025.studentLoss(studentParameters: 400_000, studentTokens: 102_400,
+                                                                              teacherLoss: 3.9))
+        let distilled = c.rows.filter { $0.law == "Eq. 8" }
+        #expect(distilled.count == 3 && distilled.allSatisfy { $0.predicted == expected })
+        #expect(!r.lawMarkdown().contains("no distillation coefficients"))
+        let finding = try #require(r.summary.first { $0.hasPrefix("Supervised law (Eq. 1") })
+        #expect(finding.contains(String(format: "Eq. 8) at the measured L_T = 3.900 predicts %.3f", expected)))
+        #expect(finding.contains("observed 4.400 to 6.200"))
     }
 
     @Test func measuredComputeAccumulatesTheRealStudents() throws {

@@ -13,12 +13,13 @@ struct LawPredictCommand: ParsableCommand {
             given by its loss (--lt) or by size and pretraining tokens (--nt, --dt; its loss then \
             comes from Eq. 1). Counts accept suffixes K, M, B, T.
 
-            Built in are the supervised coefficients of Busbridge et al. (2025), Table 6. The \
-            distillation coefficients of Eq. 8 are not built in; give them (and optionally your \
-            own supervised ones) with --coefficients FILE, a JSON object
+            Built in are the coefficients of both laws from Busbridge et al. (2025), Table 6 \
+            (students of 143M-12.6B parameters on English C4). Give your own with \
+            --coefficients FILE, a JSON object
               {"supervised": {"E":…,"A":…,"B":…,"alpha":…,"beta":…,"gamma":…},
                "distillation": {"c0":…,"c1":…,"d1":…,"f1":…,"A":…,"B":…,"alpha":…,"beta":…,"gamma":…}}
-            ("distillation" may be omitted; the output of `law fit --json` is such a file).
+            ("distillation" may be omitted, and Eq. 8 is then not predicted; the output of \
+            `law fit --json` is such a file).
             Example: logitcache law predict --ns 125M --ds 2.5B --nt 1B --dt 20B
             """)
 
@@ -71,8 +72,8 @@ struct LawPredictCommand: ParsableCommand {
     }
 
     func run() throws {
-        var law = DistillationLaw(supervised: .busbridge2025, distillation: nil)
-        var source = "Busbridge et al. 2025, Table 6 (supervised law only)"
+        var law = DistillationLaw.busbridge2025
+        var source = DistillationLaw.busbridge2025Source
         if let path = coefficients {
             law = try loadLawCoefficients(path, option: "--coefficients")
             source = path

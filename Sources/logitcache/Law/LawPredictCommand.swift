@@ -102,7 +102,7 @@ struct LawPredictCommand: ParsableCommand {
         if let d = out.distilledStudentLoss {
             print("distilled student  (Eq. 8): \(String(format: "%.4f", d)) nats/token (\(String(format: "%+.4f", d - out.supervisedStudentLoss)) vs supervised)")
         } else {
-            print("distilled student  (Eq. 8): unavailable — no distillation coefficients; pass --coefficients FILE")
+            print("distilled student  (Eq. 8): unavailable — \(source) has no \"distillation\" coefficients")
         }
     }
 }

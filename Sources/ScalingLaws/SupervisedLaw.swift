@@ -32,12 +32,10 @@ public struct SupervisedCoefficients: Codable, Equatable, Sendable {
         self.alpha = alpha; self.beta = beta; self.gamma = gamma
     }
 
-    /// The supervised coefficients fitted by Busbridge et al. (2025), Table 6 (supervised
-    /// scaling law, Eq. 1), to three significant figures: E = 1.220, A = 3355, alpha = 0.408,
-    /// B = 18186, beta = 0.431, gamma = 0.452.
-    ///
-    /// Checked against the paper's Table 6 (Appendix F.3: fit on 73 supervised runs; the 90%
-    /// bootstrap intervals there give, e.g., E in (1.190, 1.247)).
+    /// The supervised coefficients fitted by Busbridge et al. (2025), Appendix F.3, Table 6
+    /// (supervised scaling law, Eq. 1; fit on 73 runs; point estimates of the 90% bootstrap
+    /// intervals, as printed there): E = 1.220, A = 3355, alpha = 0.408, B = 18186,
+    /// beta = 0.431, gamma = 0.452.
     public static let busbridge2025 = SupervisedCoefficients(
         E: 1.220, A: 3355, B: 18186, alpha: 0.408, beta: 0.431, gamma: 0.452)
 

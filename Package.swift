@@ -8,7 +8,7 @@ let native: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "native"])]
 
 let package = Package(
     name: "LogitCache",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "logitcache", targets: ["logitcache"]),
         .library(name: "ShardFormat", targets: ["ShardFormat"]),

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import Kernels
 
@@ -55,5 +56,70 @@ import Testing
             }
         }
         #expect(chunk0SawAllOthers)
+    }
+
+    /// Adds one to `hits[i]` for every index a loop hands out; each index must end at `loops`.
+    final class Hits: @unchecked Sendable {
+        let counts: UnsafeMutablePointer<Int>
+        let n: Int
+        init(_ n: Int) { self.n = n; counts = .allocate(capacity: n); counts.initialize(repeating: 0, count: n) }
+        deinit { counts.deallocate() }
+        // Safe because chunks of one loop are disjoint and loops are sequential per caller.
+        func add(_ r: Range<Int>) { for i in r { counts[i] += 1 } }
+        var all: [Int] { Array(UnsafeBufferPointer(start: counts, count: n)) }
+    }
+
+    @Test func thousandsOfBackToBackLoopsEachRunEveryIndexOnce() {
+        // Short loops one after another are what the spinning crew is for; a chunk claimed
+        // twice, or one of the previous loop run again, shows up as a count other than `loops`.
+        let loops = 20_000
+        for (threads, perThread) in [(2, 1), (2, 4), (8, 2)] {
+            let pool = ThreadPool(threadCount: threads, chunksPerThread: perThread)
+            let hits = Hits(37)
+            for l in 0..<loops { pool.parallelFor(l % 2 == 0 ? 37 : 5) { hits.add($0) } }
+            let want = (0..<37).map { $0 < 5 ? loops : loops / 2 }
+            #expect(hits.all == want, "threads \(threads) × \(perThread)")
+        }
+    }
+
+    @Test func concurrentCallersAndNestedLoopsAllComplete() {
+        // Four threads issue loops at once (only one can hold the crew; the others take the
+        // dispatch path), and every body starts an inner loop (which must not wait for the crew).
+        let callers = 4, loops = 500
+        let results = Hits(callers * 16 * 3)
+        DispatchQueue.concurrentPerform(iterations: callers) { c in
+            let pool = ThreadPool(threadCount: 2, chunksPerThread: 2)
+            let inner = ThreadPool(threadCount: 2)
+            for _ in 0..<loops {
+                pool.parallelFor(16) { r in
+                    for i in r {
+                        inner.parallelFor(3) { q in results.add((c * 16 + i) * 3 + q.lowerBound..<(c * 16 + i) * 3 + q.upperBound) }
+                    }
+                }
+            }
+        }
+        #expect(results.all == [Int](repeating: loops, count: callers * 16 * 3))
+    }
+
+    @Test func theCrewRunsALoopOnTwoThreads() throws {
+        try #require(ThreadPool.defaultThreadCount >= 2, "needs two cores")
+        #expect(WorkerCrew.shared.helpers == ThreadPool.defaultThreadCount - 1)
+        // Two chunks that each wait for the other to start can only finish on two threads.
+        var ranOnCrew = 0, bothStarted = 0
+        for _ in 0..<200 where ranOnCrew < 20 {
+            let started = Atomic<Int>(0), sawBoth = Atomic<Int>(0)
+            let ran = WorkerCrew.shared.run(parts: 2, count: 2, granule: 1, threads: 2) { _ in
+                started.add(1, ordering: .sequentiallyConsistent)
+                let deadline = Date().addingTimeInterval(10)
+                while started.load(ordering: .sequentiallyConsistent) < 2 && Date() < deadline {}
+                if started.load(ordering: .sequentiallyConsistent) == 2 { sawBoth.add(1, ordering: .relaxed) }
+            }
+            if ran {  // else another test's loop held the crew: try again
+                ranOnCrew += 1
+                if sawBoth.load(ordering: .relaxed) == 2 { bothStarted += 1 }
+            }
+        }
+        #expect(ranOnCrew == 20)
+        #expect(bothStarted == ranOnCrew)
     }
 }

@@ -11,9 +11,9 @@ import Darwin
 /// Why: a transformer step is hundreds of short parallel loops (a norm over 128 rows, a
 /// 64 x 256 GEMM), and waking dispatch workers for each costs tens of microseconds, about the
 /// length of the loop itself; on a small model two threads were then slower than one. The crew's
-/// threads spin for a short while after each loop (as OpenMP runtimes and llama.cpp's pool do)
-/// so the next loop starts in well under a microsecond, and sleep on a condition variable once
-/// the process stops issuing loops.
+/// threads spin for a short while after each loop (as OpenMP runtimes and llama.cpp's pool do),
+/// yielding the core now and then to any other runnable thread, so the next loop starts within
+/// a microsecond or two; they sleep on a condition variable once the process stops issuing loops.
 ///
 /// One loop runs on the crew at a time. A loop that finds the crew busy (another thread's loop,
 /// or a loop started inside a loop body) or needing more helpers than the crew has runs on
@@ -157,7 +157,11 @@ final class WorkerCrew: @unchecked Sendable {
             let g = ticket.load(ordering: .acquiring) >> 32
             if g != last { return g }
             n &+= 1
-            if n & 255 == 0, monotonicNanoseconds() - start > WorkerCrew.spinNanoseconds { break }
+            if n & 255 == 0 {
+                if monotonicNanoseconds() - start > WorkerCrew.spinNanoseconds { break }
+                // Lets a runnable thread of the process (a cache writer, a loader) have the core.
+                sched_yield()
+            }
         }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

@@ -46,7 +46,7 @@ import xxhash
 
 MAGIC = b"LCSHARD\x1a"
 FORMAT_VERSION = 1
-FORMAT_MINOR_VERSION = 1  # highest minor revision read: 1 adds the bucket filters (section 6)
+FORMAT_MINOR_VERSION = 2  # highest minor revision read: 1 adds the bucket filters (section 6), 2 steps m*2^-b (section 5)
 BUCKET_FILTERS = ("buckets", "delta-buckets")
 HEADER_SIZE = 16
 TRAILER_SIZE = 40
@@ -492,8 +492,12 @@ class Shard:
         encoding = _get(lp, "encoding", w + " logProbs")
         if encoding == "quantized":
             self.step_log2 = _int(lp, "stepLog2", w + " logProbs", 0, 20)
+            self.step_multiplier = _int(lp, "stepMultiplier", w + " logProbs", 1, 255) if "stepMultiplier" in lp else 1
+            if self.step_multiplier != 1 and minor < 2:
+                raise CacheError(f"{w}: logProbs stepMultiplier {self.step_multiplier} needs format 1.2, footer says 1.{minor}")
         elif encoding == "float32":
             self.step_log2 = None
+            self.step_multiplier = None
         else:
             raise CacheError(f"{w}: unknown logProbs encoding {encoding!r}")
         self.tokens = _int(ft, "tokens", w)
@@ -707,8 +711,9 @@ class Shard:
             if q.size and int(q.max()) > QMAX:
                 raise CacheError(f"{where} chunk 'entry_logprobs': quantised log-prob running sum "
                                  f"{int(q.max())} above 2^24-1")
-            # Q < 2^24 and 2^-b are exact in float32, so this product is exact.
-            lp = q.astype(np.float32) * np.float32(-(2.0 ** -self.step_log2))
+            # Q < 2^24 and h = m*2^-b (m < 2^8) make Q*h exact in float64; one rounding to float32.
+            h = self.step_multiplier * 2.0 ** -self.step_log2
+            lp = (q.astype(np.float64) * -h).astype(np.float32)
         out.update(counts=np.minimum(counts, kk), ids=ids, lp=lp, kk=kk)
 
         if self.max_samples > 0:
@@ -997,7 +1002,8 @@ def summary(cache: Cache) -> dict:
         "entries": cache.entries, "samples": cache.samples,
         "bytes": sum(s.size for s in cache.shards),
         "bytesPerToken": sum(s.size for s in cache.shards) / T,
-        "logProbs": sorted({"float32" if s.step_log2 is None else f"quantized (stepLog2 {s.step_log2})"
+        "logProbs": sorted({"float32" if s.step_log2 is None else
+                            f"quantized (stepLog2 {s.step_log2}, stepMultiplier {s.step_multiplier})"
                             for s in cache.shards}),
         "codecs": sorted({c["codec"] for s in cache.shards for b in s.blocks for c in b["columns"].values()}),
         "fingerprints": m.get("fingerprints"), "capture": m.get("capture"), "columns": columns,

@@ -2,7 +2,12 @@
 /// their validation into a bounds-checked layout.
 
 struct FooterJSON: Codable, Equatable {
-    struct LogProbs: Codable, Equatable { var encoding: String; var stepLog2: Int? }
+    struct LogProbs: Codable, Equatable {
+        var encoding: String
+        var stepLog2: Int?
+        /// Format 1.2 and later: the step is `stepMultiplier · 2^-stepLog2`; absent means 1.
+        var stepMultiplier: Int? = nil
+    }
     struct SequenceTable: Codable, Equatable {
         var documentKeys: [String]
         var documentOffsets: [Int]
@@ -73,22 +78,35 @@ struct BlockLayout: Sendable {
 
 /// How a shard stores entry log-probabilities (FORMAT.md section 5).
 public enum LogProbEncoding: Sendable, Equatable, Hashable, CustomStringConvertible {
-    /// Quantised to steps of `2^-stepLog2` nats; worst-case error `2^-(stepLog2+1)` per entry.
-    case quantized(stepLog2: Int)
+    /// Quantised to steps of `h = multiplier · 2^-stepLog2` nats (stepLog2 in 0...20,
+    /// multiplier in 1...255; a multiplier other than 1 needs format 1.2); worst-case error
+    /// `h/2` per entry, plus float32 rounding of the decoded value (FORMAT.md section 5).
+    case quantized(stepLog2: Int, multiplier: Int = 1)
     /// Exact float32 (lossless).
     case float32
 
-    /// The default: steps of 1/64 nat, worst-case error 1/128 = 0.0078125 nats.
-    public static let `default` = LogProbEncoding.quantized(stepLog2: 6)
+    /// The default: steps of 5/256 = 0.01953125 nat, worst-case error 5/512 = 0.009765625
+    /// nats plus float32 rounding, below 0.01 for every log-prob above -1900 nats.
+    public static let `default` = LogProbEncoding.quantized(stepLog2: 8, multiplier: 5)
 
-    /// Largest absolute decoding error per entry, in nats (0 for float32).
-    public var maxError: Double {
-        if case .quantized(let b) = self { return 1 / Double(1 << (b + 1)) }
+    /// The quantisation step h in nats (0 for float32).
+    public var step: Double {
+        if case .quantized(let b, let m) = self { return Double(m) / Double(1 << b) }
+        return 0
+    }
+    /// Largest absolute quantisation error per entry, `h/2` nats (0 for float32).
+    public var maxError: Double { step / 2 }
+    /// Lowest format minor revision that can store this encoding.
+    public var minimumMinorVersion: Int {
+        if case .quantized(_, let m) = self, m != 1 { return 2 }
         return 0
     }
     public var description: String {
-        if case .quantized(let b) = self { return "quantized(step=2^-\(b))" }
-        return "float32"
+        switch self {
+        case .quantized(let b, 1): return "quantized(step=2^-\(b))"
+        case .quantized(let b, let m): return "quantized(step=\(m)·2^-\(b))"
+        case .float32: return "float32"
+        }
     }
 }
 
@@ -145,10 +163,16 @@ struct ShardLayout: Sendable {
               (f.maxEntries == 0) == (e.count == 1) else {
             throw bad("entryBands \(e) must rise strictly from 0 to maxEntries \(f.maxEntries)")
         }
-        switch (f.logProbs.encoding, f.logProbs.stepLog2) {
-        case ("float32", _): logProbs = .float32
-        case ("quantized", .some(let b)) where (0...20).contains(b): logProbs = .quantized(stepLog2: b)
-        default: throw bad("logProbs \(f.logProbs.encoding) stepLog2 \(f.logProbs.stepLog2.map(String.init) ?? "missing") not valid")
+        switch (f.logProbs.encoding, f.logProbs.stepLog2, f.logProbs.stepMultiplier ?? 1) {
+        case ("float32", _, _): logProbs = .float32
+        case ("quantized", .some(let b), let m) where (0...20).contains(b) && (1...255).contains(m):
+            logProbs = .quantized(stepLog2: b, multiplier: m)
+            guard minor >= logProbs.minimumMinorVersion else {
+                throw bad("logProbs stepMultiplier \(m) needs format 1.\(logProbs.minimumMinorVersion), footer says 1.\(minor)")
+            }
+        default:
+            throw bad("logProbs \(f.logProbs.encoding) stepLog2 \(f.logProbs.stepLog2.map(String.init) ?? "missing") "
+                      + "stepMultiplier \(f.logProbs.stepMultiplier.map(String.init) ?? "missing") not valid")
         }
         guard f.tokens >= 0, f.entries >= 0, f.samples >= 0, f.sequences >= 0 else { throw bad("negative total") }
         let st = f.sequenceTable
@@ -244,6 +268,7 @@ public enum ShardFormatVersion {
     /// Major version: in both ends of every shard, in footers and manifests.
     public static let major = 1
     /// Highest minor revision this library reads, and the one it writes by default. 1 adds
-    /// the `buckets` and `delta-buckets` chunk filters; the footer names it.
-    public static let minor = 1
+    /// the `buckets` and `delta-buckets` chunk filters; 2 adds log-prob steps
+    /// `stepMultiplier · 2^-stepLog2`; the footer names it.
+    public static let minor = 2
 }

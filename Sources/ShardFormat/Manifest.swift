@@ -48,6 +48,8 @@ public struct EncodingSettings: Codable, Sendable, Equatable, Hashable {
     public var level: Int
     public var logProbs: String
     public var stepLog2: Int
+    /// Format 1.2: the step is `stepMultiplier · 2^-stepLog2` nats; absent (nil) means 1.
+    public var stepMultiplier: Int? = nil
     public var blockTokens: Int
     public var entryBands: [Int]
 }

@@ -83,7 +83,7 @@ import Testing
         var masses: [Double] = []
         for s in seqs {
             for t in 0..<s.inputIDs.count {
-                masses.append((s.entryOffsets[t]..<s.entryOffsets[t + 1]).reduce(0.0) { $0 + exp(referenceQuantized(s.entryLogProbs[$1], stepLog2: 6)) })
+                masses.append((s.entryOffsets[t]..<s.entryOffsets[t + 1]).reduce(0.0) { $0 + exp(referenceQuantized(s.entryLogProbs[$1], stepLog2: 8, multiplier: 5)) })
             }
         }
         let got = try CacheReader(directory: dir).capturedMass(tokensPerRead: 100)

@@ -137,9 +137,41 @@ import Testing
         // A bucket filter in a footer that claims format 1.0 is refused before any chunk is read.
         let dir = try Self.smallCache("bucket-minor")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try rewriteCache(dir, ShardRewrite(footer: { $0.formatMinorVersion = nil }))
-        #expect(throws: ShardFormatError.self) { try CacheReader(directory: dir) }
+        try rewriteCache(dir, ShardRewrite(footer: { $0.formatMinorVersion = nil; $0.logProbs.stepMultiplier = nil }))
+        do { _ = try CacheReader(directory: dir); Issue.record("reader accepted a bucket filter in format 1.0") } catch {
+            #expect("\(error)".contains("needs format 1.1, footer says 1.0"), "\(error)")
+        }
         #expect(!CacheVerifier.verify(directory: dir).isSound)
+    }
+
+    @Test func aStepMultiplierNeedsFormat1_2() throws {
+        let dir = try Self.smallCache("multiplier-minor")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shard = CacheWriter.shardName(partition: 0, index: 0)
+        for (what, edit, message) in [
+            ("footer says 1.1", { (f: inout FooterJSON) in f.formatMinorVersion = 1 }, "stepMultiplier 5 needs format 1.2, footer says 1.1"),
+            ("multiplier 0", { (f: inout FooterJSON) in f.logProbs.stepMultiplier = 0 }, "stepMultiplier 0 not valid"),
+            ("multiplier 256", { (f: inout FooterJSON) in f.logProbs.stepMultiplier = 256 }, "stepMultiplier 256 not valid"),
+            ("footer says 1.3", { (f: inout FooterJSON) in f.formatMinorVersion = 3 }, "formatMinorVersion 3 is newer"),
+        ] as [(String, (inout FooterJSON) -> Void, String)] {
+            let copy = freshDirectory("multiplier-\(what.count)")
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            for n in try FileManager.default.contentsOfDirectory(atPath: dir) {
+                try FileManager.default.copyItem(atPath: dir + "/" + n, toPath: copy + "/" + n)
+            }
+            try rewriteCache(copy, ShardRewrite(footer: edit))
+            do { _ = try CacheReader(directory: copy); Issue.record("reader accepted \(what)") } catch {
+                #expect("\(error)".contains(shard) && "\(error)".contains(message), "\(what): \(error)")
+            }
+            #expect(!CacheVerifier.verify(directory: copy).isSound, "\(what)")
+        }
+        // And the writer refuses to put such a step in an older file.
+        #expect(throws: ShardFormatError.self) {
+            try CacheWriter(directory: freshDirectory("multiplier-writer"), description: description(vocab: 10, k: 2),
+                            options: WriterOptions(logProbs: .quantized(stepLog2: 8, multiplier: 5), formatMinorVersion: 1))
+        }
+        #expect(WriterOptions(formatMinorVersion: 1).logProbs == .quantized(stepLog2: 6))
+        #expect(WriterOptions().logProbs == .quantized(stepLog2: 8, multiplier: 5))
     }
 
     @Test func shardNamesLeadingOutsideAreRefused() throws {

@@ -17,8 +17,10 @@ import Testing
         Config(vocab: 262_144, k: 1, samples: 3, codec: .none, logProbs: .float32, blockTokens: 5),
         Config(vocab: 1 << 24, k: 12, samples: 0, codec: .lz4, logProbs: .quantized(stepLog2: 10), blockTokens: 9),
         Config(vocab: 300, k: 0, samples: 5, codec: .zstd(level: 3), logProbs: .default, blockTokens: 4),
-        // Format 1.0 files (byte planes only) still write and read.
-        Config(vocab: 32000, k: 64, samples: 8, codec: .zstd(level: 3), logProbs: .default, blockTokens: 64, minor: 0),
+        Config(vocab: 50_000, k: 48, samples: 0, codec: .lz4, logProbs: .quantized(stepLog2: 9, multiplier: 3), blockTokens: 17),
+        // Format 1.1 and 1.0 files still write and read.
+        Config(vocab: 32000, k: 64, samples: 8, codec: .zstd(level: 3), logProbs: .quantized(stepLog2: 6), blockTokens: 64, minor: 1),
+        Config(vocab: 32000, k: 64, samples: 8, codec: .zstd(level: 3), logProbs: .quantized(stepLog2: 6), blockTokens: 64, minor: 0),
         Config(vocab: 262_144, k: 16, samples: 0, codec: .lz4, logProbs: .quantized(stepLog2: 8), blockTokens: 21, minor: 0),
     ]
 
@@ -92,8 +94,8 @@ import Testing
                 if id != s.entryIDs[e + r] { bad += 1 }
                 switch c.logProbs {
                 case .float32: if lp.bitPattern != s.entryLogProbs[e + r].bitPattern { bad += 1 }
-                case .quantized(let q):
-                    if Double(lp) != referenceQuantized(s.entryLogProbs[e + r], stepLog2: q) { bad += 1 }
+                case .quantized(let q, let m):
+                    if Double(lp) != referenceQuantized(s.entryLogProbs[e + r], stepLog2: q, multiplier: m) { bad += 1 }
                 }
             }
         }

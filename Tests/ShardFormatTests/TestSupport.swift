@@ -57,11 +57,21 @@ func writeCache(_ dir: String, _ seqs: [TeacherLikeGenerator.Sequence], vocab: I
     return try w.finish()
 }
 
-/// The quantiser of FORMAT.md section 5, in double precision, as an independent reference.
-func referenceQuantized(_ l: Float, stepLog2 b: Int) -> Double {
-    let x = -Double(l) * Double(1 << b)
-    let q = x >= 16_777_215 ? 16_777_215 : (x < 0 ? 0 : (x + 0.5).rounded(.down))
-    return -q / Double(1 << b)
+/// The quantiser of FORMAT.md section 5 as an independent reference: Q is the integer nearest
+/// to N/m (N = -l·2^b, exact in double), ties away from zero, found by comparing the exact
+/// distances |q·m - N| instead of dividing; the decoded value is float32(-Q·m·2^-b).
+func referenceQuantized(_ l: Float, stepLog2 b: Int, multiplier m: Int = 1) -> Double {
+    let n = -Double(l) * Double(1 << b), md = Double(m)
+    let q: Double
+    if n >= 16_777_215 * md { q = 16_777_215 }
+    else if n <= 0 { q = 0 }
+    else {
+        // Safe: q·m and n are exact doubles (q < 2^24, m < 2^8), and so are their differences here.
+        var best = (n / md).rounded(.down) - 1
+        for c in [best + 1, best + 2] where abs(c * md - n) <= abs(best * md - n) { best = c }
+        q = Swift.min(best, 16_777_215)
+    }
+    return Double(Float(-q * md / Double(1 << b)))
 }
 
 /// Every file in `dir` as bytes, by name.

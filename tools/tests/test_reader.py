@@ -1,6 +1,7 @@
 """The independent Python reader against caches the Swift writer wrote: every decoded value is
 compared with `logitcache dump --json`; corrupt, truncated and hostile caches must give errors."""
 
+import fractions
 import json
 import os
 import shutil
@@ -166,23 +167,34 @@ def test_prefix_ranges_sequences_and_padding(name, caches):
 
 
 def test_quantised_values_are_the_rounded_lossless_ones(lc_bin, tmp_path):
-    """Section 5 from first principles: same seed written lossless and quantised at several steps;
-    each decoded value must be -round_half_away(-l * 2^b) * 2^-b, within 2^-(b+1) of l."""
+    """Section 5 from first principles: same seed written lossless and quantised at several steps
+    h = m * 2^-b (None: the writer's default, 5 * 2^-8); each decoded value must be
+    float32(-round_half_away(-l / h) * h), in exact rational arithmetic, within h/2 (+ float32
+    rounding) of l."""
     common = ["--seed", 11, "--vocab", 32000, "--k", 64, "--tokens", 600, "--seq-len", 200, "--codec", "zstd"]
     with lr.Cache(synth(lc_bin, tmp_path / "exact", *common, "--lossless")) as cache:
         exact = cache.read()
     assert (exact.entry_logprobs < 0).all()
-    for b in (0, 3, 6, 12):
-        with lr.Cache(synth(lc_bin, tmp_path / f"q{b}", *common, "--step-log2", b)) as cache:
+    for b, m in ((0, 1), (3, 1), (6, 1), (12, 1), (7, 3), (0, 255), (None, None)):
+        flags = [] if b is None else ["--step-log2", b] + ([] if m == 1 else ["--step-multiplier", m])
+        with lr.Cache(synth(lc_bin, tmp_path / f"q{b}-{m}", *common, *flags)) as cache:
             q = cache.read()
+            if b is None:
+                b, m = 8, 5
+                assert cache.shards[0].footer["formatMinorVersion"] == 2
+                assert cache.shards[0].footer["logProbs"] == {"encoding": "quantized", "stepLog2": 8, "stepMultiplier": 5}
+            else:
+                assert "stepMultiplier" not in cache.shards[0].footer["logProbs"] or m != 1
         assert np.array_equal(q.entry_ids, exact.entry_ids)
         assert_same_floats(q.next_logprob, exact.next_logprob, "next_logprob stays exact")
-        x = -exact.entry_logprobs.astype(np.float64) * 2.0 ** b
-        Q = np.minimum(np.floor(np.abs(x) + 0.5) * np.sign(x), 2 ** 24 - 1)
-        assert_same_floats(q.entry_logprobs, (-Q * 2.0 ** -b).astype(np.float32), f"step 2^-{b}")
+        h = fractions.Fraction(m, 2 ** b)
+        Q = [min(int(fractions.Fraction(-float(l)) / h + fractions.Fraction(1, 2)), 2 ** 24 - 1)
+             for l in exact.entry_logprobs.tolist()]
+        want = -np.array([float(q * h) for q in Q], dtype=np.float64).astype(np.float32)  # Q = 0 gives -0.0
+        assert_same_floats(q.entry_logprobs, want, f"step {m}*2^-{b}")
         err = np.abs(q.entry_logprobs.astype(np.float64) - exact.entry_logprobs)
-        assert err.max() <= 2.0 ** -(b + 1)
-        if b == 6:
+        assert err.max() <= float(h) / 2 + 2.0 ** -23 * np.abs(exact.entry_logprobs).max()
+        if (b, m) in ((6, 1), (8, 5)):
             assert err.max() <= 0.01
 
 
@@ -416,6 +428,8 @@ def test_non_finite_floats_match_swift_dump(lc_bin, tmp_path):
     bits = lambda x: int(np.array([x], np.float32).view(np.uint32)[0])
     with lr.Cache(path) as cache:
         last = int(cache.read(0, 1).entry_counts[0]) - 1  # token 0's last entry: -inf keeps the order
+        bands = cache.shards[0].bands
+    band = max(j for j in range(len(bands) - 1) if bands[j] <= last)  # token 0 opens every band
 
     def edit(b, col, v):
         if b != 0:
@@ -424,8 +438,8 @@ def test_non_finite_floats_match_swift_dump(lc_bin, tmp_path):
             v[0] = bits(-np.inf)
         elif col == "logsumexp":
             v[1], v[2] = bits(np.inf), bits(np.nan)
-        elif col == "entry_logprobs.0":
-            v[last] = bits(-np.inf)
+        elif col == f"entry_logprobs.{band}":
+            v[last - bands[band]] = bits(-np.inf)
         else:
             return None
         return v
@@ -474,14 +488,22 @@ def footer_edit(fn):
 
 def repeat_first_id(column):
     """Makes block 0's first position with two or more ids in `column` repeat its first id
-    (the count column comes earlier in the block, so it is seen first)."""
+    (the count column comes earlier in the block, so it is seen first). For entries, rank 0 is
+    band 0 and rank 1 opens band 1 (the writer's bands start 0, 1, 2, ...)."""
     counts = {}
 
     def edit(b, col, v):
         if b != 0:
             return None
-        if col == {"entry_ids.0": "entry_count", "sample_ids": "sample_count"}[column]:
+        if col == {"entries": "entry_count", "sample_ids": "sample_count"}[column]:
             counts["c"] = v.copy()
+        elif column == "entries" and col == "entry_ids.0":
+            counts["rank0"] = v.copy()
+        elif column == "entries" and col == "entry_ids.1":
+            c = counts["c"].astype(np.int64)
+            t = int(np.argmax(c >= 2))  # band 1 starts with this position's rank 1
+            v[0] = counts["rank0"][int((c[:t] >= 1).sum())]
+            return v
         elif col == column:
             c = counts["c"].astype(np.int64)
             t = int(np.argmax(c >= 2))
@@ -500,7 +522,7 @@ def overlap_chunks(ft):
 
 
 FORGERIES = {
-    "repeated entry id": (dict(values=repeat_first_id("entry_ids.0")), r"repeats entry id"),
+    "repeated entry id": (dict(values=repeat_first_id("entries")), r"repeats entry id"),
     "repeated sampled id": (dict(values=repeat_first_id("sample_ids")), r"repeats sampled id"),
     "NaN logsumexp": (dict(values=set_value("logsumexp", 5, 0x7FC00000)), r"NaN in logsumexp"),
     "overlapping chunks": (footer_edit(overlap_chunks), r"block 0 chunk 'entry_count'.*overlap.*'logsumexp'"),
@@ -532,7 +554,12 @@ FORGERIES = {
                                 r"block 0 chunk 'entry_ids\.0'.*extra bits"),
     "bucket extra bits long": (dict(raw_chunks=lambda b, col, s: s + b"\0" if col == "entry_logprobs.0" and b == 0 else s),
                                r"block 0 chunk 'entry_logprobs\.0'.*extra bits"),
-    "bucket filter in format 1.0": (footer_edit(lambda ft: ft.pop("formatMinorVersion")), r"needs format 1\.1"),
+    "bucket filter in format 1.0": (footer_edit(lambda ft: (ft.pop("formatMinorVersion"), ft["logProbs"].pop("stepMultiplier"))),
+                                    r"needs format 1\.1"),
+    # Format 1.2: steps that are not powers of two.
+    "step multiplier in format 1.1": (footer_edit(lambda ft: ft.update(formatMinorVersion=1)), r"stepMultiplier 5 needs format 1\.2"),
+    "step multiplier 0": (footer_edit(lambda ft: ft["logProbs"].update(stepMultiplier=0)), r"stepMultiplier"),
+    "footer minor 3": (footer_edit(lambda ft: ft.update(formatMinorVersion=3)), r"formatMinorVersion"),
 }
 
 

@@ -96,12 +96,15 @@ struct SynthCommand: ParsableCommand {
     @Option(help: "Draws per position when --sampled.") var draws: Int = 50
     @Option(help: "Codec: none, lz4, zstd or zstd:LEVEL.") var codec: String = "zstd"
     @Flag(help: "Store log-probs exactly (float32) instead of quantised.") var lossless = false
-    @Option(help: "Quantisation step 2^-N nats.") var stepLog2: Int = 6
+    @Option(help: "Quantisation step M·2^-N nats: N (default: the format's default step, 5·2^-8 in format 1.2, 2^-6 before).")
+    var stepLog2: Int?
+    @Option(help: "Quantisation step M·2^-N nats: M, 1...255 (format 1.2; default 1 when --step-log2 is given).")
+    var stepMultiplier: Int?
     @Option(help: "Tokens per block.") var blockTokens: Int = 8192
     @Option(help: "Target shard size in bytes.") var shardBytes: Int = 256 << 20
     @Option(help: "This writer's partition index.") var partition: Int = 0
     @Option(help: "Number of partitions (sequences are dealt round-robin).") var partitions: Int = 1
-    @Option(help: "Format minor version to write: 1 (bucket filters) or 0 (byte planes only, read by format 1.0 readers).")
+    @Option(help: "Format minor version to write: 2 (steps M·2^-N), 1 (bucket filters) or 0 (byte planes only, read by format 1.0 readers).")
     var formatMinor: Int = ShardFormatVersion.minor
 
     func run() throws {
@@ -114,7 +117,12 @@ struct SynthCommand: ParsableCommand {
                 fingerprints: Fingerprints(teacher: "synthetic-\(seed)", tokenizer: "synthetic-vocab-\(vocab)", corpus: "synthetic-\(seed)-\(tokens)"),
                 capture: CaptureSettings(policy: sampled ? "top-k+sampled" : (topP < 1 ? "top-p" : "top-k"), k: g.k,
                                          topP: topP < 1 ? topP : nil, samples: sampled ? draws : 0, temperature: 1, seed: seed))
-            let opts = WriterOptions(codec: c, logProbs: lossless ? .float32 : .quantized(stepLog2: stepLog2),
+            var logProbs: LogProbEncoding? = lossless ? .float32 : nil
+            if !lossless, stepLog2 != nil || stepMultiplier != nil {
+                guard let b = stepLog2 else { throw ValidationError("--step-multiplier needs --step-log2") }
+                logProbs = .quantized(stepLog2: b, multiplier: stepMultiplier ?? 1)
+            }
+            let opts = WriterOptions(codec: c, logProbs: logProbs,
                                      blockTokens: blockTokens, targetShardBytes: shardBytes, formatMinorVersion: formatMinor)
             let w = try CacheWriter(directory: out, description: desc, options: opts, partition: partition, partitionCount: partitions)
             let nSeq = (tokens + seqLen - 1) / seqLen

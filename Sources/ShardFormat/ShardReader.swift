@@ -99,7 +99,8 @@ final class ShardReader: @unchecked Sendable {
         }
         out.bandsDecoded = m
         if case .quantized(let bits, let mult) = layout.logProbs, m > 0 {
-            try dequantize(out, bands: m, step: Double(mult) / Double(1 << bits), block: b)
+            // h = mult·2^-bits has at most 8 significant bits: exact in float32.
+            try dequantize(out, bands: m, step: Float(mult) / Float(1 << bits), block: b)
         }
         if samples, let sc = L.sampleCount, let si = L.sampleIDs, let sd = L.sampleDraws {
             try load(sc, "sample_count", out.sampleCount)
@@ -134,9 +135,10 @@ final class ShardReader: @unchecked Sendable {
     }
 
     /// Turns the decoded deltas of bands 0..<m into float32 log-probs in place (FORMAT.md section 5).
-    /// Q·h is exact in double (Q < 2^24, h = m·2^-b with m < 2^8), so the one rounding to
-    /// float32 is the decoded value of FORMAT.md section 5, the same in every reader.
-    private func dequantize(_ out: DecodedBlock, bands m: Int, step h: Double, block b: Int) throws {
+    /// The decoded value of FORMAT.md section 5 is float32(-Q·h), one rounding of the exact
+    /// product. Q < 2^24 and h are exact float32 values, and an IEEE multiplication rounds the
+    /// exact product once, so `-Float(Q) * h` is that value, the same in every reader.
+    private func dequantize(_ out: DecodedBlock, bands m: Int, step h: Float, block b: Int) throws {
         let n = out.tokens
         var pos = [Int](repeating: 0, count: m)   // [m] read position in each band
         var bad = false
@@ -152,7 +154,7 @@ final class ShardReader: @unchecked Sendable {
                 let p = bandPtrs[j] + pos[j]
                 for r in 0..<cnt {
                     q &+= UInt64(p[r])
-                    p[r] = Float(-Double(UInt32(truncatingIfNeeded: q)) * h).bitPattern
+                    p[r] = (-Float(UInt32(truncatingIfNeeded: q)) * h).bitPattern
                 }
                 if q > 16_777_215 { bad = true }
                 pos[j] += cnt

@@ -63,16 +63,4 @@ import Testing
         for t in 0..<300 { for j in 1..<Int(b.entryCounts[t]) where b.entryLogProbs[t * 64 + j] > b.entryLogProbs[t * 64 + j - 1] { bad += 1 } }
         #expect(bad == 0)
     }
-
-    /// Format 1.2 writers cut entries into bands at 0, 1, 2, 3, 4, 6, 8, 12, …; older minor
-    /// versions keep 0, 8, 16, 32, … so their files stay byte-identical.
-    @Test func defaultBandsFollowTheMinorVersion() {
-        #expect(WriterOptions.defaultBands(k: 64) == [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64])
-        #expect(WriterOptions.defaultBands(k: 100) == [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 100])
-        #expect(WriterOptions.defaultBands(k: 5) == [0, 1, 2, 3, 4, 5])
-        #expect(WriterOptions.defaultBands(k: 1) == [0, 1])
-        #expect(WriterOptions.defaultBands(k: 0) == [0])
-        #expect(WriterOptions.defaultBands(k: 64, minor: 1) == [0, 8, 16, 32, 64])
-        #expect(WriterOptions.defaultBands(k: 5, minor: 0) == [0, 5])
-    }
 }

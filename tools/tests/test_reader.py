@@ -488,22 +488,14 @@ def footer_edit(fn):
 
 def repeat_first_id(column):
     """Makes block 0's first position with two or more ids in `column` repeat its first id
-    (the count column comes earlier in the block, so it is seen first). For entries, rank 0 is
-    band 0 and rank 1 opens band 1 (the writer's bands start 0, 1, 2, ...)."""
+    (the count column comes earlier in the block, so it is seen first)."""
     counts = {}
 
     def edit(b, col, v):
         if b != 0:
             return None
-        if col == {"entries": "entry_count", "sample_ids": "sample_count"}[column]:
+        if col == {"entry_ids.0": "entry_count", "sample_ids": "sample_count"}[column]:
             counts["c"] = v.copy()
-        elif column == "entries" and col == "entry_ids.0":
-            counts["rank0"] = v.copy()
-        elif column == "entries" and col == "entry_ids.1":
-            c = counts["c"].astype(np.int64)
-            t = int(np.argmax(c >= 2))  # band 1 starts with this position's rank 1
-            v[0] = counts["rank0"][int((c[:t] >= 1).sum())]
-            return v
         elif col == column:
             c = counts["c"].astype(np.int64)
             t = int(np.argmax(c >= 2))
@@ -522,7 +514,7 @@ def overlap_chunks(ft):
 
 
 FORGERIES = {
-    "repeated entry id": (dict(values=repeat_first_id("entries")), r"repeats entry id"),
+    "repeated entry id": (dict(values=repeat_first_id("entry_ids.0")), r"repeats entry id"),
     "repeated sampled id": (dict(values=repeat_first_id("sample_ids")), r"repeats sampled id"),
     "NaN logsumexp": (dict(values=set_value("logsumexp", 5, 0x7FC00000)), r"NaN in logsumexp"),
     "overlapping chunks": (footer_edit(overlap_chunks), r"block 0 chunk 'entry_count'.*overlap.*'logsumexp'"),

@@ -65,7 +65,7 @@ def main():
     print(f"  raw int32+f16       {r['rawInt32Float16BytesPerToken']:7.1f} B/token")
     for c in r["caches"]:
         e = c["encoding"]
-        lp = "lossless" if e["logProbs"] == "float32" else f"step 2^-{e['stepLog2']}"
+        lp = "lossless" if e["logProbs"] == "float32" else f"step {e.get('stepMultiplier', 1)}*2^-{e['stepLog2']}"
         print(f"  {os.path.basename(os.path.normpath(c['path'])):18s}  {c['bytesPerToken']:7.1f} B/token  "
               f"{c['vsParquet']:.2f}x parquet  ({e['codec']}, {lp})")
 

@@ -117,12 +117,7 @@ struct SynthCommand: ParsableCommand {
                 fingerprints: Fingerprints(teacher: "synthetic-\(seed)", tokenizer: "synthetic-vocab-\(vocab)", corpus: "synthetic-\(seed)-\(tokens)"),
                 capture: CaptureSettings(policy: sampled ? "top-k+sampled" : (topP < 1 ? "top-p" : "top-k"), k: g.k,
                                          topP: topP < 1 ? topP : nil, samples: sampled ? draws : 0, temperature: 1, seed: seed))
-            var logProbs: LogProbEncoding? = lossless ? .float32 : nil
-            if !lossless, stepLog2 != nil || stepMultiplier != nil {
-                guard let b = stepLog2 else { throw ValidationError("--step-multiplier needs --step-log2") }
-                logProbs = .quantized(stepLog2: b, multiplier: stepMultiplier ?? 1)
-            }
-            let opts = WriterOptions(codec: c, logProbs: logProbs,
+            let opts = WriterOptions(codec: c, logProbs: try logProbEncoding(lossless: lossless, stepLog2: stepLog2, stepMultiplier: stepMultiplier),
                                      blockTokens: blockTokens, targetShardBytes: shardBytes, formatMinorVersion: formatMinor)
             let w = try CacheWriter(directory: out, description: desc, options: opts, partition: partition, partitionCount: partitions)
             let nSeq = (tokens + seqLen - 1) / seqLen
@@ -181,4 +176,19 @@ struct DumpCommand: ParsableCommand {
             print(out, terminator: "")
         } catch { throw fail(error) }
     }
+}
+
+/// The log-prob encoding that `--lossless`, `--step-log2 N` and `--step-multiplier M` ask for,
+/// or nil for the writer's default.
+func logProbEncoding(lossless: Bool, stepLog2: Int?, stepMultiplier: Int?) throws -> LogProbEncoding? {
+    if lossless {
+        guard stepLog2 == nil, stepMultiplier == nil else { throw ValidationError("--lossless stores exact float32: drop --step-log2/--step-multiplier") }
+        return .float32
+    }
+    if stepLog2 == nil && stepMultiplier == nil { return nil }
+    guard let b = stepLog2 else { throw ValidationError("--step-multiplier needs --step-log2") }
+    guard (0...20).contains(b) else { throw ValidationError("--step-log2 \(b) outside 0...20") }
+    let m = stepMultiplier ?? 1
+    guard (1...255).contains(m) else { throw ValidationError("--step-multiplier \(m) outside 1...255") }
+    return .quantized(stepLog2: b, multiplier: m)
 }

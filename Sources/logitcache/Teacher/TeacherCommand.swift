@@ -40,6 +40,8 @@ struct TeacherCommand: ParsableCommand {
     @Option(help: "Chunk codec: zstd, lz4 or none.") var codec = "zstd"
     @Option(help: "zstd level.") var level = 3
     @Flag(help: "Store log-probs exactly (float32) instead of quantised.") var lossless = false
+    @Option(help: "Quantisation step M·2^-N nats: N (default: 5·2^-8, worst-case error 0.0098 nats).") var stepLog2: Int?
+    @Option(help: "Quantisation step M·2^-N nats: M, 1...255 (default 1 when --step-log2 is given).") var stepMultiplier: Int?
     @Option(help: "Target shard size in bytes; K, M or G suffixes (binary).") var shardSize = "256M"
     @Option(help: "Tokens per block, the unit of lazy decoding and of shard rolling.") var blockTokens = 8192
     @Flag(help: "Plain text: documents are separated by blank lines (default: one per file).") var blankLineDocs = false
@@ -87,7 +89,7 @@ struct TeacherCommand: ParsableCommand {
         o.windowsPerBatch = batch
         o.endOfTextToken = eotToken
         o.writer.codec = codec == "zstd" ? .zstd(level: Int32(level)) : codec == "lz4" ? .lz4 : .none
-        if lossless { o.writer.logProbs = .float32 }
+        if let e = try logProbEncoding(lossless: lossless, stepLog2: stepLog2, stepMultiplier: stepMultiplier) { o.writer.logProbs = e }
         o.writer.blockTokens = blockTokens
         o.writer.targetShardBytes = parseByteSize(shardSize)!  // Safe because validate() checked it.
 

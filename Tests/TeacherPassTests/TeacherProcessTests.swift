@@ -91,4 +91,24 @@ func runToEnd(_ args: [String]) throws -> Int32 {
         let m = try CacheManifest.load(directory: out, name: CacheManifest.partitionFileName(2))
         #expect(m.partition?.index == 2 && m.partition?.count == 3)
     }
+
+    /// `--step-log2`/`--step-multiplier` choose the log-prob step (default 5·2^-8), and
+    /// contradictory or out-of-range settings are refused before anything is written.
+    @Test func stepOptionsChooseTheLogProbEncoding() throws {
+        let f = try TeacherFixture(documents: 10)
+        for (extra, want) in [([String](), LogProbEncoding.quantized(stepLog2: 8, multiplier: 5)),
+                              (["--step-log2", "6"], .quantized(stepLog2: 6)),
+                              (["--step-log2", "7", "--step-multiplier", "3"], .quantized(stepLog2: 7, multiplier: 3)),
+                              (["--lossless"], .float32)] {
+            let out = f.dir.path + "/step-\(extra.joined(separator: "_"))"
+            #expect(try runToEnd(arguments(f, out: out) + extra) == 0, "\(extra)")
+            #expect(try CacheReader(directory: out).logProbEncoding == want, "\(extra)")
+        }
+        for bad in [["--step-multiplier", "5"], ["--step-log2", "21"], ["--step-log2", "8", "--step-multiplier", "0"],
+                    ["--lossless", "--step-log2", "6"]] {
+            let out = f.dir.path + "/bad-\(bad.joined(separator: "_"))"
+            #expect(try runToEnd(arguments(f, out: out) + bad) != 0, "\(bad)")
+            #expect(!FileManager.default.fileExists(atPath: out + "/manifest.json"), "\(bad)")
+        }
+    }
 }

@@ -20,13 +20,17 @@ import Darwin
 /// dispatch workers instead (``ThreadPool`` decides), so results never depend on which path ran:
 /// chunks are the same, and each chunk's result does not depend on the thread computing it.
 final class WorkerCrew: @unchecked Sendable {
-    /// Helpers: one per core beyond the caller's.
-    static let shared = WorkerCrew(helpers: max(0, ThreadPool.defaultThreadCount - 1))
+    /// At most one helper per core beyond the caller's.
+    static let shared = WorkerCrew(maxHelpers: max(0, ThreadPool.defaultThreadCount - 1))
 
     /// How long an idle helper spins before it sleeps, in nanoseconds.
     static let spinNanoseconds: UInt64 = 200_000
 
-    let helpers: Int
+    /// Most helpers the crew may start: loops asking for more threads go to dispatch.
+    let maxHelpers: Int
+    /// Helpers started so far: as many as the widest loop asked for, so a 2-thread process on
+    /// a 64-core machine keeps one helper, not 63 spinning ones. Grows only while `busy` is held.
+    private(set) var helpers = 0
 
     /// `generation << 32 | next chunk`: one word, so a helper claims a chunk of the loop it
     /// saw published and never one of the next loop.
@@ -42,37 +46,47 @@ final class WorkerCrew: @unchecked Sendable {
 
     // The current loop; written only while no chunk of any loop is claimable.
     private var body: ((Range<Int>) -> Void)?
-    private var parts = 0, count = 0, granule = 1
+    private var count = 0, granule = 1
+    /// Chunks of the current loop; atomic because a helper may read it while deciding whether
+    /// to try a claim of a loop that is already over (the claim itself then fails).
+    private let parts = Atomic<Int>(0)
     /// Chunk field of a closed loop's ticket: never below `parts`.
     private static let closed: UInt64 = 0xFFFF_FFFF
 
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    private init(helpers: Int) {
-        self.helpers = helpers
+    init(maxHelpers: Int) {
+        self.maxHelpers = maxHelpers
         // Safe because both are initialised once here and the crew lives for the whole process.
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
-        for _ in 0..<helpers { startHelper() }
     }
 
-    private func startHelper() {
+    /// What a new helper thread is handed: its crew, and the last loop it is not to join.
+    private final class Start {
+        let crew: WorkerCrew, after: UInt64
+        init(_ crew: WorkerCrew, after: UInt64) { self.crew = crew; self.after = after }
+    }
+
+    /// Starts a helper that joins every loop after generation `after`; false if the system
+    /// refused a thread.
+    private func startHelper(after: UInt64) -> Bool {
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
         // Numeric kernels keep big buffers on the heap; 1 MiB of stack is plenty.
         pthread_attr_setstacksize(&attributes, 1 << 20)
-        let box = Unmanaged.passRetained(self).toOpaque()
+        let box = Unmanaged.passRetained(Start(self, after: after)).toOpaque()
         #if canImport(Glibc)
         var thread = pthread_t()
         #else
         var thread: pthread_t? = nil
         #endif
         let rc = pthread_create(&thread, &attributes, { raw in
-            // Safe because `raw` is the retained crew passed just above; the crew is never freed.
-            let crew = Unmanaged<WorkerCrew>.fromOpaque(raw!).takeRetainedValue()
-            crew.helperLoop()
+            // Safe because `raw` is the retained Start passed just above, taken back once here.
+            let start = Unmanaged<Start>.fromOpaque(raw!).takeRetainedValue()
+            start.crew.helperLoop(after: start.after)
             return nil
         }, box)
         #if canImport(Glibc)
@@ -80,19 +94,27 @@ final class WorkerCrew: @unchecked Sendable {
         #else
         if rc == 0, let thread { pthread_detach(thread) }
         #endif
-        if rc != 0 { Unmanaged<WorkerCrew>.fromOpaque(box).release() }
+        if rc != 0 { Unmanaged<Start>.fromOpaque(box).release() }
+        return rc == 0
     }
 
     /// Runs `body` over chunks `0..<parts` of `0..<count` on the caller and `threads - 1`
     /// helpers, returning when all are done; returns false without running anything when the
     /// crew is busy or too small.
     func run(parts: Int, count: Int, granule: Int, threads: Int, _ body: (Range<Int>) -> Void) -> Bool {
-        guard threads - 1 <= helpers, threads <= 0xFFFF, parts < Int(WorkerCrew.closed), busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+        guard threads - 1 <= maxHelpers, threads <= 0xFFFF, parts < Int(WorkerCrew.closed),
+              busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             return false
         }
         defer { busy.store(false, ordering: .releasing) }
+        while helpers < threads - 1 {
+            // Started before this loop is published, so it joins this loop.
+            guard startHelper(after: ticket.load(ordering: .relaxed) >> 32) else { return false }
+            helpers += 1
+        }
         withoutActuallyEscaping(body) { body in
-            self.body = body; self.parts = parts; self.count = count; self.granule = granule
+            self.body = body; self.count = count; self.granule = granule
+            self.parts.store(parts, ordering: .relaxed)
             finished.store(0, ordering: .relaxed)
             let generation = ((ticket.load(ordering: .relaxed) >> 32) &+ 1) & 0xFFFF_FFFF
             seats.store(generation << 32 | UInt64(threads - 1) << 16, ordering: .relaxed)
@@ -106,7 +128,7 @@ final class WorkerCrew: @unchecked Sendable {
             work(generation)
             // The caller holds no seat, so it waits only for chunks, never for a helper to arrive.
             var n = 0
-            while finished.load(ordering: .acquiring) < parts { n &+= 1; if n & 1023 == 0 { sched_yield() } }
+            while finished.load(ordering: .acquiring) < parts { n &+= 1; if n & 1023 == 0 { sched_yield() } }  // `parts`: the argument
             // Closes the loop: helpers still looking at this generation find nothing to claim.
             ticket.store((generation << 32) | WorkerCrew.closed, ordering: .sequentiallyConsistent)
             self.body = nil
@@ -117,11 +139,11 @@ final class WorkerCrew: @unchecked Sendable {
     /// Claims and runs chunks of loop `generation` until none are left.
     private func work(_ generation: UInt64) {
         var seen = ticket.load(ordering: .acquiring)
-        while seen >> 32 == generation, Int(seen & 0xFFFF_FFFF) < parts {
+        while seen >> 32 == generation, Int(seen & 0xFFFF_FFFF) < parts.load(ordering: .relaxed) {
             let (exchanged, original) = ticket.compareExchange(expected: seen, desired: seen &+ 1, ordering: .acquiringAndReleasing)
             if !exchanged { seen = original; continue }
             let chunk = Int(seen & 0xFFFF_FFFF)
-            let r = ThreadPool.chunkRange(chunk, of: parts, count: count, granule: granule)
+            let r = ThreadPool.chunkRange(chunk, of: parts.load(ordering: .relaxed), count: count, granule: granule)
             // Safe because a chunk was claimed, so the loop is unfinished and `body` is its body.
             if !r.isEmpty { body!(r) }
             finished.add(1, ordering: .releasing)
@@ -129,8 +151,8 @@ final class WorkerCrew: @unchecked Sendable {
         }
     }
 
-    private func helperLoop() {
-        var last: UInt64 = 0
+    private func helperLoop(after generation: UInt64) {
+        var last = generation
         while true {
             let generation = waitForLoop(after: last)
             last = generation

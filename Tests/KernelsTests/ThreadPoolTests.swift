@@ -103,10 +103,11 @@ import Testing
 
     @Test func theCrewRunsALoopOnTwoThreads() throws {
         try #require(ThreadPool.defaultThreadCount >= 2, "needs two cores")
-        #expect(WorkerCrew.shared.helpers == ThreadPool.defaultThreadCount - 1)
+        #expect(WorkerCrew.shared.maxHelpers == ThreadPool.defaultThreadCount - 1)
         // Two chunks that each wait for the other to start can only finish on two threads.
         var ranOnCrew = 0, bothStarted = 0
-        for _ in 0..<200 where ranOnCrew < 20 {
+        let giveUp = Date().addingTimeInterval(60)  // other tests' loops may hold the crew for a while
+        while ranOnCrew < 20 && Date() < giveUp {
             let started = Atomic<Int>(0), sawBoth = Atomic<Int>(0)
             let ran = WorkerCrew.shared.run(parts: 2, count: 2, granule: 1, threads: 2) { _ in
                 started.add(1, ordering: .sequentiallyConsistent)
@@ -114,12 +115,29 @@ import Testing
                 while started.load(ordering: .sequentiallyConsistent) < 2 && Date() < deadline {}
                 if started.load(ordering: .sequentiallyConsistent) == 2 { sawBoth.add(1, ordering: .relaxed) }
             }
-            if ran {  // else another test's loop held the crew: try again
+            if ran {
                 ranOnCrew += 1
                 if sawBoth.load(ordering: .relaxed) == 2 { bothStarted += 1 }
+            } else {
+                usleep(200)  // another test's loop holds the crew: try again
             }
         }
         #expect(ranOnCrew == 20)
         #expect(bothStarted == ranOnCrew)
+    }
+
+    @Test func theCrewStartsOnlyTheHelpersItsWidestLoopNeeds() {
+        // A private crew (its threads outlive the test, asleep): a 2-thread loop starts one
+        // helper, a 4-thread loop two more, and a loop wider than the crew may grow is refused.
+        let crew = WorkerCrew(maxHelpers: 3)
+        #expect(crew.helpers == 0)
+        let hits = Hits(64)
+        #expect(crew.run(parts: 8, count: 64, granule: 1, threads: 2) { hits.add($0) })
+        #expect(crew.helpers == 1)
+        #expect(crew.run(parts: 8, count: 64, granule: 1, threads: 4) { hits.add($0) })
+        #expect(crew.helpers == 3)
+        #expect(!crew.run(parts: 8, count: 64, granule: 1, threads: 5) { hits.add($0) })
+        #expect(crew.helpers == 3)
+        #expect(hits.all == [Int](repeating: 2, count: 64))
     }
 }

@@ -23,8 +23,8 @@ import Darwin
 /// Which thread computes a chunk then varies from run to run; what the chunk computes does not.
 ///
 /// A pool is cheap (it owns no threads of its own) and safe to share between kernels. Loops run
-/// on the process's persistent worker crew (`WorkerCrew`, one spinning helper per extra core)
-/// when it is free, else on the system's dispatch workers; a loop body must not start another
+/// on the process's persistent worker crew (`WorkerCrew`: spinning helpers, started as loops
+/// ask for them, at most one per extra core) when it is free, else on the system's dispatch workers; a loop body must not start another
 /// parallel loop on the same pool.
 ///
 /// API status: final.
@@ -52,15 +52,10 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Creates a pool that runs loops on `threadCount` threads (default: one per core), each
     /// loop cut into up to `threadCount` × `chunksPerThread` chunks. Values below 1 are
-    /// treated as 1. `useCrew: false` keeps every loop on dispatch workers (for comparison).
-    /// Whether loops run on the process's spinning worker crew when it is free (else, and
-    /// always when false, on dispatch workers); the results are identical either way.
-    public let useCrew: Bool
-
-    public init(threadCount: Int = ThreadPool.defaultThreadCount, chunksPerThread: Int = 1, useCrew: Bool = true) {
+    /// treated as 1.
+    public init(threadCount: Int = ThreadPool.defaultThreadCount, chunksPerThread: Int = 1) {
         self.threadCount = max(1, threadCount)
         self.chunksPerThread = max(1, chunksPerThread)
-        self.useCrew = useCrew
     }
 
     /// The half-open range chunk `chunk` of `parts` covers in `0..<count`: contiguous,
@@ -91,7 +86,7 @@ public final class ThreadPool: @unchecked Sendable {
             return
         }
         let workers = min(threadCount, parts)
-        if useCrew, WorkerCrew.shared.run(parts: parts, count: count, granule: granule, threads: workers, body) { return }
+        if WorkerCrew.shared.run(parts: parts, count: count, granule: granule, threads: workers, body) { return }
         withoutActuallyEscaping(body) { body in
             if workers == parts {
                 DispatchQueue.concurrentPerform(iterations: parts) { chunk in

@@ -218,7 +218,7 @@ public final class CacheWriter {
         var m = CacheManifest(vocabularySize: description.vocabularySize, fingerprints: description.fingerprints,
                               capture: description.capture,
                               encoding: EncodingSettings(codec: options.codec.name, level: Int(options.codec.level), logProbs: lp, stepLog2: step,
-                                                         stepMultiplier: { if case .quantized(_, let m) = options.logProbs, m != 1 { return m }; return nil }(),
+                                                         stepMultiplier: options.logProbs.recordedStepMultiplier,
                                                          blockTokens: options.blockTokens, entryBands: bands),
                               teacherCost: teacherCost, partition: partition, totals: CacheTotals(), shards: shards)
         m.recomputeTotals()
@@ -420,8 +420,8 @@ final class ShardBuilder {
     func publish(_ enc: ChunkEncoder, partition: Int) throws -> ShardEntry {
         try flushBlock(enc)
         let lp: FooterJSON.LogProbs
-        if case .quantized(let b, let m) = options.logProbs {
-            lp = .init(encoding: "quantized", stepLog2: b, stepMultiplier: m == 1 ? nil : m)
+        if case .quantized(let b, _) = options.logProbs {
+            lp = .init(encoding: "quantized", stepLog2: b, stepMultiplier: options.logProbs.recordedStepMultiplier)
         } else {
             lp = .init(encoding: "float32", stepLog2: nil)
         }

@@ -96,11 +96,14 @@ public enum LogProbEncoding: Sendable, Equatable, Hashable, CustomStringConverti
     }
     /// Largest absolute quantisation error per entry, `h/2` nats (0 for float32).
     public var maxError: Double { step / 2 }
-    /// Lowest format minor revision that can store this encoding.
-    public var minimumMinorVersion: Int {
-        if case .quantized(_, let m) = self, m != 1 { return 2 }
-        return 0
+    /// The `stepMultiplier` a footer or manifest records: nil for float32 and for m = 1, so
+    /// files without a multiplier stay byte-identical to format 1.1 ones.
+    var recordedStepMultiplier: Int? {
+        if case .quantized(_, let m) = self, m != 1 { return m }
+        return nil
     }
+    /// Lowest format minor revision that can store this encoding.
+    public var minimumMinorVersion: Int { recordedStepMultiplier == nil ? 0 : 2 }
     public var description: String {
         switch self {
         case .quantized(let b, 1): return "quantized(step=2^-\(b))"

@@ -339,11 +339,12 @@ final class ShardBuilder {
         if n == 0 { return }
         var chunks: [FooterJSON.Chunk] = []
         let minor = options.formatMinorVersion >= 1
-        func put(_ name: String, _ values: [UInt32], float: Bool = false, buckets: ChunkFilter? = nil) throws {
+        func put(_ name: String, _ values: [UInt32], float: Bool = false, buckets: ChunkFilter? = nil,
+                 matches: SymbolMatches = .long) throws {
             let offset = file.size
             var sum: UInt64 = 0
             let (f, w, c) = try values.withUnsafeBufferPointer { vals in
-                try enc.encode(vals, codec: options.codec, float: float, buckets: minor ? buckets : nil) { bytes in
+                try enc.encode(vals, codec: options.codec, float: float, buckets: minor ? buckets : nil, matches: matches) { bytes in
                     sum = Checksum.xxh3(bytes)
                     try file.write(bytes)
                 }
@@ -380,7 +381,7 @@ final class ShardBuilder {
         // Frequency ranks and quantised gaps are small and skewed: bucket symbols code them
         // near their order-0 entropy (FORMAT.md section 6).
         for j in bandIDs.indices { try put("entry_ids.\(j)", bandIDs[j], buckets: .buckets) }
-        for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0, buckets: .buckets) }
+        for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0, buckets: .buckets, matches: .local) }
         if maxSamples > 0 {
             try put("sample_count", sCounts); try put("sample_ids", sIDs); try put("sample_draws", sDraws)
         }

@@ -46,7 +46,8 @@ import xxhash
 
 MAGIC = b"LCSHARD\x1a"
 FORMAT_VERSION = 1
-FORMAT_MINOR_VERSION = 2  # highest minor revision read: 1 adds the bucket filters (section 6), 2 steps m*2^-b (section 5)
+FORMAT_MINOR_VERSION = 3  # highest minor revision read: 1 adds the bucket filters (section 6), 2 steps m*2^-b
+                          # (section 5), 3 next-token links (section 4)
 BUCKET_FILTERS = ("buckets", "delta-buckets")
 HEADER_SIZE = 16
 TRAILER_SIZE = 40
@@ -414,6 +415,7 @@ class SequenceInfo:
 
 _FIXED_COLUMNS = ("input_ids", "next_logprob", "logsumexp", "entry_count")
 _SAMPLE_COLUMNS = ("sample_count", "sample_ids", "sample_draws")
+_LINK_COLUMNS = ("next_link", "next_logprob_delta")
 
 
 class Shard:
@@ -533,7 +535,7 @@ class Shard:
             [f"entry_logprobs.{j}" for j in range(m)]
         if self.max_samples > 0:
             required += list(_SAMPLE_COLUMNS)
-        allowed = set(required) | {"entry_id_dict"}
+        allowed = set(required) | {"entry_id_dict"} | set(_LINK_COLUMNS)
         self.blocks = []
         sums = [0, 0, 0]
         spans = []  # (offset, end, block, column) of every non-empty chunk
@@ -587,9 +589,21 @@ class Shard:
             for column in required:
                 if column not in columns:
                     raise CacheError(f"{wb}: missing column {column!r}")
-            for column in _FIXED_COLUMNS + (_SAMPLE_COLUMNS[:1] if self.max_samples > 0 else ()):
-                if columns[column]["count"] != n:
-                    raise CacheError(f"{wb} chunk {column!r}: count {columns[column]['count']}, expected {n} tokens")
+            links = [c for c in _LINK_COLUMNS if c in columns]
+            if links and len(links) != 2:
+                raise CacheError(f"{wb}: next_link and next_logprob_delta come together")
+            if links and minor < 3:
+                raise CacheError(f"{wb}: next-token links need format 1.3, footer says 1.{minor}")
+            if links and m == 0:
+                raise CacheError(f"{wb}: next-token links without entry bands")
+            linked = columns["next_logprob_delta"]["count"] if links else 0  # values derived from links
+            if linked > n:
+                raise CacheError(f"{wb} chunk 'next_logprob_delta': count {linked} exceeds the block's {n} tokens")
+            for column in _FIXED_COLUMNS + (_SAMPLE_COLUMNS[:1] if self.max_samples > 0 else ()) + \
+                    (("next_link",) if links else ()):
+                want_n = n - linked if column in ("input_ids", "next_logprob") else n
+                if columns[column]["count"] != want_n:
+                    raise CacheError(f"{wb} chunk {column!r}: count {columns[column]['count']}, expected {want_n}")
             if self.max_samples > 0:
                 for column in _SAMPLE_COLUMNS[1:]:
                     if columns[column]["count"] != s:
@@ -665,6 +679,9 @@ class Shard:
                 raise CacheError(f"{where} chunk 'entry_ids.{j}': count {got}, expected {want}")
 
         kk = self.max_entries if k is None else max(0, min(k, self.max_entries))
+        linked = "next_link" in blk["columns"]
+        if linked:  # links point into band 0, decoded whatever k asks for
+            k_asked, kk = kk, max(kk, bands[1])
         ids = np.zeros((n, kk), dtype=np.uint32)     # [n, kk] entry ids, rank-major per row
         stored = np.zeros((n, kk), dtype=np.uint32)  # [n, kk] stored log-prob values
         dictionary = None
@@ -714,6 +731,10 @@ class Shard:
             # Q < 2^24 and h = m*2^-b (m < 2^8) make Q*h exact in float64; one rounding to float32.
             h = self.step_multiplier * 2.0 ** -self.step_log2
             lp = (q.astype(np.float64) * -h).astype(np.float32)
+        if linked:
+            self._resolve_links(b, out, counts, ids, lp)
+            kk = k_asked
+            ids, lp = ids[:, :kk], lp[:, :kk]
         out.update(counts=np.minimum(counts, kk), ids=ids, lp=lp, kk=kk)
 
         if self.max_samples > 0:
@@ -733,6 +754,36 @@ class Shard:
             out["sample_ids"] = out["sample_draws"] = np.zeros(0, np.uint32)
         out["sample_offsets"] = np.concatenate([[0], np.cumsum(scounts)]).astype(np.int64)
         return out
+
+    def _resolve_links(self, b: int, out: dict, counts: np.ndarray, ids: np.ndarray, lp: np.ndarray):
+        """Section 4, next-token links: rebuilds out's input_ids and next_logprob of block b from
+        the stored unlinked values, the links, the deltas and the decoded band 0 (ids, lp: [n, >= e_1])."""
+        where = f"{self.name}: block {b}"
+        n = len(counts)
+        link = self.column(b, "next_link").astype(np.int64)        # [n] 0 or rank + 1
+        delta = self.column(b, "next_logprob_delta")                # [L] zigzag
+        has = link > 0
+        c0 = np.minimum(counts, self.bands[1])
+        if np.any(link > c0):
+            t = int(np.argmax(link > c0))
+            raise CacheError(f"{where} chunk 'next_link': link to rank {int(link[t]) - 1} at token {t}, "
+                             f"which has {int(c0[t])} band-0 entries")
+        if n and has[-1]:
+            raise CacheError(f"{where} chunk 'next_link': a link at the block's last token")
+        if int(has.sum()) != len(delta):
+            raise CacheError(f"{where} chunk 'next_link': {int(has.sum())} links, {len(delta)} next log-prob deltas")
+        t = np.nonzero(has)[0]
+        inputs = np.empty(n, dtype=np.uint32)
+        from_link = np.zeros(n, dtype=bool)
+        from_link[t + 1] = True
+        inputs[t + 1] = ids[t, link[t] - 1]
+        inputs[~from_link] = out["input_ids"]
+        nexts = np.empty(n, dtype=np.uint32)
+        nexts[~has] = out["next_logprob"].view(np.uint32)
+        d = ((delta >> 1).astype(np.int64) ^ -(delta & 1).astype(np.int64))  # un-zigzag
+        base = lp[t, link[t] - 1].view(np.int32).astype(np.int64)
+        nexts[t] = ((base + d) & 0xFFFFFFFF).astype(np.uint32)  # int32 sum, wrapping
+        out["input_ids"], out["next_logprob"] = inputs, nexts.view(np.float32)
 
     def block(self, b: int, k: Optional[int] = None) -> Tokens:
         """Decodes block b; with k, only the entry bands holding ranks < k are read."""

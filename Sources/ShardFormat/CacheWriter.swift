@@ -13,7 +13,8 @@ public struct WriterOptions: Sendable, Equatable {
     public var entryBands: [Int]? = nil
     /// A shard is closed at the first sequence boundary once it holds this many bytes. Default 256 MiB.
     public var targetShardBytes = 256 << 20
-    /// Format minor version to write (FORMAT.md section 9). 2 (the default) allows log-prob
+    /// Format minor version to write (FORMAT.md section 9). 3 (the default) links each
+    /// position's real next token to its own top entries (`next_link`); 2 allows log-prob
     /// steps that are not powers of two; 1 codes compressed entry ids, quantised log-prob gaps
     /// and the id dictionary with the bucket filters; 0 writes byte planes only, files that
     /// readers of format 1.0 read.
@@ -251,13 +252,20 @@ final class ShardBuilder {
     private let k: Int, v: UInt32, maxSamples: Int
     private let scale: Double   // 2^stepLog2, or 0 for float32
     private let multiplier: Double  // of the step m·2^-stepLog2
+    private let stepF: Float        // the step h = m·2^-stepLog2, exact in float32 (8 significant bits)
     private var rowIDs: RowIDSet
 
     // Current block, token-major: [n] per token, [e] per entry, [s] per sample.
     private var inIDs: [UInt32] = [], nextLP: [UInt32] = [], lse: [UInt32] = [], counts: [UInt32] = []
     private var entIDs: [UInt32] = [], entLP: [UInt32] = []
     private var sCounts: [UInt32] = [], sIDs: [UInt32] = [], sDraws: [UInt32] = []
-    private var band: [UInt32] = []
+    // Next-token links (format 1.3, FORMAT.md section 4): [n] per token.
+    private let linking: Bool
+    private var link: [UInt32] = []     // [n] 0, or r + 1: input id of t+1 is entry r of t
+    private var linkLP: [UInt32] = []   // [n] decoded float32 bits of that entry's log-prob
+    private var prevIDs: [UInt32] = []  // [<= e_1] band-0 ids of the previous position
+    private var prevLPs: [UInt32] = []  // [<= e_1] their decoded log-prob bits
+    private var prevLinkable = false    // previous position is in this block and sequence
 
     private var blocks: [FooterJSON.Block] = []
     private var keys: [String] = [], offsets: [Int] = [], lengths: [Int] = []
@@ -272,7 +280,9 @@ final class ShardBuilder {
         self.description = description; self.options = options; self.bands = bands
         k = description.capture.k; v = UInt32(description.vocabularySize); maxSamples = description.capture.samples
         if case .quantized(let b, let m) = options.logProbs { scale = Double(1 << b); multiplier = Double(m) } else { scale = 0; multiplier = 1 }
+        stepF = scale == 0 ? 0 : Float(multiplier) / Float(scale)
         rowIDs = RowIDSet(vocabularySize: description.vocabularySize)
+        linking = options.formatMinorVersion >= 3 && options.codec != .none && bands.count > 1
         file = try TempFile(directory: directory, finalName: name)
         var header = shardMagic
         header += le32(1) + le32(0)
@@ -281,6 +291,7 @@ final class ShardBuilder {
 
     func beginSequence(key: DocumentHash, offset: Int) {
         keys.append(key.description); offsets.append(offset); lengths.append(0)
+        prevLinkable = false
     }
     func endSequence() {}
 
@@ -315,16 +326,33 @@ final class ShardBuilder {
         if let id = rowIDs.firstRepeat(count: sampleIDs.count, { UInt32(bitPattern: sampleIDs[$0]) }) {
             throw ShardFormatError.invalidInput("sampled id \(id) appears twice in one position (give it one draw count)")
         }
+        if linking {
+            // This position's input id may be one of the previous position's top entries.
+            if prevLinkable, let r = prevIDs.firstIndex(of: UInt32(bitPattern: inputID)) {
+                link[link.count - 1] = UInt32(r + 1); linkLP[linkLP.count - 1] = prevLPs[r]
+            }
+            prevIDs.removeAll(keepingCapacity: true); prevLPs.removeAll(keepingCapacity: true)
+            link.append(0); linkLP.append(0)
+            prevLinkable = true
+        }
+        let e1 = linking ? min(c, bands[1]) : 0
         var prevQ: UInt32 = 0
         for r in 0..<c {
             entIDs.append(UInt32(bitPattern: ids[r]))
-            if scale == 0 { entLP.append(lps[r].bitPattern); continue }
+            if r < e1 { prevIDs.append(UInt32(bitPattern: ids[r])) }
+            if scale == 0 {
+                entLP.append(lps[r].bitPattern)
+                if r < e1 { prevLPs.append(lps[r].bitPattern) }
+                continue
+            }
             // -l·2^b is exact in double; the one division by m is correctly rounded (FORMAT.md section 5).
             let x = -Double(lps[r]) * scale / multiplier
             // Half away from zero; -inf and huge values clamp to 2^24 - 1.
             let q: UInt32 = x >= 16_777_215 ? 16_777_215 : UInt32(max(0, x.rounded()))
             entLP.append(r == 0 ? q : q - prevQ)
             prevQ = q
+            // What every reader decodes (FORMAT.md section 5): one float32 rounding of -Q·h.
+            if r < e1 { prevLPs.append((-Float(q) * stepF).bitPattern) }
         }
         for i in 0..<sampleIDs.count { sIDs.append(UInt32(bitPattern: sampleIDs[i])); sDraws.append(draws[i]) }
         inIDs.append(UInt32(bitPattern: inputID)); nextLP.append(next.bitPattern); lse.append(l.bitPattern)
@@ -352,10 +380,29 @@ final class ShardBuilder {
             chunks.append(.init(column: name, offset: offset, size: file.size - offset, count: values.count, width: w,
                                 filter: f.rawValue, codec: c.name, xxh3: hex16(sum)))
         }
-        try put("input_ids", inIDs)
-        try put("next_logprob", nextLP, float: true)
-        try put("logsumexp", lse, float: true)
-        try put("entry_count", counts)
+        if linking {
+            // FORMAT.md section 4, next-token links: a linked position's successor needs no
+            // input id, and its own next log-prob is stored as the difference of float32 bit
+            // patterns from the linked entry's decoded log-prob (0 when lossless).
+            var ins: [UInt32] = [], nexts: [UInt32] = [], deltas: [UInt32] = []
+            for t in 0..<n {
+                if t == 0 || link[t - 1] == 0 { ins.append(inIDs[t]) }
+                if link[t] == 0 { nexts.append(nextLP[t]); continue }
+                let d = Int32(bitPattern: nextLP[t]) &- Int32(bitPattern: linkLP[t])
+                deltas.append(UInt32(bitPattern: (d << 1) ^ (d >> 31)))   // zigzag
+            }
+            try put("input_ids", ins)
+            try put("next_logprob", nexts, float: true)
+            try put("logsumexp", lse, float: true)
+            try put("entry_count", counts)
+            try put("next_link", link, buckets: .buckets)
+            try put("next_logprob_delta", deltas, buckets: .buckets)
+        } else {
+            try put("input_ids", inIDs)
+            try put("next_logprob", nextLP, float: true)
+            try put("logsumexp", lse, float: true)
+            try put("entry_count", counts)
+        }
         // Compressed blocks store entry ids as ranks into a dictionary of the block's distinct
         // ids by descending frequency (FORMAT.md section 4): frequent ids get small ranks, whose
         // byte planes code far better than the ids' own (which carry no frequency order).
@@ -381,7 +428,10 @@ final class ShardBuilder {
         // Frequency ranks and quantised gaps are small and skewed: bucket symbols code them
         // near their order-0 entropy (FORMAT.md section 6).
         for j in bandIDs.indices { try put("entry_ids.\(j)", bandIDs[j], buckets: .buckets) }
-        for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0, buckets: .buckets, matches: .local) }
+        // Format 1.3 writers search log-prob gap symbols for local repeats only (smaller; a
+        // compressor setting, so older minor versions keep their writers' bytes).
+        let lpMatches: SymbolMatches = options.formatMinorVersion >= 3 ? .local : .long
+        for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0, buckets: .buckets, matches: lpMatches) }
         if maxSamples > 0 {
             try put("sample_count", sCounts); try put("sample_ids", sIDs); try put("sample_draws", sDraws)
         }
@@ -390,6 +440,8 @@ final class ShardBuilder {
         inIDs.removeAll(keepingCapacity: true); nextLP.removeAll(keepingCapacity: true); lse.removeAll(keepingCapacity: true)
         counts.removeAll(keepingCapacity: true); entIDs.removeAll(keepingCapacity: true); entLP.removeAll(keepingCapacity: true)
         sCounts.removeAll(keepingCapacity: true); sIDs.removeAll(keepingCapacity: true); sDraws.removeAll(keepingCapacity: true)
+        link.removeAll(keepingCapacity: true); linkLP.removeAll(keepingCapacity: true)
+        prevLinkable = false   // links stay inside a block, so blocks decode on their own
     }
 
     private var idCounts: [UInt32] = []   // [V] occurrences in the current block

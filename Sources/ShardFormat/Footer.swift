@@ -69,6 +69,10 @@ struct BlockLayout: Sendable {
     var logSumExp: ChunkDescriptor
     var entryCount: ChunkDescriptor
     var entryIDDict: ChunkDescriptor?    // when present, entry_ids.j hold ranks into it
+    /// Format 1.3 next-token links (both or neither): [n] links, [L] next log-prob deltas;
+    /// with them `input_ids` and `next_logprob` hold only the n - L unlinked values.
+    var nextLink: ChunkDescriptor?
+    var nextLogProbDelta: ChunkDescriptor?
     var entryIDs: [ChunkDescriptor]      // [bands]
     var entryLogProbs: [ChunkDescriptor] // [bands]
     var sampleCount: ChunkDescriptor?
@@ -229,7 +233,16 @@ struct ShardLayout: Sendable {
                 if let c = count, d.count != c { throw bad("count \(d.count), expected \(c)", "block \(b) column \(name)") }
                 return d
             }
-            let inputIDs = try col("input_ids", count: n), next = try col("next_logprob", count: n)
+            let link = byName.removeValue(forKey: "next_link"), delta = byName.removeValue(forKey: "next_logprob_delta")
+            guard (link == nil) == (delta == nil) else { throw bad("block \(b): next_link and next_logprob_delta come together") }
+            if link != nil {
+                guard minor >= 3 else { throw bad("block \(b): next-token links need format 1.3, footer says 1.\(minor)") }
+                guard m > 0 else { throw bad("block \(b): next-token links without entry bands") }
+            }
+            let linked = delta.map { $0.count } ?? 0   // L: values derived from links
+            guard linked <= n else { throw bad("count \(linked) exceeds the block's \(n) tokens", "block \(b) column next_logprob_delta") }
+            if let l = link, l.count != n { throw bad("count \(l.count), expected \(n)", "block \(b) column next_link") }
+            let inputIDs = try col("input_ids", count: n - linked), next = try col("next_logprob", count: n - linked)
             let lse = try col("logsumexp", count: n), cnt = try col("entry_count", count: n)
             guard next.width == 4, lse.width == 4 else { throw bad("block \(b): float columns must have width 4") }
             let dict = byName.removeValue(forKey: "entry_id_dict")
@@ -249,6 +262,7 @@ struct ShardLayout: Sendable {
             if let extra = byName.keys.sorted().first { throw bad("block \(b): unexpected column \(extra)") }
             blocks.append(BlockLayout(firstToken: first, tokens: n, entries: bj.entries, samples: bj.samples,
                                       inputIDs: inputIDs, nextLogProb: next, logSumExp: lse, entryCount: cnt, entryIDDict: dict,
+                                      nextLink: link, nextLogProbDelta: delta,
                                       entryIDs: ids, entryLogProbs: lps, sampleCount: sc, sampleIDs: si, sampleDraws: sd))
         }
         // Chunks may lie in any order (readers use the offsets) but never share bytes: a forged
@@ -272,6 +286,7 @@ public enum ShardFormatVersion {
     public static let major = 1
     /// Highest minor revision this library reads, and the one it writes by default. 1 adds
     /// the `buckets` and `delta-buckets` chunk filters; 2 adds log-prob steps
-    /// `stepMultiplier · 2^-stepLog2`; the footer names it.
-    public static let minor = 2
+    /// `stepMultiplier · 2^-stepLog2`; 3 adds next-token links (`next_link`,
+    /// `next_logprob_delta`); the footer names it.
+    public static let minor = 3
 }

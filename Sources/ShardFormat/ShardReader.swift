@@ -66,8 +66,12 @@ final class ShardReader: @unchecked Sendable {
             for i in 0..<c.count { m = max(m, c[i]) }
             guard c.count == 0 || m < v else { throw ShardFormatError.malformed(file: path, chunk: name(col), reason: "id \(m) >= vocabulary size \(v)") }
         }
-        try load(L.inputIDs, "input_ids", out.inputIDs); try checkIDs(out.inputIDs, "input_ids")
-        try load(L.nextLogProb, "next_logprob", out.nextLogProb)
+        // With next-token links the stored columns hold only the unlinked values; the block's
+        // columns are rebuilt from them and band 0 below.
+        let linked = L.nextLink != nil
+        let inputs = linked ? out.storedInputIDs : out.inputIDs, nexts = linked ? out.storedNextLogProb : out.nextLogProb
+        try load(L.inputIDs, "input_ids", inputs); try checkIDs(inputs, "input_ids")
+        try load(L.nextLogProb, "next_logprob", nexts)
         try load(L.logSumExp, "logsumexp", out.logSumExp)
         try load(L.entryCount, "entry_count", out.entryCount)
         let K = UInt32(layout.maxEntries)
@@ -78,7 +82,8 @@ final class ShardReader: @unchecked Sendable {
             total += Int(c)
         }
         guard total == L.entries else { throw ShardFormatError.malformed(file: path, chunk: name("entry_count"), reason: "counts sum to \(total), block has \(L.entries) entries") }
-        let m = min(bandCount, L.entryIDs.count)
+        // Links point into band 0, which is then decoded whatever k was asked for.
+        let m = min(linked ? max(bandCount, 1) : bandCount, L.entryIDs.count)
         if let dd = L.entryIDDict, m > 0 {
             try load(dd, "entry_id_dict", out.idDict); try checkIDs(out.idDict, "entry_id_dict")
         }
@@ -102,6 +107,11 @@ final class ShardReader: @unchecked Sendable {
             // h = mult·2^-bits has at most 8 significant bits: exact in float32.
             try dequantize(out, bands: m, step: Float(mult) / Float(1 << bits), block: b)
         }
+        if let ld = L.nextLink, let dd = L.nextLogProbDelta {
+            try load(ld, "next_link", out.nextLink)
+            try load(dd, "next_logprob_delta", out.nextLogProbDelta)
+            try resolveLinks(out, block: b)
+        }
         if samples, let sc = L.sampleCount, let si = L.sampleIDs, let sd = L.sampleDraws {
             try load(sc, "sample_count", out.sampleCount)
             var s = 0
@@ -118,6 +128,46 @@ final class ShardReader: @unchecked Sendable {
             for i in 0..<out.sampleDraws.count { minDraws = min(minDraws, out.sampleDraws[i]) }
             guard minDraws >= 1 else { throw ShardFormatError.malformed(file: path, chunk: name("sample_draws"), reason: "a draw count of 0") }
             out.hasSamples = true
+        }
+    }
+
+    /// Rebuilds `input_ids` and `next_logprob` of a block with next-token links (FORMAT.md
+    /// section 4) from their stored unlinked values, the links, the deltas and band 0 (decoded
+    /// and dequantised). A link must name one of its position's band-0 entries and must not
+    /// be the block's last position; the stored columns must be used up exactly.
+    private func resolveLinks(_ out: DecodedBlock, block b: Int) throws {
+        let n = out.tokens, e1 = UInt32(layout.bands[1])
+        func bad(_ col: String, _ r: String) -> ShardFormatError { .malformed(file: path, chunk: "block \(b) column \(col)", reason: r) }
+        let link = out.nextLink, delta = out.nextLogProbDelta
+        let ins = out.storedInputIDs, nexts = out.storedNextLogProb
+        let ids0 = out.bandIDs[0], lp0 = out.bandLogProbs[0]
+        let inp = out.inputIDs.owned(n), next = out.nextLogProb.owned(n)   // [n] each
+        var off = 0, prevOff = 0    // band-0 offset of position t and of t - 1
+        var si = 0, sn = 0, sd = 0  // read positions in input_ids, next_logprob, next_logprob_delta
+        for t in 0..<n {
+            if t > 0, link[t - 1] > 0 {
+                inp[t] = ids0[prevOff + Int(link[t - 1]) - 1]
+            } else {
+                guard si < ins.count else { throw bad("input_ids", "\(ins.count) values, links leave more positions unlinked") }
+                inp[t] = ins[si]; si += 1
+            }
+            let c0 = min(out.entryCount[t], e1), l = link[t]
+            if l == 0 {
+                guard sn < nexts.count else { throw bad("next_logprob", "\(nexts.count) values, links leave more positions unlinked") }
+                next[t] = nexts[sn]; sn += 1
+            } else {
+                guard l <= c0 else { throw bad("next_link", "link to rank \(l - 1) at token \(t), which has \(c0) band-0 entries") }
+                guard t < n - 1 else { throw bad("next_link", "a link at the block's last token") }
+                guard sd < delta.count else { throw bad("next_logprob_delta", "\(delta.count) values, fewer than the links") }
+                let z = delta[sd]; sd += 1
+                let d = Int32(bitPattern: (z >> 1) ^ (0 &- (z & 1)))   // un-zigzag
+                next[t] = UInt32(bitPattern: Int32(bitPattern: lp0[off + Int(l) - 1]) &+ d)
+            }
+            prevOff = off; off += Int(c0)
+        }
+        guard si == ins.count, sn == nexts.count, sd == delta.count else {
+            throw bad("next_link", "the links leave \(si) input ids, \(sn) next log-probs and \(sd) deltas to the stored "
+                      + "columns, which hold \(ins.count), \(nexts.count) and \(delta.count)")
         }
     }
 
@@ -216,6 +266,9 @@ final class DecodedBlock: @unchecked Sendable {
     var bandIDs: [DecodedColumn] = [], bandLogProbs: [DecodedColumn] = []
     var bandsDecoded = 0
     let idDict = DecodedColumn()
+    /// Format 1.3 next-token links: [n] links, [L] deltas, and the stored unlinked values.
+    let nextLink = DecodedColumn(), nextLogProbDelta = DecodedColumn()
+    let storedInputIDs = DecodedColumn(), storedNextLogProb = DecodedColumn()
     let sampleCount = DecodedColumn(), sampleIDs = DecodedColumn(), sampleDraws = DecodedColumn()
     var hasSamples = false
 
@@ -223,6 +276,7 @@ final class DecodedBlock: @unchecked Sendable {
         shard = s; block = b; tokens = n; bandsDecoded = 0; hasSamples = false
         let m = s.layout.bands.count - 1
         while bandIDs.count < m { bandIDs.append(DecodedColumn()); bandLogProbs.append(DecodedColumn()) }
-        for c in [inputIDs, nextLogProb, logSumExp, entryCount, idDict, sampleCount, sampleIDs, sampleDraws] { c.clear() }
+        for c in [inputIDs, nextLogProb, logSumExp, entryCount, idDict, sampleCount, sampleIDs, sampleDraws,
+                  nextLink, nextLogProbDelta, storedInputIDs, storedNextLogProb] { c.clear() }
     }
 }

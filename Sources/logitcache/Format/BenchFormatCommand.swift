@@ -28,8 +28,8 @@ struct BenchFormatCommand: ParsableCommand {
         func mt(_ x: Any?) -> String { (x as? Double).map { String(format: "%.2f M", $0 / 1e6) } ?? "n/a" }
         for res in results {
             print("vocabulary \(res["vocabulary"]!), K=\(k), \(tokens) tokens (teacher-like generator, seed \(seed))")
-            print("  bytes/token   ours default (zstd-3, \(WriterOptions().logProbs)) \(f(res["ours_default_bytes_per_token"]))   ours lossless \(f(res["ours_lossless_bytes_per_token"]))   format 1.1 default (step 1/64) \(f(res["ours_format_1_1_bytes_per_token"]))   format 1.0 default (byte planes, 1/64) \(f(res["ours_format_1_0_bytes_per_token"]))   raw int32+f16 \(f(res["raw_bytes_per_token"]))   parquet+zstd \(f(res["parquet_bytes_per_token"]))")
-            print("  ratio vs parquet+zstd: default \(r(res["default_vs_parquet"]))   lossless \(r(res["lossless_vs_parquet"]))   format 1.1 \(r(res["format_1_1_vs_parquet"]))   format 1.0 \(r(res["format_1_0_vs_parquet"]))   (target <= 0.50x)")
+            print("  bytes/token   ours default (zstd-3, \(WriterOptions().logProbs)) \(f(res["ours_default_bytes_per_token"]))   ours lossless \(f(res["ours_lossless_bytes_per_token"]))   format 1.2 default (no links) \(f(res["ours_format_1_2_bytes_per_token"]))   format 1.1 default (step 1/64) \(f(res["ours_format_1_1_bytes_per_token"]))   format 1.0 default (byte planes, 1/64) \(f(res["ours_format_1_0_bytes_per_token"]))   raw int32+f16 \(f(res["raw_bytes_per_token"]))   parquet+zstd \(f(res["parquet_bytes_per_token"]))")
+            print("  ratio vs parquet+zstd: default \(r(res["default_vs_parquet"]))   lossless \(r(res["lossless_vs_parquet"]))   format 1.2 \(r(res["format_1_2_vs_parquet"]))   format 1.1 \(r(res["format_1_1_vs_parquet"]))   format 1.0 \(r(res["format_1_0_vs_parquet"]))   (target <= 0.50x)")
             if let parts = res["default_breakdown"] as? [String: Double] {
                 print("  where the default's bytes/token go: " + Self.breakdownOrder.map { "\($0) \(f(parts[$0] ?? 0))" }.joined(separator: "   "))
             }
@@ -78,8 +78,9 @@ struct BenchFormatCommand: ParsableCommand {
         }
         let def = try write(tmp + "/default", WriterOptions())
         let lossless = try write(tmp + "/lossless", WriterOptions(logProbs: .float32))
-        // The defaults of format 1.1 (step 1/64) and 1.0 (also byte planes): what 1.2's step and
-        // 1.1's bucket filters gain.
+        // The defaults of format 1.2 (no next-token links), 1.1 (step 1/64) and 1.0 (also byte
+        // planes): what 1.3's links, 1.2's step and 1.1's bucket filters gain.
+        let v12 = try write(tmp + "/format-1.2", WriterOptions(formatMinorVersion: 2))
         let v11 = try write(tmp + "/format-1.1", WriterOptions(formatMinorVersion: 1))
         let planes = try write(tmp + "/format-1.0", WriterOptions(formatMinorVersion: 0))
         let reader = try CacheReader(directory: tmp + "/default")
@@ -115,6 +116,7 @@ struct BenchFormatCommand: ParsableCommand {
             "ours_lossless_bytes_per_token": Double(lossless.bytes) / Double(T),
             "ours_format_1_0_bytes_per_token": Double(planes.bytes) / Double(T),
             "ours_format_1_1_bytes_per_token": Double(v11.bytes) / Double(T),
+            "ours_format_1_2_bytes_per_token": Double(v12.bytes) / Double(T),
             "raw_bytes_per_token": Double(12 * T + 6 * E) / Double(T),
             "write_tokens_per_s": Double(T) / def.seconds, "write_tokens_per_cpu_s": Double(T) / def.cpu,
             "default_breakdown": try breakdown(tmp + "/default", tokens: T),
@@ -139,6 +141,7 @@ struct BenchFormatCommand: ParsableCommand {
                 res["lossless_vs_parquet"] = Double(lossless.bytes) / Double(T) / pq
                 res["format_1_0_vs_parquet"] = Double(planes.bytes) / Double(T) / pq
                 res["format_1_1_vs_parquet"] = Double(v11.bytes) / Double(T) / pq
+                res["format_1_2_vs_parquet"] = Double(v12.bytes) / Double(T) / pq
                 if let w = j["write_seconds"] as? Double { res["parquet_write_tokens_per_s"] = Double(T) / w }
                 if let r = j["read_seconds"] as? Double { res["parquet_read_tokens_per_s"] = Double(T) / r }
             } else {

@@ -52,9 +52,9 @@ struct InspectCommand: ParsableCommand {
         print("encoding     \(m.encoding.codec)\(m.encoding.codec == "zstd" ? "(\(m.encoding.level))" : "")   log-probs \(r.logProbEncoding) (max error \(r.logProbEncoding.maxError) nats)")
         print("fingerprints teacher \(m.fingerprints.teacher)   tokenizer \(m.fingerprints.tokenizer)   corpus \(m.fingerprints.corpus)")
         print("teacher cost \(m.teacherCost.tokens) tokens, \(m.teacherCost.flops) FLOPs, \(m.teacherCost.seconds) s")
-        print("column            B/token    ratio vs 32-bit")
+        print("column                B/token    ratio vs 32-bit")
         for c in cols {
-            print(c.column.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: "%9.3f   %8.2fx", Double(c.storedBytes) / Double(T),
+            print(c.column.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%9.3f   %8.2fx", Double(c.storedBytes) / Double(T),
                   c.storedBytes > 0 ? Double(c.plainBytes) / Double(c.storedBytes) : 0))
         }
         print("all columns" + String(format: "%14.3f   %8.2fx", Double(stored) / Double(T), stored > 0 ? Double(plain) / Double(stored) : 0))

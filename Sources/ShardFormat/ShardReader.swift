@@ -134,40 +134,44 @@ final class ShardReader: @unchecked Sendable {
     /// Rebuilds `input_ids` and `next_logprob` of a block with next-token links (FORMAT.md
     /// section 4) from their stored unlinked values, the links, the deltas and band 0 (decoded
     /// and dequantised). A link must name one of its position's band-0 entries and must not
-    /// be the block's last position; the stored columns must be used up exactly.
+    /// be the block's last position, and there must be one delta per link; the footer already
+    /// checked that the stored columns hold n - (number of deltas) values each.
     private func resolveLinks(_ out: DecodedBlock, block b: Int) throws {
         let n = out.tokens, e1 = UInt32(layout.bands[1])
         func bad(_ col: String, _ r: String) -> ShardFormatError { .malformed(file: path, chunk: "block \(b) column \(col)", reason: r) }
         let link = out.nextLink, delta = out.nextLogProbDelta
         let ins = out.storedInputIDs, nexts = out.storedNextLogProb
+        var linkCount = 0
+        for t in 0..<n where link[t] > 0 {
+            let c0 = min(out.entryCount[t], e1)
+            guard link[t] <= c0 else { throw bad("next_link", "link to rank \(link[t] - 1) at token \(t), which has \(c0) band-0 entries") }
+            guard t < n - 1 else { throw bad("next_link", "a link at the block's last token") }
+            linkCount += 1
+        }
+        guard linkCount == delta.count, ins.count == n - linkCount, nexts.count == n - linkCount else {
+            throw bad("next_link", "\(linkCount) links, but \(delta.count) next log-prob deltas")
+        }
         let ids0 = out.bandIDs[0], lp0 = out.bandLogProbs[0]
         let inp = out.inputIDs.owned(n), next = out.nextLogProb.owned(n)   // [n] each
         var off = 0, prevOff = 0    // band-0 offset of position t and of t - 1
         var si = 0, sn = 0, sd = 0  // read positions in input_ids, next_logprob, next_logprob_delta
+        // Every index below is in range: the counts were checked just above, and a link's rank
+        // is below its position's band-0 count.
         for t in 0..<n {
             if t > 0, link[t - 1] > 0 {
                 inp[t] = ids0[prevOff + Int(link[t - 1]) - 1]
             } else {
-                guard si < ins.count else { throw bad("input_ids", "\(ins.count) values, links leave more positions unlinked") }
                 inp[t] = ins[si]; si += 1
             }
-            let c0 = min(out.entryCount[t], e1), l = link[t]
+            let l = link[t]
             if l == 0 {
-                guard sn < nexts.count else { throw bad("next_logprob", "\(nexts.count) values, links leave more positions unlinked") }
                 next[t] = nexts[sn]; sn += 1
             } else {
-                guard l <= c0 else { throw bad("next_link", "link to rank \(l - 1) at token \(t), which has \(c0) band-0 entries") }
-                guard t < n - 1 else { throw bad("next_link", "a link at the block's last token") }
-                guard sd < delta.count else { throw bad("next_logprob_delta", "\(delta.count) values, fewer than the links") }
                 let z = delta[sd]; sd += 1
                 let d = Int32(bitPattern: (z >> 1) ^ (0 &- (z & 1)))   // un-zigzag
                 next[t] = UInt32(bitPattern: Int32(bitPattern: lp0[off + Int(l) - 1]) &+ d)
             }
-            prevOff = off; off += Int(c0)
-        }
-        guard si == ins.count, sn == nexts.count, sd == delta.count else {
-            throw bad("next_link", "the links leave \(si) input ids, \(sn) next log-probs and \(sd) deltas to the stored "
-                      + "columns, which hold \(ins.count), \(nexts.count) and \(delta.count)")
+            prevOff = off; off += Int(min(out.entryCount[t], e1))
         }
     }
 

@@ -15,9 +15,19 @@ func randomSequences(_ rng: inout SplitMix, count: Int, vocab V: Int, k K: Int, 
     (0..<count).map { i in
         var s = TeacherLikeGenerator.Sequence(documentKey: DocumentHash(high: rng.next(), low: rng.next()), documentOffset: Int(rng.next() % 100_000))
         let T = i == 0 ? 0 : i == 1 ? 1 : Int(rng.next() % UInt64(maxLength + 1))
-        for _ in 0..<T {
-            s.inputIDs.append(Int32(rng.next() % UInt64(V)))
-            s.nextTokenLogProbs.append(Float(-30 * rng.unit()))
+        for t in 0..<T {
+            // Like a real teacher's rows, the input id is often one of the previous position's
+            // entries (any rank, so also ranks past band 0), and then the previous position's
+            // next log-prob is often exactly that entry's: the cases format 1.3 links.
+            let prev = t > 0 ? s.entryOffsets[t - 1]..<s.entryOffsets[t] : 0..<0
+            if !prev.isEmpty && rng.next() % 2 == 0 {
+                let e = prev.lowerBound + Int(rng.next() % UInt64(prev.count))
+                s.inputIDs.append(s.entryIDs[e])
+                if rng.next() % 2 == 0 { s.nextTokenLogProbs[t - 1] = s.entryLogProbs[e] }
+            } else {
+                s.inputIDs.append(Int32(rng.next() % UInt64(V)))
+            }
+            s.nextTokenLogProbs.append(rng.next() % 50 == 0 ? -.infinity : Float(-30 * rng.unit()))
             s.logSumExps.append(Float(20 * rng.normal()))
             // Ids within a position are distinct (FORMAT.md section 4), so at most V of them.
             func distinctID(_ used: inout Set<Int32>) -> Int32 {

@@ -181,7 +181,7 @@ def test_quantised_values_are_the_rounded_lossless_ones(lc_bin, tmp_path):
             q = cache.read()
             if b is None:
                 b, m = 8, 5
-                assert cache.shards[0].footer["formatMinorVersion"] == 2
+                assert cache.shards[0].footer["formatMinorVersion"] == lr.FORMAT_MINOR_VERSION
                 assert cache.shards[0].footer["logProbs"] == {"encoding": "quantized", "stepLog2": 8, "stepMultiplier": 5}
             else:
                 assert "stepMultiplier" not in cache.shards[0].footer["logProbs"] or m != 1
@@ -424,7 +424,8 @@ def test_chunk_errors_name_the_file_block_and_chunk(lc_bin, tmp_path):
 def test_non_finite_floats_match_swift_dump(lc_bin, tmp_path):
     """-inf next log-probs and entries (probability 0), +inf and NaN logsumexps are exact float32
     data: both readers return them and both dumps stay strict JSON (strings for non-finite)."""
-    path = small_cache(lc_bin, tmp_path, "--lossless", "--codec", "lz4")
+    # Format 1.2: without next-token links, next_logprob holds every token's value, so index 0 is token 0.
+    path = small_cache(lc_bin, tmp_path, "--lossless", "--codec", "lz4", "--format-minor", "2")
     bits = lambda x: int(np.array([x], np.float32).view(np.uint32)[0])
     with lr.Cache(path) as cache:
         last = int(cache.read(0, 1).entry_counts[0]) - 1  # token 0's last entry: -inf keeps the order
@@ -477,6 +478,17 @@ def set_value(column, index, value, block=0):
     def edit(b, col, v):
         if b == block and col == column:
             v[index] = value
+            return v
+        return None
+    return edit
+
+
+def edit_links(fn):
+    """Applies fn to block 0's next_link values in place (the block must have links)."""
+    def edit(b, col, v):
+        if b == 0 and col == "next_link":
+            assert (v > 0).any(), "block 0 has no links to forge"
+            fn(v)
             return v
         return None
     return edit
@@ -551,7 +563,18 @@ FORGERIES = {
     # Format 1.2: steps that are not powers of two.
     "step multiplier in format 1.1": (footer_edit(lambda ft: ft.update(formatMinorVersion=1)), r"stepMultiplier 5 needs format 1\.2"),
     "step multiplier 0": (footer_edit(lambda ft: ft["logProbs"].update(stepMultiplier=0)), r"stepMultiplier"),
-    "footer minor 3": (footer_edit(lambda ft: ft.update(formatMinorVersion=3)), r"formatMinorVersion"),
+    "footer minor 4": (footer_edit(lambda ft: ft.update(formatMinorVersion=4)), r"formatMinorVersion"),
+    # Format 1.3: next-token links (section 4).
+    "link past band 0": (dict(values=edit_links(lambda v: v.__setitem__(int(np.argmax(v > 0)), 9))),
+                         r"block 0 chunk 'next_link'.*link to rank 8"),
+    "link at the last token": (dict(values=edit_links(lambda v: (v.__setitem__(int(np.nonzero(v)[0][-1]), 0),
+                                                                 v.__setitem__(len(v) - 1, 1)))),
+                               r"block 0 chunk 'next_link'.*last token"),
+    "a next log-prob delta missing": (dict(values=lambda b, col, v: v[:-1] if b == 0 and col == "next_logprob_delta" else None),
+                                      r"block 0 chunk '(next_link|next_logprob|input_ids)"),
+    "link column dropped": (footer_edit(lambda ft: ft["blocks"][0]["chunks"].__setitem__(
+        slice(None), [c for c in ft["blocks"][0]["chunks"] if c["column"] != "next_link"])), r"come together"),
+    "links in format 1.2": (footer_edit(lambda ft: ft.update(formatMinorVersion=2)), r"next-token links need format 1\.3"),
 }
 
 

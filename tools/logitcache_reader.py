@@ -535,7 +535,7 @@ class Shard:
             [f"entry_logprobs.{j}" for j in range(m)]
         if self.max_samples > 0:
             required += list(_SAMPLE_COLUMNS)
-        allowed = set(required) | {"entry_id_dict"} | set(_LINK_COLUMNS)
+        allowed = set(required) | {"entry_id_dict"} | set(_LINK_COLUMNS) | {f"entry_refs.{j}" for j in range(m)}
         self.blocks = []
         sums = [0, 0, 0]
         spans = []  # (offset, end, block, column) of every non-empty chunk
@@ -614,9 +614,14 @@ class Shard:
             band_total = 0
             for j in range(m):
                 ci, cl = columns[f"entry_ids.{j}"], columns[f"entry_logprobs.{j}"]
-                if ci["count"] != cl["count"]:
-                    raise CacheError(f"{wb}: band {j} has {ci['count']} ids but {cl['count']} log-probs")
-                band_total += ci["count"]
+                cr = columns.get(f"entry_refs.{j}")
+                if cr is not None and minor < 3:
+                    raise CacheError(f"{wb} chunk 'entry_refs.{j}': entry references need format 1.3, footer says 1.{minor}")
+                # With references, ids count only the entries no reference names (section 4).
+                if ci["count"] != cl["count"] if cr is None else max(ci["count"], cr["count"]) > cl["count"]:
+                    raise CacheError(f"{wb}: band {j} has {ci['count']} ids"
+                                     f"{'' if cr is None else ' and %d references' % cr['count']} for {cl['count']} log-probs")
+                band_total += cl["count"]
             if band_total != e:
                 raise CacheError(f"{wb}: bands hold {band_total} entries, block says {e}")
             start = bi * self.block_tokens
@@ -674,14 +679,19 @@ class Shard:
         bands = self.bands
         for j in range(len(bands) - 1):  # band counts follow from entry_count; check them all
             want = int(np.clip(counts - bands[j], 0, bands[j + 1] - bands[j]).sum())
-            got = blk["columns"][f"entry_ids.{j}"]["count"]
+            got = blk["columns"][f"entry_logprobs.{j}"]["count"]
             if got != want:
-                raise CacheError(f"{where} chunk 'entry_ids.{j}': count {got}, expected {want}")
+                raise CacheError(f"{where} chunk 'entry_logprobs.{j}': count {got}, expected {want}")
 
         kk = self.max_entries if k is None else max(0, min(k, self.max_entries))
         linked = "next_link" in blk["columns"]
+        referenced = any(f"entry_refs.{j}" in blk["columns"] for j in range(len(bands) - 1))
+        k_asked = kk
         if linked:  # links point into band 0, decoded whatever k asks for
-            k_asked, kk = kk, max(kk, bands[1])
+            kk = max(kk, bands[1])
+        if referenced and kk:  # references may name any rank of the bands read: read them whole
+            kk = next(e for e in bands if e >= kk)
+        refs = {}  # band -> (stored ids no reference names, references)
         ids = np.zeros((n, kk), dtype=np.uint32)     # [n, kk] entry ids, rank-major per row
         stored = np.zeros((n, kk), dtype=np.uint32)  # [n, kk] stored log-prob values
         dictionary = None
@@ -693,7 +703,7 @@ class Shard:
                 break
             w, take = hi - lo, min(hi, kk) - lo
             column = f"entry_ids.{j}"
-            if blk["columns"][column]["count"] == 0:
+            if blk["columns"][f"entry_logprobs.{j}"]["count"] == 0:
                 continue
             band_ids = self.column(b, column)
             band_lp = self.column(b, f"entry_logprobs.{j}")
@@ -704,6 +714,9 @@ class Shard:
                 band_ids = dictionary[band_ids]
             else:
                 self._ids(b, column, band_ids)
+            if f"entry_refs.{j}" in blk["columns"]:  # ids resolved in block order below
+                refs[j] = (band_ids, self.column(b, f"entry_refs.{j}"))
+                band_ids = np.zeros(len(band_lp), np.uint32)
             if len(band_ids) == n * w:  # every position fills the band: a plain [n, w] matrix
                 ids[:, lo:lo + take] = band_ids.reshape(n, w)[:, :take]
                 stored[:, lo:lo + take] = band_lp.reshape(n, w)[:, :take]
@@ -731,8 +744,11 @@ class Shard:
             # Q < 2^24 and h = m*2^-b (m < 2^8) make Q*h exact in float64; one rounding to float32.
             h = self.step_multiplier * 2.0 ** -self.step_log2
             lp = (q.astype(np.float64) * -h).astype(np.float32)
+        if refs:
+            self._resolve_in_order(b, out, counts, ids, refs, linked)
         if linked:
-            self._resolve_links(b, out, counts, ids, lp)
+            self._resolve_links(b, out, counts, ids, lp, inputs_done=bool(refs))
+        if linked or referenced:
             kk = k_asked
             ids, lp = ids[:, :kk], lp[:, :kk]
         out.update(counts=np.minimum(counts, kk), ids=ids, lp=lp, kk=kk)
@@ -755,9 +771,8 @@ class Shard:
         out["sample_offsets"] = np.concatenate([[0], np.cumsum(scounts)]).astype(np.int64)
         return out
 
-    def _resolve_links(self, b: int, out: dict, counts: np.ndarray, ids: np.ndarray, lp: np.ndarray):
-        """Section 4, next-token links: rebuilds out's input_ids and next_logprob of block b from
-        the stored unlinked values, the links, the deltas and the decoded band 0 (ids, lp: [n, >= e_1])."""
+    def _links(self, b: int, counts: np.ndarray):
+        """Block b's next-token links (section 4), checked: [n] 0 or rank + 1, and [L] deltas."""
         where = f"{self.name}: block {b}"
         n = len(counts)
         link = self.column(b, "next_link").astype(np.int64)        # [n] 0 or rank + 1
@@ -772,12 +787,82 @@ class Shard:
             raise CacheError(f"{where} chunk 'next_link': a link at the block's last token")
         if int(has.sum()) != len(delta):
             raise CacheError(f"{where} chunk 'next_link': {int(has.sum())} links, {len(delta)} next log-prob deltas")
+        return link, delta
+
+    def _resolve_in_order(self, b: int, out: dict, counts: np.ndarray, ids: np.ndarray, refs: dict, linked: bool):
+        """Section 4, entry references (and, with them, next-token links' input ids): fills the
+        referencing bands of ids [n, >= their end] position by position, since a reference names
+        an entry of an earlier position, and a link's input id may come from a referenced entry."""
+        where = f"{self.name}: block {b}"
+        n, bands = len(counts), self.bands
+        link = self._links(b, counts)[0] if linked else None
+        stored_inputs = out["input_ids"]
+        inputs = np.empty(n, dtype=np.uint32) if linked else stored_inputs
+        si = 0
+        at = {j: [0, 0] for j in refs}  # band -> read positions in (stored ids, references)
+        by_pair, by_input, prev = {}, {}, None
+        for t in range(n):
+            if linked:
+                if t and link[t - 1]:
+                    inputs[t] = ids[t - 1, link[t - 1] - 1]
+                else:
+                    inputs[t] = stored_inputs[si]
+                    si += 1
+            x = int(inputs[t])
+            u = by_pair.get((prev, x), by_input.get(x, -1))
+            by_pair[(prev, x)], by_input[x], prev = t, t, x
+            for j, (stored, ref) in refs.items():
+                lo, hi = bands[j], bands[j + 1]
+                cnt = min(int(counts[t]), hi) - lo
+                if cnt <= 0:
+                    continue
+                a = at[j]
+                if u < 0:
+                    z = np.zeros(cnt, np.uint32)
+                else:
+                    z = ref[a[1]:a[1] + cnt]
+                    if len(z) < cnt:
+                        raise CacheError(f"{where} chunk 'entry_refs.{j}': {len(ref)} references, fewer than the entries "
+                                         f"with a reference position")
+                    a[1] += cnt
+                miss = z == 0
+                nm = int(miss.sum())
+                if a[0] + nm > len(stored):
+                    raise CacheError(f"{where} chunk 'entry_ids.{j}': {len(stored)} ids, fewer than the entries no "
+                                     f"reference names")
+                row = ids[t, lo:lo + cnt]
+                row[miss] = stored[a[0]:a[0] + nm]
+                a[0] += nm
+                if nm < cnt:
+                    zz = z[~miss].astype(np.int64) - 1
+                    i = np.arange(lo, lo + cnt)[~miss] + ((zz >> 1) ^ -(zz & 1))
+                    limit = min(int(counts[u]), hi)
+                    if i.min() < 0 or i.max() >= limit:
+                        raise CacheError(f"{where} chunk 'entry_refs.{j}': token {t} refers to index {int(i.max() if i.max() >= limit else i.min())} "
+                                         f"of token {u}, which has {limit} there")
+                    row[~miss] = ids[u, i]
+        for j, (stored, ref) in refs.items():
+            if at[j] != [len(stored), len(ref)]:
+                raise CacheError(f"{where} chunk 'entry_refs.{j}': {len(stored)} ids and {len(ref)} references stored, "
+                                 f"{at[j][0]} and {at[j][1]} used")
+        out["input_ids"] = inputs
+
+    def _resolve_links(self, b: int, out: dict, counts: np.ndarray, ids: np.ndarray, lp: np.ndarray, inputs_done: bool):
+        """Section 4, next-token links: rebuilds out's input_ids (unless _resolve_in_order did) and
+        next_logprob of block b from the stored unlinked values, the links, the deltas and the
+        decoded band 0 (ids, lp: [n, >= e_1])."""
+        n = len(counts)
+        link, delta = self._links(b, counts)
+        has = link > 0
         t = np.nonzero(has)[0]
-        inputs = np.empty(n, dtype=np.uint32)
-        from_link = np.zeros(n, dtype=bool)
-        from_link[t + 1] = True
-        inputs[t + 1] = ids[t, link[t] - 1]
-        inputs[~from_link] = out["input_ids"]
+        if inputs_done:
+            inputs = out["input_ids"]
+        else:
+            inputs = np.empty(n, dtype=np.uint32)
+            from_link = np.zeros(n, dtype=bool)
+            from_link[t + 1] = True
+            inputs[t + 1] = ids[t, link[t] - 1]
+            inputs[~from_link] = out["input_ids"]
         nexts = np.empty(n, dtype=np.uint32)
         nexts[~has] = out["next_logprob"].view(np.uint32)
         d = ((delta >> 1).astype(np.int64) ^ -(delta & 1).astype(np.int64))  # un-zigzag

@@ -261,6 +261,7 @@ final class ShardBuilder {
     private var sCounts: [UInt32] = [], sIDs: [UInt32] = [], sDraws: [UInt32] = []
     // Next-token links (format 1.3, FORMAT.md section 4): [n] per token.
     private let linking: Bool
+    private let referencing: Bool       // entry references (format 1.3) may be used
     private var link: [UInt32] = []     // [n] 0, or r + 1: input id of t+1 is entry r of t
     private var linkLP: [UInt32] = []   // [n] decoded float32 bits of that entry's log-prob
     private var prevIDs: [UInt32] = []  // [<= e_1] band-0 ids of the previous position
@@ -283,6 +284,7 @@ final class ShardBuilder {
         stepF = scale == 0 ? 0 : Float(multiplier) / Float(scale)
         rowIDs = RowIDSet(vocabularySize: description.vocabularySize)
         linking = options.formatMinorVersion >= 3 && options.codec != .none && bands.count > 1
+        referencing = linking
         file = try TempFile(directory: directory, finalName: name)
         var header = shardMagic
         header += le32(1) + le32(0)
@@ -388,8 +390,7 @@ final class ShardBuilder {
             for t in 0..<n {
                 if t == 0 || link[t - 1] == 0 { ins.append(inIDs[t]) }
                 if link[t] == 0 { nexts.append(nextLP[t]); continue }
-                let d = Int32(bitPattern: nextLP[t]) &- Int32(bitPattern: linkLP[t])
-                deltas.append(UInt32(bitPattern: (d << 1) ^ (d >> 31)))   // zigzag
+                deltas.append(zigzag(Int32(bitPattern: nextLP[t]) &- Int32(bitPattern: linkLP[t])))
             }
             try put("input_ids", ins)
             try put("next_logprob", nexts, float: true)
@@ -413,21 +414,26 @@ final class ShardBuilder {
             try put("entry_id_dict", dict, buckets: .deltaBuckets)
             for i in entIDs.indices { entIDs[i] = rankOf[Int(entIDs[i])] }
         }
-        var bandIDs: [[UInt32]] = [], bandLPs: [[UInt32]] = []
+        var bandIDs: [[UInt32]] = [], bandLPs: [[UInt32]] = [], bandRefs: [[UInt32]?] = []
+        var starts = [Int](repeating: 0, count: n + 1)   // [n+1] first entry of each position
+        for t in 0..<n { starts[t + 1] = starts[t] + Int(counts[t]) }
+        let refPos = referencing ? referencePositions() : []
         for j in 0..<(bands.count - 1) {
             let lo = bands[j], hi = bands[j + 1]
             var ids: [UInt32] = [], lps: [UInt32] = []
-            var off = 0
             for t in 0..<n {
-                let c = Int(counts[t])
+                let c = Int(counts[t]), off = starts[t]
                 if c > lo { for r in lo..<min(c, hi) { ids.append(entIDs[off + r]); lps.append(entLP[off + r]) } }
-                off += c
             }
+            bandRefs.append(referencing ? try references(band: lo..<hi, positions: refPos, starts: starts, ids: &ids) : nil)
             bandIDs.append(ids); bandLPs.append(lps)
         }
         // Frequency ranks and quantised gaps are small and skewed: bucket symbols code them
         // near their order-0 entropy (FORMAT.md section 6).
-        for j in bandIDs.indices { try put("entry_ids.\(j)", bandIDs[j], buckets: .buckets) }
+        for j in bandIDs.indices {
+            try put("entry_ids.\(j)", bandIDs[j], buckets: .buckets)
+            if let refs = bandRefs[j] { try put("entry_refs.\(j)", refs, buckets: .buckets) }
+        }
         // Format 1.3 writers search log-prob gap symbols for local repeats only (smaller; a
         // compressor setting, so older minor versions keep their writers' bytes).
         let lpMatches: SymbolMatches = options.formatMinorVersion >= 3 ? .local : .long
@@ -444,6 +450,43 @@ final class ShardBuilder {
         prevLinkable = false   // links stay inside a block, so blocks decode on their own
     }
 
+    /// Each token's reference position in the block (-1: none; FORMAT.md section 4).
+    private func referencePositions() -> [Int] {
+        let finder = ReferenceFinder()
+        finder.reset(tokens: inIDs.count)
+        return inIDs.map { finder.next($0) }
+    }
+
+    /// Entry references of one band (FORMAT.md section 4): given the band's ids (dictionary
+    /// ranks, position by position), returns its `entry_refs` values and leaves in `ids` only
+    /// the ids no reference names; or returns nil and leaves `ids` whole when fewer than half
+    /// of the entries that have a reference position find their id there (references would
+    /// then cost more than they save, as on `bench format`'s rows).
+    private func references(band: Range<Int>, positions u: [Int], starts: [Int], ids: inout [UInt32]) throws -> [UInt32]? {
+        let n = u.count
+        if indexOf.count < Int(v) { indexOf = .init(repeating: -1, count: Int(v)) }
+        var refs: [UInt32] = [], kept: [UInt32] = [], hits = 0
+        var i = 0   // read position in ids
+        for t in 0..<n {
+            let c = min(starts[t + 1] - starts[t], band.upperBound)
+            if c <= band.lowerBound { continue }
+            let p = u[t]
+            if p < 0 { kept.append(contentsOf: ids[i..<(i + c - band.lowerBound)]); i += c - band.lowerBound; continue }
+            let cu = min(starts[p + 1] - starts[p], band.upperBound)
+            for r in 0..<cu { indexOf[Int(entIDs[starts[p] + r])] = Int16(r) }
+            for r in band.lowerBound..<c {
+                let q = ids[i]; i += 1
+                let at = indexOf[Int(q)]
+                if at >= 0 { refs.append(1 + zigzag(Int32(at) - Int32(r))); hits += 1 } else { refs.append(0); kept.append(q) }
+            }
+            for r in 0..<cu { indexOf[Int(entIDs[starts[p] + r])] = -1 }
+        }
+        guard hits > 0, 2 * hits >= refs.count else { return nil }
+        ids = kept
+        return refs
+    }
+
+    private var indexOf: [Int16] = []     // [V] index of a rank in the reference position's list, or -1
     private var idCounts: [UInt32] = []   // [V] occurrences in the current block
     private var rankOf: [UInt32] = []     // [V] rank of each id in the current block's dictionary
 

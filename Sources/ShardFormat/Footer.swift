@@ -75,6 +75,8 @@ struct BlockLayout: Sendable {
     var nextLogProbDelta: ChunkDescriptor?
     var entryIDs: [ChunkDescriptor]      // [bands]
     var entryLogProbs: [ChunkDescriptor] // [bands]
+    /// Format 1.3 entry references per band (nil: the band's ids are all in entry_ids.j).
+    var entryRefs: [ChunkDescriptor?]    // [bands]
     var sampleCount: ChunkDescriptor?
     var sampleIDs: ChunkDescriptor?
     var sampleDraws: ChunkDescriptor?
@@ -246,12 +248,18 @@ struct ShardLayout: Sendable {
             let lse = try col("logsumexp", count: n), cnt = try col("entry_count", count: n)
             guard next.width == 4, lse.width == 4 else { throw bad("block \(b): float columns must have width 4") }
             let dict = byName.removeValue(forKey: "entry_id_dict")
-            var ids: [ChunkDescriptor] = [], lps: [ChunkDescriptor] = []
+            var ids: [ChunkDescriptor] = [], lps: [ChunkDescriptor] = [], refs: [ChunkDescriptor?] = []
             var bandTotal = 0
             for j in 0..<m {
-                let i = try col("entry_ids.\(j)", count: nil), l = try col("entry_logprobs.\(j)", count: i.count)
-                bandTotal += i.count
-                ids.append(i); lps.append(l)
+                let ref = byName.removeValue(forKey: "entry_refs.\(j)")
+                if ref != nil, minor < 3 { throw bad("entry references need format 1.3, footer says 1.\(minor)", "block \(b) column entry_refs.\(j)") }
+                // With references the log-probs count the band's entries, the ids only those no reference names.
+                let l = try col("entry_logprobs.\(j)", count: nil), i = try col("entry_ids.\(j)", count: ref == nil ? l.count : nil)
+                guard i.count <= l.count, (ref?.count ?? 0) <= l.count else {
+                    throw bad("\(i.count) ids and \(ref?.count ?? 0) references for \(l.count) entries", "block \(b) column entry_ids.\(j)")
+                }
+                bandTotal += l.count
+                ids.append(i); lps.append(l); refs.append(ref)
             }
             guard bandTotal == bj.entries else { throw bad("block \(b): band counts sum to \(bandTotal), not entries \(bj.entries)") }
             if case .float32 = logProbs, !lps.allSatisfy({ $0.width == 4 || $0.count == 0 }) { throw bad("block \(b): float32 log-probs need width 4") }
@@ -263,7 +271,7 @@ struct ShardLayout: Sendable {
             blocks.append(BlockLayout(firstToken: first, tokens: n, entries: bj.entries, samples: bj.samples,
                                       inputIDs: inputIDs, nextLogProb: next, logSumExp: lse, entryCount: cnt, entryIDDict: dict,
                                       nextLink: link, nextLogProbDelta: delta,
-                                      entryIDs: ids, entryLogProbs: lps, sampleCount: sc, sampleIDs: si, sampleDraws: sd))
+                                      entryIDs: ids, entryLogProbs: lps, entryRefs: refs, sampleCount: sc, sampleIDs: si, sampleDraws: sd))
         }
         // Chunks may lie in any order (readers use the offsets) but never share bytes: a forged
         // footer could otherwise make one stored range stand for two columns.

@@ -87,19 +87,23 @@ final class ShardReader: @unchecked Sendable {
         if let dd = L.entryIDDict, m > 0 {
             try load(dd, "entry_id_dict", out.idDict); try checkIDs(out.idDict, "entry_id_dict")
         }
+        var referenced = false   // some decoded band has entry references
         for j in 0..<m {
             let lo = layout.bands[j], hi = layout.bands[j + 1]
             var expect = 0
             for t in 0..<n { let c = Int(out.entryCount[t]); if c > lo { expect += min(c, hi) - lo } }
-            guard L.entryIDs[j].count == expect else {
-                throw ShardFormatError.malformed(file: path, chunk: name("entry_ids.\(j)"), reason: "count \(L.entryIDs[j].count), entry counts imply \(expect)")
+            guard L.entryLogProbs[j].count == expect else {
+                throw ShardFormatError.malformed(file: path, chunk: name("entry_logprobs.\(j)"), reason: "count \(L.entryLogProbs[j].count), entry counts imply \(expect)")
             }
-            try load(L.entryIDs[j], "entry_ids.\(j)", out.bandIDs[j])
+            // With references the stored ids are those no reference names; resolveBlock fills the band.
+            let ids = L.entryRefs[j] == nil ? out.bandIDs[j] : out.storedBandIDs[j]
+            try load(L.entryIDs[j], "entry_ids.\(j)", ids)
             if L.entryIDDict != nil {
-                try applyDictionary(out.idDict, to: out.bandIDs[j], chunk: name("entry_ids.\(j)"))
+                try applyDictionary(out.idDict, to: ids, chunk: name("entry_ids.\(j)"))
             } else {
-                try checkIDs(out.bandIDs[j], "entry_ids.\(j)")
+                try checkIDs(ids, "entry_ids.\(j)")
             }
+            if let r = L.entryRefs[j] { try load(r, "entry_refs.\(j)", out.bandRefs[j]); referenced = true }
             try load(L.entryLogProbs[j], "entry_logprobs.\(j)", out.bandLogProbs[j])
         }
         out.bandsDecoded = m
@@ -110,8 +114,9 @@ final class ShardReader: @unchecked Sendable {
         if let ld = L.nextLink, let dd = L.nextLogProbDelta {
             try load(ld, "next_link", out.nextLink)
             try load(dd, "next_logprob_delta", out.nextLogProbDelta)
-            try resolveLinks(out, block: b)
+            try checkLinks(out, block: b)
         }
+        if linked || referenced { try resolveBlock(out, bands: m, block: b) }
         if samples, let sc = L.sampleCount, let si = L.sampleIDs, let sd = L.sampleDraws {
             try load(sc, "sample_count", out.sampleCount)
             var s = 0
@@ -131,47 +136,121 @@ final class ShardReader: @unchecked Sendable {
         }
     }
 
-    /// Rebuilds `input_ids` and `next_logprob` of a block with next-token links (FORMAT.md
-    /// section 4) from their stored unlinked values, the links, the deltas and band 0 (decoded
-    /// and dequantised). A link must name one of its position's band-0 entries and must not
-    /// be the block's last position, and there must be one delta per link; the footer already
-    /// checked that the stored columns hold n - (number of deltas) values each.
-    private func resolveLinks(_ out: DecodedBlock, block b: Int) throws {
-        let n = out.tokens, e1 = UInt32(layout.bands[1])
-        func bad(_ col: String, _ r: String) -> ShardFormatError { .malformed(file: path, chunk: "block \(b) column \(col)", reason: r) }
-        let link = out.nextLink, delta = out.nextLogProbDelta
-        let ins = out.storedInputIDs, nexts = out.storedNextLogProb
+    /// Checks a block's next-token links (FORMAT.md section 4) before ``resolveBlock``: each
+    /// names one of its position's band-0 entries, none is at the block's last position, there
+    /// is one delta per link, and the stored columns hold the unlinked values exactly.
+    private func checkLinks(_ out: DecodedBlock, block b: Int) throws {
+        let n = out.tokens, e1 = UInt32(layout.bands[1]), link = out.nextLink
+        func bad(_ r: String) -> ShardFormatError { .malformed(file: path, chunk: "block \(b) column next_link", reason: r) }
         var linkCount = 0
         for t in 0..<n where link[t] > 0 {
             let c0 = min(out.entryCount[t], e1)
-            guard link[t] <= c0 else { throw bad("next_link", "link to rank \(link[t] - 1) at token \(t), which has \(c0) band-0 entries") }
-            guard t < n - 1 else { throw bad("next_link", "a link at the block's last token") }
+            guard link[t] <= c0 else { throw bad("link to rank \(link[t] - 1) at token \(t), which has \(c0) band-0 entries") }
+            guard t < n - 1 else { throw bad("a link at the block's last token") }
             linkCount += 1
         }
-        guard linkCount == delta.count, ins.count == n - linkCount, nexts.count == n - linkCount else {
-            throw bad("next_link", "\(linkCount) links, but \(delta.count) next log-prob deltas")
+        guard linkCount == out.nextLogProbDelta.count, out.storedInputIDs.count == n - linkCount,
+              out.storedNextLogProb.count == n - linkCount else {
+            throw bad("\(linkCount) links, but \(out.nextLogProbDelta.count) next log-prob deltas")
         }
-        let ids0 = out.bandIDs[0], lp0 = out.bandLogProbs[0]
-        let inp = out.inputIDs.owned(n), next = out.nextLogProb.owned(n)   // [n] each
-        var off = 0, prevOff = 0    // band-0 offset of position t and of t - 1
+    }
+
+    /// Rebuilds, position by position, what next-token links and entry references (FORMAT.md
+    /// section 4) leave implicit: a linked position's successor's input id (from its band 0),
+    /// its next log-prob (a delta from the linked entry's decoded log-prob), and the ids of
+    /// referencing bands (by index into the reference position's entries, or the next stored
+    /// id). In block order, everything a position needs is known when it is reached.
+    private func resolveBlock(_ out: DecodedBlock, bands m: Int, block b: Int) throws {
+        let n = out.tokens, edges = layout.bands, L = layout.blocks[b]
+        func bad(_ col: String, _ r: String) -> ShardFormatError { .malformed(file: path, chunk: "block \(b) column \(col)", reason: r) }
+        let linked = L.nextLink != nil
+        let refBands = (0..<m).filter { L.entryRefs[$0] != nil }
+        // Raw views of the columns, taken once: the loop below runs per entry.
+        func view(_ c: DecodedColumn) -> UnsafePointer<UInt32> { UnsafePointer(c.mutablePointer) }
+        let count = view(out.entryCount)                                   // [n]
+        let S = n + 1
+        let start = out.scratchStarts(m * S)                               // [m][n+1] band offset of each position
+        for j in 0..<m {
+            let lo = UInt32(edges[j]), hi = UInt32(edges[j + 1]), sj = start + j * S
+            sj[0] = 0
+            for t in 0..<n { let c = count[t]; sj[t + 1] = sj[t] + Int32(c > lo ? min(c, hi) - lo : 0) }
+        }
+        var ids: [UnsafeMutablePointer<UInt32>] = []                       // [m] resolved band ids
+        for j in 0..<m { ids.append(L.entryRefs[j] != nil ? out.bandIDs[j].owned(Int(start[j * S + n])) : out.bandIDs[j].mutablePointer) }
+        let refs = refBands.map { view(out.bandRefs[$0]) }, refCount = refBands.map { out.bandRefs[$0].count }
+        let stored = refBands.map { view(out.storedBandIDs[$0]) }, storedCount = refBands.map { out.storedBandIDs[$0].count }
+        var refAt = [Int](repeating: 0, count: refBands.count), storedAt = refAt
+        var rankBand = [Int](repeating: 0, count: edges[m])                // [e_m] band of each rank
+        for j in 0..<m { for r in edges[j]..<edges[j + 1] { rankBand[r] = j } }
+        let finder = out.finder
+        finder.reset(tokens: n)
+        let inp = linked ? out.inputIDs.owned(n) : out.inputIDs.mutablePointer   // [n]
+        let next = linked ? out.nextLogProb.owned(n) : nil                       // [n]
+        let link = linked ? view(out.nextLink) : nil, delta = linked ? view(out.nextLogProbDelta) : nil
+        let storedInputs = linked ? view(out.storedInputIDs) : nil, storedNexts = linked ? view(out.storedNextLogProb) : nil
+        let lp0 = m > 0 ? view(out.bandLogProbs[0]) : nil
         var si = 0, sn = 0, sd = 0  // read positions in input_ids, next_logprob, next_logprob_delta
-        // Every index below is in range: the counts were checked just above, and a link's rank
-        // is below its position's band-0 count.
         for t in 0..<n {
-            if t > 0, link[t - 1] > 0 {
-                inp[t] = ids0[prevOff + Int(link[t - 1]) - 1]
-            } else {
-                inp[t] = ins[si]; si += 1
+            let c = Int(count[t])
+            if let link, let storedInputs {
+                // Safe: checkLinks bounded every link by its position's band-0 count and the
+                // stored columns by the number of links.
+                if t > 0, link[t - 1] > 0 {
+                    inp[t] = ids[0][Int(start[t - 1]) + Int(link[t - 1]) - 1]
+                } else {
+                    inp[t] = storedInputs[si]; si += 1
+                }
             }
-            let l = link[t]
-            if l == 0 {
-                next[t] = nexts[sn]; sn += 1
-            } else {
-                let z = delta[sd]; sd += 1
-                let d = Int32(bitPattern: (z >> 1) ^ (0 &- (z & 1)))   // un-zigzag
-                next[t] = UInt32(bitPattern: Int32(bitPattern: lp0[off + Int(l) - 1]) &+ d)
+            if !refBands.isEmpty {
+                let u = finder.next(inp[t])
+                let cu = u >= 0 ? Int(count[u]) : 0
+                for x in 0..<refBands.count {
+                    let j = refBands[x], lo = edges[j], hi = edges[j + 1]
+                    if c <= lo { continue }
+                    let end = min(c, hi), dst = ids[j] + Int(start[j * S + t]) - lo   // dst[r]: rank r of t
+                    let rp = refs[x], sp = stored[x]
+                    var ra = refAt[x], sa = storedAt[x]
+                    if u < 0 {
+                        guard sa + end - lo <= storedCount[x] else { throw bad("entry_ids.\(j)", "\(storedCount[x]) ids, fewer than the entries no reference names") }
+                        (dst + lo).update(from: sp + sa, count: end - lo); sa += end - lo
+                    } else {
+                        guard ra + end - lo <= refCount[x] else { throw bad("entry_refs.\(j)", "\(refCount[x]) references, fewer than the entries with a reference position") }
+                        let limit = min(cu, hi), sn = storedCount[x], last = max(sn - 1, 0)
+                        let own = ids[j] + Int(start[j * S + u]) - lo   // own[i]: u's rank i, for i in this band
+                        for r in lo..<end {
+                            let z = rp[ra]; ra += 1
+                            if z == 0 {
+                                // Clamped (a column holds at least one value's room); the count is checked below.
+                                dst[r] = sp[min(sa, last)]; sa += 1
+                                continue
+                            }
+                            let i = r + Int(unzigzag(z - 1))
+                            if i >= lo && i < limit {
+                                dst[r] = own[i]
+                            } else {
+                                guard i >= 0, i < limit else { throw bad("entry_refs.\(j)", "token \(t) rank \(r) refers to index \(i) of token \(u), which has \(limit) there") }
+                                // Safe: i < e_j, so its band jb < j is resolved for u < t.
+                                let jb = rankBand[i]
+                                dst[r] = ids[jb][Int(start[jb * S + u]) + i - edges[jb]]
+                            }
+                        }
+                        guard sa <= sn else { throw bad("entry_ids.\(j)", "\(sn) ids, fewer than the entries no reference names") }
+                    }
+                    refAt[x] = ra; storedAt[x] = sa
+                }
             }
-            prevOff = off; off += Int(min(out.entryCount[t], e1))
+            if let next, let link, let delta, let storedNexts, let lp0 {
+                let l = link[t]
+                if l == 0 {
+                    next[t] = storedNexts[sn]; sn += 1
+                } else {
+                    next[t] = UInt32(bitPattern: Int32(bitPattern: lp0[Int(start[t]) + Int(l) - 1]) &+ unzigzag(delta[sd])); sd += 1
+                }
+            }
+        }
+        for (x, j) in refBands.enumerated() {
+            guard storedAt[x] == storedCount[x] else { throw bad("entry_ids.\(j)", "\(storedCount[x]) ids, \(storedAt[x]) used") }
+            guard refAt[x] == refCount[x] else { throw bad("entry_refs.\(j)", "\(refCount[x]) references, \(refAt[x]) used") }
         }
     }
 
@@ -273,6 +352,18 @@ final class DecodedBlock: @unchecked Sendable {
     /// Format 1.3 next-token links: [n] links, [L] deltas, and the stored unlinked values.
     let nextLink = DecodedColumn(), nextLogProbDelta = DecodedColumn()
     let storedInputIDs = DecodedColumn(), storedNextLogProb = DecodedColumn()
+    /// Format 1.3 entry references: per band, the references and the stored (unreferenced) ids.
+    var bandRefs: [DecodedColumn] = [], storedBandIDs: [DecodedColumn] = []
+    /// Scratch of the reader's block resolution (format 1.3).
+    let finder = ReferenceFinder()
+    private var starts: UnsafeMutablePointer<Int32>?, startsCapacity = 0
+    /// Scratch for `n` Int32 values (each block's band offsets).
+    func scratchStarts(_ n: Int) -> UnsafeMutablePointer<Int32> {
+        if n > startsCapacity { starts?.deallocate(); starts = .allocate(capacity: n); startsCapacity = n }
+        // Safe because starts was allocated just above when too small or missing.
+        return starts!
+    }
+    deinit { starts?.deallocate() }
     let sampleCount = DecodedColumn(), sampleIDs = DecodedColumn(), sampleDraws = DecodedColumn()
     var hasSamples = false
 
@@ -280,6 +371,8 @@ final class DecodedBlock: @unchecked Sendable {
         shard = s; block = b; tokens = n; bandsDecoded = 0; hasSamples = false
         let m = s.layout.bands.count - 1
         while bandIDs.count < m { bandIDs.append(DecodedColumn()); bandLogProbs.append(DecodedColumn()) }
+        while bandRefs.count < m { bandRefs.append(DecodedColumn()); storedBandIDs.append(DecodedColumn()) }
+        for j in 0..<m { bandRefs[j].clear(); storedBandIDs[j].clear() }
         for c in [inputIDs, nextLogProb, logSumExp, entryCount, idDict, sampleCount, sampleIDs, sampleDraws,
                   nextLink, nextLogProbDelta, storedInputIDs, storedNextLogProb] { c.clear() }
     }

@@ -118,6 +118,31 @@ def assert_matches_dump(cache, lines):
     return rows
 
 
+def test_a_real_teachers_references_and_links_match_swift_dump(lc_bin, tmp_path):
+    """Format 1.3 on a real teacher's rows (the built-in model over a slice of the built-in
+    corpus): its top entries follow the input token, so the writer uses entry references as
+    well as next-token links, and the Python reader must rebuild both, at every k."""
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
+    import zstandard
+    with open(os.path.join(repo, "Data/corpus/student-train.jsonl.zst"), "rb") as f:
+        docs = zstandard.ZstdDecompressor().stream_reader(f).read().decode().splitlines()[:25]
+    corpus = tmp_path / "slice.jsonl"
+    corpus.write_text("\n".join(docs) + "\n")
+    out = tmp_path / "cache"
+    run(lc_bin, "teacher", "--model", os.path.join(repo, "Data/teacher"), "--tokenizer", os.path.join(repo, "Data/tokenizer.json"),
+        "--corpus", corpus, "--out", out, "--context", 128, "--top-k", 32, "--block-tokens", 2048)
+    with lr.Cache(str(out)) as cache:
+        columns = {c for s in cache.shards for blk in s.blocks for c in blk["columns"]}
+        assert {"entry_refs.0", "next_link"} <= columns, columns
+        rows = assert_matches_dump(cache, swift_dump(lc_bin, str(out)))
+        for k in (0, 3, 8, 20):
+            part = cache.read(k=k)
+            assert np.array_equal(part.input_ids, rows.input_ids) and np.array_equal(part.next_logprob.view(np.uint32),
+                                                                                   rows.next_logprob.view(np.uint32))
+            assert np.array_equal(part.entry_counts, np.minimum(rows.entry_counts, k))
+        cache.verify()
+
+
 @pytest.mark.parametrize("name", list(CONFIGS) + ["partitions-merged"])
 def test_every_value_matches_swift_dump(name, caches, lc_bin):
     with lr.Cache(caches[name]) as cache:

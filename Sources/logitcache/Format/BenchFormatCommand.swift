@@ -42,8 +42,8 @@ struct BenchFormatCommand: ParsableCommand {
     /// Groups of the bytes/token breakdown, in print order: entry ids (band chunks and their
     /// dictionary), entry log-probs, the per-token columns, samples, and framing (header,
     /// footer, trailer; no manifest).
-    static let breakdownOrder = ["entry_ids", "entry_id_dict", "entry_logprobs", "input_ids", "next_logprob", "logsumexp",
-                                 "entry_count", "samples", "framing"]
+    static let breakdownOrder = ["entry_ids", "entry_id_dict", "entry_refs", "entry_logprobs", "input_ids", "next_logprob",
+                                 "next_link", "next_logprob_delta", "logsumexp", "entry_count", "samples", "framing"]
 
     /// Bytes/token of `dir`'s cache by ``breakdownOrder`` group (sums to the shard bytes/token).
     private func breakdown(_ dir: String, tokens T: Int) throws -> [String: Double] {
@@ -84,29 +84,8 @@ struct BenchFormatCommand: ParsableCommand {
         let v11 = try write(tmp + "/format-1.1", WriterOptions(formatMinorVersion: 1))
         let planes = try write(tmp + "/format-1.0", WriterOptions(formatMinorVersion: 0))
         let reader = try CacheReader(directory: tmp + "/default")
-        /// Wall-clock tokens/s (best of 3) and CPU tokens/s per thread (tokens over the threads'
-        /// summed CPU time): on a busy machine the second thread may get no core, so wall time
-        /// alone cannot tell contention in the reader from a lack of free cores.
         func read(k kk: Int, threads: Int) throws -> (wall: Double, cpu: Double) {
-            var best = Double.infinity, bestCPU = Double.infinity
-            for _ in 0..<3 {
-                let t0 = Date()
-                let errors = ErrorBox(), cpu = SecondsTotal()
-                DispatchQueue.concurrentPerform(iterations: threads) { th in
-                    let c0 = threadCPUSeconds()
-                    let batch = TargetBatch()
-                    let lo = T * th / threads, hi = T * (th + 1) / threads
-                    var t = lo
-                    do {
-                        while t < hi { let n = min(8192, hi - t); try reader.decode(tokens: t..<(t + n), k: kk, into: batch); t += n }
-                    } catch { errors.set(error) }
-                    cpu.add(threadCPUSeconds() - c0)
-                }
-                if let e = errors.error { throw e }
-                best = min(best, Date().timeIntervalSince(t0))
-                bestCPU = min(bestCPU, cpu.seconds)
-            }
-            return (Double(T) / best, Double(T) / bestCPU)
+            try readThroughput(reader, tokens: T, k: kk, threads: threads)
         }
         let r64 = (try read(k: k, threads: 1), try read(k: k, threads: 2))
         let r8 = (try read(k: min(8, k), threads: 1), try read(k: min(8, k), threads: 2))

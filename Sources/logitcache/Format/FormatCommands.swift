@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 import ShardFormat
 
-/// Commands of the cache format (inspect, verify, synth, dump, merge, bench format) area.
+/// Commands of the cache format (inspect, verify, synth, dump, merge, bench format, bench read) area.
 enum FormatCommands {
     static var top: [ParsableCommand.Type] {
         [InspectCommand.self, VerifyCommand.self, SynthCommand.self, DumpCommand.self, MergeCommand.self]
     }
-    static var bench: [ParsableCommand.Type] { [BenchFormatCommand.self] }
+    static var bench: [ParsableCommand.Type] { [BenchFormatCommand.self, BenchReadCommand.self] }
 }
 
 /// Prints a JSON object (sorted keys) on one line to stdout. Non-finite numbers, which JSON

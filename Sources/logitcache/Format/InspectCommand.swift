@@ -57,6 +57,6 @@ struct InspectCommand: ParsableCommand {
             print(c.column.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%9.3f   %8.2fx", Double(c.storedBytes) / Double(T),
                   c.storedBytes > 0 ? Double(c.plainBytes) / Double(c.storedBytes) : 0))
         }
-        print("all columns" + String(format: "%14.3f   %8.2fx", Double(stored) / Double(T), stored > 0 ? Double(plain) / Double(stored) : 0))
+        print("all columns" + String(format: "%18.3f   %8.2fx", Double(stored) / Double(T), stored > 0 ? Double(plain) / Double(stored) : 0))
     }
 }

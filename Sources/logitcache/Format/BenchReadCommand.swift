@@ -2,13 +2,14 @@ import ArgumentParser
 import Foundation
 import ShardFormat
 
-/// `logitcache bench read CACHE`: reading an existing cache (a real teacher's, say) into
-/// loss-ready arrays, against the same rows rewritten in format 1.2 (no next-token links, no
-/// entry references), side by side: bytes/token and tokens/s at each k with 1 and 2 threads.
+/// `logitcache bench read CACHE`: an existing cache's rows (a real teacher's, say) written again
+/// in the current format and in format 1.2 (no next-token links, no entry references), side by
+/// side: bytes/token, write tokens/s (1 core) and read tokens/s into loss-ready arrays at each
+/// k with 1 and 2 threads.
 struct BenchReadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "read",
-        abstract: "Read speed and bytes/token of a cache vs the same rows in format 1.2 (no links or references).")
+        abstract: "Bytes/token, write and read speed of a cache's rows in the current format vs format 1.2 (no links or references).")
     @Argument(help: "Cache directory.") var cache: String
     @Option(help: "Prefixes k to read, comma separated (default: K and 8).") var kList: String?
     @Option(help: "Read passes per measurement; the best counts.") var repeats: Int = 3
@@ -25,10 +26,15 @@ struct BenchReadCommand: ParsableCommand {
             guard let k = Int(s), k >= 0 else { throw ValidationError("bad k \(s)") }; return min(k, K) } } ?? Array(Set([K, min(8, K)])).sorted(by: >)
         let tmp = NSTemporaryDirectory() + "logitcache-bench-read-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: tmp) }
-        let baseline = try rewrite(reader, to: tmp, minor: 2)
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         var rows: [[String: Any]] = []
-        for (name, r) in [("cache", reader), ("format 1.2", baseline)] {
-            var row: [String: Any] = ["cache": name, "bytes_per_token": Double(r.manifest.totals.bytes) / Double(max(T, 1))]
+        for minor in [ShardFormatVersion.minor, 2] {
+            let c0 = threadCPUSeconds()
+            let r = try rewrite(reader, to: tmp + "/1.\(minor)", minor: minor)
+            // Reading the source is in the time too, the same for both.
+            let write = Double(T) / (threadCPUSeconds() - c0)
+            var row: [String: Any] = ["cache": "format 1.\(minor)", "bytes_per_token": Double(r.manifest.totals.bytes) / Double(max(T, 1)),
+                                      "write_tokens_per_cpu_s": write]
             for k in ks {
                 for threads in [1, 2] {
                     let (wall, cpu) = try readThroughput(r, tokens: T, k: k, threads: threads, repeats: repeats)
@@ -39,15 +45,17 @@ struct BenchReadCommand: ParsableCommand {
         }
         if json { printJSON(["cache": cache, "tokens": T, "k": K, "results": rows]); return }
         func mt(_ x: Any?) -> String { (x as? Double).map { String(format: "%6.2f M", $0 / 1e6) } ?? "n/a" }
-        print("\(cache): \(T) tokens, K=\(K); read into [T,k] arrays, tokens/s (best of \(repeats))")
-        print("                 B/token" + ks.map { "     k=\($0) 1 thr   2 thr" }.joined())
+        print("\(cache): \(T) tokens, K=\(K), its rows written again; write: tokens per CPU-second (reading the source included); "
+              + "read into [T,k] arrays, tokens/s (best of \(repeats))")
+        print("                 B/token      write" + ks.map { "     k=\($0) 1 thr   2 thr" }.joined())
         for row in rows {
             print((row["cache"] as! String).padding(toLength: 14, withPad: " ", startingAt: 0)
-                  + String(format: "%10.1f", row["bytes_per_token"] as! Double)
+                  + String(format: "%10.1f", row["bytes_per_token"] as! Double) + "  " + mt(row["write_tokens_per_cpu_s"])
                   + ks.map { "   \(mt(row["read_k\($0)_1t"]))  \(mt(row["read_k\($0)_2t"]))" }.joined())
         }
         let a = rows[0], b = rows[1]
         print("ratio          " + String(format: "%8.3fx", (a["bytes_per_token"] as! Double) / (b["bytes_per_token"] as! Double))
+              + String(format: "   %7.2fx", (a["write_tokens_per_cpu_s"] as! Double) / (b["write_tokens_per_cpu_s"] as! Double))
               + ks.map { k in String(format: "   %8.2fx  %7.2fx", (a["read_k\(k)_1t"] as! Double) / (b["read_k\(k)_1t"] as! Double),
                                      (a["read_k\(k)_2t"] as! Double) / (b["read_k\(k)_2t"] as! Double)) }.joined())
     }

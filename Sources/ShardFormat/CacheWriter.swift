@@ -14,7 +14,8 @@ public struct WriterOptions: Sendable, Equatable {
     /// A shard is closed at the first sequence boundary once it holds this many bytes. Default 256 MiB.
     public var targetShardBytes = 256 << 20
     /// Format minor version to write (FORMAT.md section 9). 3 (the default) links each
-    /// position's real next token to its own top entries (`next_link`); 2 allows log-prob
+    /// position's real next token to its own top entries (`next_link`) and names entries by
+    /// their index at the last position with the same input (`entry_refs.j`); 2 allows log-prob
     /// steps that are not powers of two; 1 codes compressed entry ids, quantised log-prob gaps
     /// and the id dictionary with the bucket filters; 0 writes byte planes only, files that
     /// readers of format 1.0 read.
@@ -382,27 +383,25 @@ final class ShardBuilder {
             chunks.append(.init(column: name, offset: offset, size: file.size - offset, count: values.count, width: w,
                                 filter: f.rawValue, codec: c.name, xxh3: hex16(sum)))
         }
+        var ins = inIDs, nexts = nextLP, deltas: [UInt32] = []
         if linking {
             // FORMAT.md section 4, next-token links: a linked position's successor needs no
             // input id, and its own next log-prob is stored as the difference of float32 bit
             // patterns from the linked entry's decoded log-prob (0 when lossless).
-            var ins: [UInt32] = [], nexts: [UInt32] = [], deltas: [UInt32] = []
+            ins = []; nexts = []
             for t in 0..<n {
                 if t == 0 || link[t - 1] == 0 { ins.append(inIDs[t]) }
                 if link[t] == 0 { nexts.append(nextLP[t]); continue }
                 deltas.append(zigzag(Int32(bitPattern: nextLP[t]) &- Int32(bitPattern: linkLP[t])))
             }
-            try put("input_ids", ins)
-            try put("next_logprob", nexts, float: true)
-            try put("logsumexp", lse, float: true)
-            try put("entry_count", counts)
+        }
+        try put("input_ids", ins)
+        try put("next_logprob", nexts, float: true)
+        try put("logsumexp", lse, float: true)
+        try put("entry_count", counts)
+        if linking {
             try put("next_link", link, buckets: .buckets)
             try put("next_logprob_delta", deltas, buckets: .buckets)
-        } else {
-            try put("input_ids", inIDs)
-            try put("next_logprob", nextLP, float: true)
-            try put("logsumexp", lse, float: true)
-            try put("entry_count", counts)
         }
         // Compressed blocks store entry ids as ranks into a dictionary of the block's distinct
         // ids by descending frequency (FORMAT.md section 4): frequent ids get small ranks, whose

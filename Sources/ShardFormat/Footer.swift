@@ -295,6 +295,6 @@ public enum ShardFormatVersion {
     /// Highest minor revision this library reads, and the one it writes by default. 1 adds
     /// the `buckets` and `delta-buckets` chunk filters; 2 adds log-prob steps
     /// `stepMultiplier · 2^-stepLog2`; 3 adds next-token links (`next_link`,
-    /// `next_logprob_delta`); the footer names it.
+    /// `next_logprob_delta`) and entry references (`entry_refs.j`); the footer names it.
     public static let minor = 3
 }

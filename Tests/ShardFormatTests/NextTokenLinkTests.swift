@@ -82,7 +82,6 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: base) }
         let links = try Self.links(base)
         let first = try #require(links.firstIndex { $0 > 0 }), last = try #require(links.lastIndex { $0 > 0 })
-        let shard = CacheWriter.shardName(partition: 0, index: 0)
         let forgeries: [(String, ShardRewrite, String)] = [
             ("link past band 0", ShardRewrite(values: { _, c, v in if c == "next_link" { v[first] = 7 } }),
              "block 0 column next_link"),
@@ -95,18 +94,6 @@ import Testing
             ("links in a 1.2 footer", ShardRewrite(footer: { f in f.formatMinorVersion = 2 }),
              "next-token links need format 1.3, footer says 1.2"),
         ]
-        for (what, rewrite, message) in forgeries {
-            let dir = freshDirectory("links-forged")
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            for n in try FileManager.default.contentsOfDirectory(atPath: base) {
-                try FileManager.default.copyItem(atPath: base + "/" + n, toPath: dir + "/" + n)
-            }
-            try rewriteCache(dir, rewrite)
-            do { try FaultTests.readAll(dir); Issue.record("reader accepted \(what)") } catch let e as ShardFormatError {
-                #expect("\(e)".contains(shard) && "\(e)".contains(message), "\(what): \(e)")
-            }
-            let rep = CacheVerifier.verify(directory: dir)
-            #expect(!rep.isSound && rep.problems.contains { $0.contains(shard) }, "\(what): \(rep.problems)")
-        }
+        try expectForgeriesRefused(base, forgeries)
     }
 }

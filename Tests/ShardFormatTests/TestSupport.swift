@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 @testable import ShardFormat
 
 /// A fresh empty directory under the system temp dir.
@@ -91,4 +92,23 @@ func snapshot(_ dir: String) throws -> [String: [UInt8]] {
         out[n] = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + n)))
     }
     return out
+}
+
+/// Applies each forgery to a copy of the one-shard cache `base`; the reader must refuse it with
+/// an error naming the shard and containing the forgery's message, and verify must find it.
+func expectForgeriesRefused(_ base: String, _ forgeries: [(String, ShardRewrite, String)]) throws {
+    let shard = CacheWriter.shardName(partition: 0, index: 0)
+    for (what, rewrite, message) in forgeries {
+        let dir = freshDirectory("forged")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for n in try FileManager.default.contentsOfDirectory(atPath: base) {
+            try FileManager.default.copyItem(atPath: base + "/" + n, toPath: dir + "/" + n)
+        }
+        try rewriteCache(dir, rewrite)
+        do { try FaultTests.readAll(dir); Issue.record("reader accepted \(what)") } catch let e as ShardFormatError {
+            #expect("\(e)".contains(shard) && "\(e)".contains(message), "\(what): \(e)")
+        }
+        let rep = CacheVerifier.verify(directory: dir)
+        #expect(!rep.isSound && rep.problems.contains { $0.contains(shard) }, "\(what): \(rep.problems)")
+    }
 }

@@ -744,10 +744,11 @@ class Shard:
             # Q < 2^24 and h = m*2^-b (m < 2^8) make Q*h exact in float64; one rounding to float32.
             h = self.step_multiplier * 2.0 ** -self.step_log2
             lp = (q.astype(np.float64) * -h).astype(np.float32)
+        links = self._links(b, counts) if linked else None  # checked once, used by both below
         if refs:
-            self._resolve_in_order(b, out, counts, ids, refs, linked)
-        if linked:
-            self._resolve_links(b, out, counts, ids, lp, inputs_done=bool(refs))
+            self._resolve_in_order(b, out, counts, ids, refs, links)
+        if links:
+            self._resolve_links(out, counts, ids, lp, links, inputs_done=bool(refs))
         if linked or referenced:
             kk = k_asked
             ids, lp = ids[:, :kk], lp[:, :kk]
@@ -789,13 +790,14 @@ class Shard:
             raise CacheError(f"{where} chunk 'next_link': {int(has.sum())} links, {len(delta)} next log-prob deltas")
         return link, delta
 
-    def _resolve_in_order(self, b: int, out: dict, counts: np.ndarray, ids: np.ndarray, refs: dict, linked: bool):
+    def _resolve_in_order(self, b: int, out: dict, counts: np.ndarray, ids: np.ndarray, refs: dict, links):
         """Section 4, entry references (and, with them, next-token links' input ids): fills the
         referencing bands of ids [n, >= their end] position by position, since a reference names
         an entry of an earlier position, and a link's input id may come from a referenced entry."""
         where = f"{self.name}: block {b}"
         n, bands = len(counts), self.bands
-        link = self._links(b, counts)[0] if linked else None
+        linked = links is not None
+        link = links[0] if linked else None
         stored_inputs = out["input_ids"]
         inputs = np.empty(n, dtype=np.uint32) if linked else stored_inputs
         si = 0
@@ -847,12 +849,12 @@ class Shard:
                                  f"{at[j][0]} and {at[j][1]} used")
         out["input_ids"] = inputs
 
-    def _resolve_links(self, b: int, out: dict, counts: np.ndarray, ids: np.ndarray, lp: np.ndarray, inputs_done: bool):
+    def _resolve_links(self, out: dict, counts: np.ndarray, ids: np.ndarray, lp: np.ndarray, links, inputs_done: bool):
         """Section 4, next-token links: rebuilds out's input_ids (unless _resolve_in_order did) and
-        next_logprob of block b from the stored unlinked values, the links, the deltas and the
-        decoded band 0 (ids, lp: [n, >= e_1])."""
+        next_logprob of a block from the stored unlinked values, its checked links and deltas
+        (from _links) and the decoded band 0 (ids, lp: [n, >= e_1])."""
         n = len(counts)
-        link, delta = self._links(b, counts)
+        link, delta = links
         has = link > 0
         t = np.nonzero(has)[0]
         if inputs_done:

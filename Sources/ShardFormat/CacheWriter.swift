@@ -260,9 +260,9 @@ final class ShardBuilder {
     private var inIDs: [UInt32] = [], nextLP: [UInt32] = [], lse: [UInt32] = [], counts: [UInt32] = []
     private var entIDs: [UInt32] = [], entLP: [UInt32] = []
     private var sCounts: [UInt32] = [], sIDs: [UInt32] = [], sDraws: [UInt32] = []
-    // Next-token links (format 1.3, FORMAT.md section 4): [n] per token.
-    private let linking: Bool
-    private let referencing: Bool       // entry references (format 1.3) may be used
+    // Next-token links and entry references (format 1.3, FORMAT.md section 4): [n] per token.
+    private let linking: Bool           // both are written (references where they pay)
+    private let finder = ReferenceFinder()
     private var link: [UInt32] = []     // [n] 0, or r + 1: input id of t+1 is entry r of t
     private var linkLP: [UInt32] = []   // [n] decoded float32 bits of that entry's log-prob
     private var prevIDs: [UInt32] = []  // [<= e_1] band-0 ids of the previous position
@@ -285,7 +285,6 @@ final class ShardBuilder {
         stepF = scale == 0 ? 0 : Float(multiplier) / Float(scale)
         rowIDs = RowIDSet(vocabularySize: description.vocabularySize)
         linking = options.formatMinorVersion >= 3 && options.codec != .none && bands.count > 1
-        referencing = linking
         file = try TempFile(directory: directory, finalName: name)
         var header = shardMagic
         header += le32(1) + le32(0)
@@ -416,8 +415,8 @@ final class ShardBuilder {
         var bandIDs: [[UInt32]] = [], bandLPs: [[UInt32]] = [], bandRefs: [[UInt32]?] = []
         var starts = [Int](repeating: 0, count: n + 1)   // [n+1] first entry of each position
         for t in 0..<n { starts[t + 1] = starts[t] + Int(counts[t]) }
-        let refPos = referencing ? referencePositions() : []
-        let found = referencing ? referenceIndices(positions: refPos, starts: starts) : nil
+        let refPos = linking ? referencePositions() : []
+        let found = linking ? referenceIndices(positions: refPos, starts: starts) : nil
         for j in 0..<(bands.count - 1) {
             let lo = bands[j], hi = bands[j + 1]
             var ids: [UInt32] = [], lps: [UInt32] = []
@@ -452,7 +451,6 @@ final class ShardBuilder {
 
     /// Each token's reference position in the block (-1: none; FORMAT.md section 4).
     private func referencePositions() -> [Int] {
-        let finder = ReferenceFinder()
         finder.reset(tokens: inIDs.count)
         return inIDs.map { finder.next($0) }
     }

@@ -168,20 +168,22 @@ final class ShardReader: @unchecked Sendable {
         // Raw views of the columns, taken once: the loop below runs per entry.
         func view(_ c: DecodedColumn) -> UnsafePointer<UInt32> { UnsafePointer(c.mutablePointer) }
         let count = view(out.entryCount)                                   // [n]
+        // Bands used: band 0 (links) and every band up to the last referencing one.
+        let used = max(linked ? 1 : 0, (refBands.last ?? -1) + 1)
         let S = n + 1
-        let start = out.scratchStarts(m * S)                               // [m][n+1] band offset of each position
-        for j in 0..<m {
+        let start = out.scratchStarts(used * S)                            // [used][n+1] band offset of each position
+        for j in 0..<used {
             let lo = UInt32(edges[j]), hi = UInt32(edges[j + 1]), sj = start + j * S
             sj[0] = 0
             for t in 0..<n { let c = count[t]; sj[t + 1] = sj[t] + Int32(c > lo ? min(c, hi) - lo : 0) }
         }
-        var ids: [UnsafeMutablePointer<UInt32>] = []                       // [m] resolved band ids
-        for j in 0..<m { ids.append(L.entryRefs[j] != nil ? out.bandIDs[j].owned(Int(start[j * S + n])) : out.bandIDs[j].mutablePointer) }
+        var ids: [UnsafeMutablePointer<UInt32>] = []                       // [used] resolved band ids
+        for j in 0..<used { ids.append(L.entryRefs[j] != nil ? out.bandIDs[j].owned(Int(start[j * S + n])) : out.bandIDs[j].mutablePointer) }
         let refs = refBands.map { view(out.bandRefs[$0]) }, refCount = refBands.map { out.bandRefs[$0].count }
         let stored = refBands.map { view(out.storedBandIDs[$0]) }, storedCount = refBands.map { out.storedBandIDs[$0].count }
         var refAt = [Int](repeating: 0, count: refBands.count), storedAt = refAt
-        var rankBand = [Int](repeating: 0, count: edges[m])                // [e_m] band of each rank
-        for j in 0..<m { for r in edges[j]..<edges[j + 1] { rankBand[r] = j } }
+        var rankBand = [Int](repeating: 0, count: edges[used])             // [e_used] band of each rank
+        for j in 0..<used { for r in edges[j]..<edges[j + 1] { rankBand[r] = j } }
         let finder = out.finder
         finder.reset(tokens: n)
         let inp = linked ? out.inputIDs.owned(n) : out.inputIDs.mutablePointer   // [n]
@@ -215,7 +217,7 @@ final class ShardReader: @unchecked Sendable {
                         (dst + lo).update(from: sp + sa, count: end - lo); sa += end - lo
                     } else {
                         guard ra + end - lo <= refCount[x] else { throw bad("entry_refs.\(j)", "\(refCount[x]) references, fewer than the entries with a reference position") }
-                        let limit = min(cu, hi), sn = storedCount[x], last = max(sn - 1, 0)
+                        let limit = min(cu, hi), storedN = storedCount[x], last = max(storedN - 1, 0)
                         let own = ids[j] + Int(start[j * S + u]) - lo   // own[i]: u's rank i, for i in this band
                         for r in lo..<end {
                             let z = rp[ra]; ra += 1
@@ -234,7 +236,7 @@ final class ShardReader: @unchecked Sendable {
                                 dst[r] = ids[jb][Int(start[jb * S + u]) + i - edges[jb]]
                             }
                         }
-                        guard sa <= sn else { throw bad("entry_ids.\(j)", "\(sn) ids, fewer than the entries no reference names") }
+                        guard sa <= storedN else { throw bad("entry_ids.\(j)", "\(storedN) ids, fewer than the entries no reference names") }
                     }
                     refAt[x] = ra; storedAt[x] = sa
                 }

@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "logitcache", targets: ["logitcache"]),
         .library(name: "ShardFormat", targets: ["ShardFormat"]),
         .library(name: "Models", targets: ["Models"]),
+        // The C ABI (`Schemas/logitcache.h`): the library the Python package and C/C++/Rust load.
+        .library(name: "LogitCacheABI", type: .dynamic, targets: ["LogitCacheABI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +42,8 @@ let package = Package(
         .target(name: "StudentLoader", dependencies: ["ShardFormat"], swiftSettings: native),
         .target(name: "Sweep", dependencies: ["TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints", "ScalingLaws"], swiftSettings: native),
         .target(name: "Distillation", dependencies: ["Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
+
+        .target(name: "LogitCacheABI", dependencies: ["ShardFormat", "StudentLoader"], swiftSettings: native),
 
         .executableTarget(
             name: "logitcache",

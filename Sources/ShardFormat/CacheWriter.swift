@@ -186,16 +186,27 @@ public final class CacheWriter {
     public func appendToken(inputID: Int32, nextTokenLogProb: Float, logSumExp: Float,
                             entryIDs: ArraySlice<Int32>, entryLogProbs: ArraySlice<Float>,
                             sampleIDs: ArraySlice<Int32> = [], sampleDraws: ArraySlice<UInt32> = []) throws {
-        guard inSequence, let s = shard else { throw ShardFormatError.invalidInput("appendToken outside a sequence") }
         try entryIDs.withUnsafeBufferPointer { ids in
             try entryLogProbs.withUnsafeBufferPointer { lps in
                 try sampleIDs.withUnsafeBufferPointer { sids in
                     try sampleDraws.withUnsafeBufferPointer { sd in
-                        try s.append(inputID: inputID, next: nextTokenLogProb, lse: logSumExp, ids: ids, lps: lps, sampleIDs: sids, draws: sd)
+                        try appendToken(inputID: inputID, nextTokenLogProb: nextTokenLogProb, logSumExp: logSumExp,
+                                        entryIDs: ids, entryLogProbs: lps, sampleIDs: sids, sampleDraws: sd)
                     }
                 }
             }
         }
+    }
+
+    /// ``appendToken(inputID:nextTokenLogProb:logSumExp:entryIDs:entryLogProbs:sampleIDs:sampleDraws:)``
+    /// over borrowed buffers (the C ABI's path: no array per position). The buffers are read
+    /// during the call only.
+    public func appendToken(inputID: Int32, nextTokenLogProb: Float, logSumExp: Float,
+                            entryIDs: UnsafeBufferPointer<Int32>, entryLogProbs: UnsafeBufferPointer<Float>,
+                            sampleIDs: UnsafeBufferPointer<Int32>, sampleDraws: UnsafeBufferPointer<UInt32>) throws {
+        guard inSequence, let s = shard else { throw ShardFormatError.invalidInput("appendToken outside a sequence") }
+        try s.append(inputID: inputID, next: nextTokenLogProb, lse: logSumExp, ids: entryIDs, lps: entryLogProbs,
+                     sampleIDs: sampleIDs, draws: sampleDraws)
         if s.pendingTokens >= options.blockTokens { try s.flushBlock(encoder) }
     }
 

@@ -29,6 +29,23 @@ public struct CaptureSettings: Codable, Sendable, Equatable, Hashable {
     public init(policy: String, k: Int, topP: Double? = nil, samples: Int = 0, temperature: Double = 1, seed: UInt64 = 0) {
         self.policy = policy; self.k = k; self.topP = topP; self.samples = samples; self.temperature = temperature; self.seed = seed
     }
+
+    /// The policy names a manifest may record (what `Capture`'s `CapturePolicy` writes).
+    public static let policyNames = ["top-k", "top-p", "sampled", "head-tail", "top-k+sampled"]
+
+    /// Checks that the fields describe one capture: a known policy, K and draws as it needs,
+    /// `topP` only for top-p, a finite positive temperature.
+    /// - Throws: ``ShardFormatError/invalidInput(_:)`` naming the field.
+    public func validate() throws {
+        func need(_ ok: Bool, _ m: String) throws { if !ok { throw ShardFormatError.invalidInput("capture: \(m)") } }
+        try need(Self.policyNames.contains(policy), "policy \"\(policy)\" is not one of \(Self.policyNames.joined(separator: ", "))")
+        let sampled = policy == "sampled" || policy == "head-tail" || policy == "top-k+sampled"
+        try need(policy == "sampled" ? k == 0 : (1...65535).contains(k), "k = \(k) does not suit policy \(policy) (0 for sampled, 1...65535 otherwise)")
+        try need(sampled ? (1...(1 << 20)).contains(samples) : samples == 0, "samples = \(samples) does not suit policy \(policy) (1...1048576 for sampled policies, 0 otherwise)")
+        try need((policy == "top-p") == (topP != nil), "topP is set exactly for policy top-p")
+        if let p = topP { try need(p > 0 && p <= 1, "topP \(p) outside (0, 1]") }
+        try need(temperature.isFinite && temperature > 0, "temperature \(temperature) must be finite and > 0")
+    }
 }
 
 /// What the teacher pass cost: tokens processed, floating-point operations, wall seconds.

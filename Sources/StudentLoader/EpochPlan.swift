@@ -68,6 +68,15 @@ public struct WindowTable: Sendable {
 ///    with −1 (empty windows); ``RemainderPolicy/drop`` truncates every rank to the smallest
 ///    count, rounded down to whole batches.
 /// Draws are `next() % n` (the modulo bias, below 2^-40 for these sizes, is part of the definition).
+///
+/// **Elastic resume.** When an epoch was partly consumed under other layouts (``EpochSegment``s:
+/// another world size, batch size or buffer), the windows those layouts handed out are *seen*,
+/// and the rule above runs on what is left: step 2 counts positions p among the *live* units
+/// only (units in permuted order that still hold an unseen window), step 3 skips seen windows,
+/// and step 4 counts unseen windows. With nothing seen every unit is live, so this is the rule
+/// above exactly. The seen set is built segment by segment: segment i's ranks take their orders
+/// over what segments before i left, and each rank's first `consumed[r]` windows become seen.
+/// Every window of the epoch is thus handed out exactly once across all layouts (padding aside).
 public enum EpochOrder {
     public static func permutationSeed(seed: UInt64, epoch: Int) -> UInt64 {
         mix(mix(seed, UInt64(truncatingIfNeeded: epoch)), 0x5045_524D)
@@ -84,26 +93,23 @@ public enum EpochOrder {
     /// Window indices of this rank's epoch in order, −1 for padding; its length is a multiple
     /// of `batchSize`. O(windows) time and 4 bytes per window.
     public static func windows(table: WindowTable, seed: UInt64, epoch: Int, rank: Int, worldSize n: Int,
-                               shuffleBuffer S: Int, batchSize B: Int, remainder: RemainderPolicy) -> [Int32] {
-        let U = table.unitCount
-        var perm = Array(0..<U)
-        var rng = SplitMix(permutationSeed(seed: seed, epoch: epoch))
-        if U > 1 {
-            for i in stride(from: U - 1, to: 0, by: -1) {
-                let j = Int(rng.next() % UInt64(i + 1))
-                perm.swapAt(i, j)
-            }
-        }
+                               shuffleBuffer S: Int, batchSize B: Int, remainder: RemainderPolicy,
+                               seen: [Bool]? = nil) -> [Int32] {
+        var live = permutation(units: table.unitCount, seed: seed, epoch: epoch)
+        let unseen = { (w: Int) -> Bool in seen.map { !$0[w] } ?? true }
+        if seen != nil { live.removeAll { u in !(table.unitStarts[u]..<table.unitStarts[u + 1]).contains(where: unseen) } }
         var counts = [Int](repeating: 0, count: n)
-        for (p, u) in perm.enumerated() { counts[p % n] += table.unitStarts[u + 1] - table.unitStarts[u] }
+        for (p, u) in live.enumerated() {
+            counts[p % n] += (table.unitStarts[u]..<table.unitStarts[u + 1]).lazy.filter(unseen).count
+        }
         var out: [Int32] = []
         out.reserveCapacity(counts[rank] + B)
         var buf: [Int32] = []
         buf.reserveCapacity(S)
         var brng = SplitMix(bufferSeed(seed: seed, epoch: epoch, rank: rank))
-        for p in stride(from: rank, to: U, by: n) {
-            let u = perm[p]
-            for w in table.unitStarts[u]..<table.unitStarts[u + 1] {
+        for p in stride(from: rank, to: live.count, by: n) {
+            let u = live[p]
+            for w in table.unitStarts[u]..<table.unitStarts[u + 1] where unseen(w) {
                 if buf.count < S { buf.append(Int32(w)); continue }
                 let j = Int(brng.next() % UInt64(S))
                 out.append(buf[j]); buf[j] = Int32(w)
@@ -123,5 +129,62 @@ public enum EpochOrder {
             out.removeLast(out.count - L)
         }
         return out
+    }
+
+    /// The units in epoch `epoch`'s permuted order (Fisher–Yates, step 1).
+    static func permutation(units U: Int, seed: UInt64, epoch: Int) -> [Int] {
+        var perm = Array(0..<U)
+        var rng = SplitMix(permutationSeed(seed: seed, epoch: epoch))
+        if U > 1 {
+            for i in stride(from: U - 1, to: 0, by: -1) {
+                let j = Int(rng.next() % UInt64(i + 1))
+                perm.swapAt(i, j)
+            }
+        }
+        return perm
+    }
+
+    /// [windows] whether a window was handed out by `segments` (earlier layouts of the epoch).
+    /// - Throws: ``LoaderError/stateMismatch(_:)`` for a segment that is not a valid layout or
+    ///   claims more windows than its rank had.
+    public static func seen(table: WindowTable, seed: UInt64, epoch: Int, segments: [EpochSegment]) throws -> [Bool] {
+        var seen = [Bool](repeating: false, count: table.windows.count)
+        for (i, g) in segments.enumerated() {
+            guard g.worldSize >= 1, g.worldSize <= 1 << 20, g.consumed.count == g.worldSize, g.batchSize >= 1, g.shuffleBuffer >= 1 else {
+                throw LoaderError.stateMismatch("segment \(i): world size \(g.worldSize) with \(g.consumed.count) consumed counts, batch \(g.batchSize), buffer \(g.shuffleBuffer)")
+            }
+            var next = seen
+            for r in 0..<g.worldSize {
+                let o = windows(table: table, seed: seed, epoch: epoch, rank: r, worldSize: g.worldSize, shuffleBuffer: g.shuffleBuffer,
+                                batchSize: g.batchSize, remainder: g.remainder, seen: i == 0 ? nil : seen)
+                guard (0...o.count).contains(g.consumed[r]) else {
+                    throw LoaderError.stateMismatch("segment \(i): rank \(r) consumed \(g.consumed[r]) windows of its \(o.count)")
+                }
+                for w in o[..<g.consumed[r]] where w >= 0 { next[Int(w)] = true }
+            }
+            seen = next
+        }
+        return seen
+    }
+}
+
+/// A layout that consumed part of an epoch before the loader was resumed under another one
+/// (``EpochOrder``'s elastic resume). A "rank" here is one loader stream: a data-parallel rank,
+/// or one data-loading worker of a rank.
+public struct EpochSegment: Sendable, Codable, Equatable {
+    /// Streams of that layout.
+    public var worldSize: Int
+    public var batchSize: Int
+    public var shuffleBuffer: Int
+    public var remainder: RemainderPolicy
+    /// [worldSize] windows (padding included) each stream had taken: whole batches times B.
+    public var consumed: [Int]
+    /// ``LoaderConfiguration/orderFingerprint`` of that layout's loaders (T and seed), which
+    /// the resuming loader must share.
+    public var order: String
+
+    public init(worldSize: Int, batchSize: Int, shuffleBuffer: Int, remainder: RemainderPolicy, consumed: [Int], order: String) {
+        self.worldSize = worldSize; self.batchSize = batchSize; self.shuffleBuffer = shuffleBuffer
+        self.remainder = remainder; self.consumed = consumed; self.order = order
     }
 }

@@ -22,7 +22,7 @@ public enum TargetMode: String, Sendable, Codable, CaseIterable {
     /// A row without entries gets tail 1.
     case tail
     /// Sampled ids with the unbiased estimator weights `count / N` (N = the row's draws).
-    /// Needs a cache with samples; τ must be 1 (draws were taken at the capture temperature).
+    /// Needs a cache with samples; τ must be the capture temperature (the draws were taken at it).
     case sampled
 }
 
@@ -48,7 +48,9 @@ public struct LoaderConfiguration: Sendable, Codable, Equatable {
     /// the most distinct sampled ids a row may have, at least the cache's `maxSamples`).
     public var k: Int
     public var mode: TargetMode
-    /// τ applied to the stored log-probs (see ``TargetMode``). 1 leaves them as captured.
+    /// τ of the targets. On a cache captured at τ_c = 1 the stored log-probs are re-tempered to
+    /// τ (see ``TargetMode``); on a cache captured at τ_c ≠ 1, τ must equal τ_c (the logits are
+    /// gone, so another τ cannot be reached exactly) and the stored values are used as they are.
     public var temperature: Double
     /// Seed of the order; with the epoch and the manifest it fixes the order completely.
     public var seed: UInt64
@@ -79,14 +81,17 @@ public struct LoaderConfiguration: Sendable, Codable, Equatable {
         try need(contextLength >= 1, "context length \(contextLength) must be >= 1")
         try need(k >= 0, "k \(k) must be >= 0")
         try need(temperature.isFinite && temperature > 0, "temperature \(temperature) must be finite and > 0")
-        try need(mode != .sampled || temperature == 1, "sampled targets need temperature 1 (draws were taken at the capture temperature)")
         try need(worldSize >= 1 && (0..<worldSize).contains(rank), "rank \(rank) must lie in 0..<world size \(worldSize)")
         try need(shuffleBuffer >= 1, "shuffle buffer \(shuffleBuffer) must be >= 1")
         try need(decodeThreads >= 1 && prefetchBlocks >= 1, "decode threads and prefetch blocks must be >= 1")
     }
 
+    /// Hash of the fields an elastic resume must keep (T and the seed fix the windows and
+    /// the permutation of every epoch); see ``EpochSegment``.
+    public var orderFingerprint: String { hex16(fnv1a(Array("\(contextLength)|\(seed)".utf8))) }
+
     /// Hash of the fields that determine the batches (not threads or prefetch depth).
-    var fingerprint: String {
+    public var fingerprint: String {
         let s = "\(batchSize)|\(contextLength)|\(k)|\(mode.rawValue)|\(temperature.bitPattern)|\(seed)|\(rank)|\(worldSize)|\(shuffleBuffer)|\(remainder.rawValue)"
         return hex16(fnv1a(Array(s.utf8)))
     }
@@ -117,6 +122,13 @@ public struct LoaderState: Sendable, Codable, Equatable {
     public var configuration: String
     /// The cache's manifest checksum (its `checksum` member, 16 hex digits).
     public var cache: String
+    /// Earlier layouts of `epoch` when it was resumed at another world size (elastic resume,
+    /// see ``EpochOrder``); absent when the epoch ran under this layout only.
+    public var segments: [EpochSegment]?
+
+    public init(epoch: Int, batch: Int, configuration: String, cache: String, segments: [EpochSegment]? = nil) {
+        self.epoch = epoch; self.batch = batch; self.configuration = configuration; self.cache = cache; self.segments = segments
+    }
 }
 
 /// Errors of the student loader. Cache damage arrives as ``cache(_:)`` wrapping the format's

@@ -52,24 +52,60 @@ public final class Batch {
         tokenCount = 0
     }
 
+    /// Runs `body` with buffers over this batch's arrays (shaped for B, T, k).
+    func withBuffers<R>(_ body: (BatchBuffers) throws -> R) rethrows -> R {
+        try windows.withUnsafeMutableBufferPointer { w in
+        try inputIDs.withUnsafeMutableBufferPointer { x in
+        try labels.withUnsafeMutableBufferPointer { y in
+        try targetIDs.withUnsafeMutableBufferPointer { ids in
+        try targetWeights.withUnsafeMutableBufferPointer { wt in
+        try tailMass.withUnsafeMutableBufferPointer { tl in
+        try entryCounts.withUnsafeMutableBufferPointer { ec in
+            // Safe because shape(B:T:k:) sized every array (none is empty: B, T >= 1).
+            try body(BatchBuffers(windows: w.baseAddress!, inputIDs: x.baseAddress!, labels: y.baseAddress!,
+                                  targetIDs: ids.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!,
+                                  targetWeights: wt.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!,
+                                  tailMass: tl.baseAddress!, entryCounts: ec.baseAddress!))
+        }}}}}}}
+    }
+}
+
+/// Caller-owned destination of one batch, in ``Batch``'s layouts: windows [B], inputIDs,
+/// labels, tailMass, entryCounts [B, T], targetIDs and targetWeights [B, T, k].
+public struct BatchBuffers {
+    public var windows: UnsafeMutablePointer<Int32>
+    public var inputIDs: UnsafeMutablePointer<Int32>
+    public var labels: UnsafeMutablePointer<Int32>
+    public var targetIDs: UnsafeMutablePointer<Int32>
+    public var targetWeights: UnsafeMutablePointer<Float>
+    public var tailMass: UnsafeMutablePointer<Float>
+    public var entryCounts: UnsafeMutablePointer<Int32>
+
+    public init(windows: UnsafeMutablePointer<Int32>, inputIDs: UnsafeMutablePointer<Int32>, labels: UnsafeMutablePointer<Int32>,
+                targetIDs: UnsafeMutablePointer<Int32>, targetWeights: UnsafeMutablePointer<Float>,
+                tailMass: UnsafeMutablePointer<Float>, entryCounts: UnsafeMutablePointer<Int32>) {
+        self.windows = windows; self.inputIDs = inputIDs; self.labels = labels; self.targetIDs = targetIDs
+        self.targetWeights = targetWeights; self.tailMass = tailMass; self.entryCounts = entryCounts
+    }
+
     /// Copies `r` into row b (tokens 0..<n) and pads tokens n..<T; `nil` pads the whole row.
-    func put(_ r: WindowRows?, row b: Int, window: Int32) {
-        let T = contextLength, K = k, n = r?.n ?? 0
+    /// Returns n.
+    func put(_ r: WindowRows?, row b: Int, window: Int32, T: Int, k K: Int) -> Int {
+        let n = r?.n ?? 0
         windows[b] = window
-        tokenCount += n
-        func copy<E>(_ dst: inout [E], _ src: UnsafeMutablePointer<E>?, at o: Int, width: Int, pad: E) {
-            dst.withUnsafeMutableBufferPointer { d in
-                // Safe because row b spans T·width values of dst and src holds n·width <= T·width.
-                if let src { (d.baseAddress! + o).update(from: src, count: n * width) }
-                (d.baseAddress! + o + n * width).update(repeating: pad, count: (T - n) * width)
-            }
+        func copy<E>(_ dst: UnsafeMutablePointer<E>, _ src: UnsafeMutablePointer<E>?, width: Int, pad: E) {
+            // Safe because row b spans T·width values of dst and src holds n·width <= T·width.
+            let d = dst + b * T * width
+            if let src { d.update(from: src, count: n * width) }
+            (d + n * width).update(repeating: pad, count: (T - n) * width)
         }
-        copy(&inputIDs, r?.inputIDs, at: b * T, width: 1, pad: 0)
-        copy(&labels, r?.labels, at: b * T, width: 1, pad: -1)
-        copy(&targetIDs, r?.ids, at: b * T * K, width: K, pad: -1)
-        copy(&targetWeights, r?.weights, at: b * T * K, width: K, pad: 0)
-        copy(&tailMass, r?.tail, at: b * T, width: 1, pad: 0)
-        copy(&entryCounts, r?.counts, at: b * T, width: 1, pad: 0)
+        copy(inputIDs, r?.inputIDs, width: 1, pad: 0)
+        copy(labels, r?.labels, width: 1, pad: -1)
+        copy(targetIDs, r?.ids, width: K, pad: -1)
+        copy(targetWeights, r?.weights, width: K, pad: 0)
+        copy(tailMass, r?.tail, width: 1, pad: 0)
+        copy(entryCounts, r?.counts, width: 1, pad: 0)
+        return n
     }
 }
 
@@ -92,6 +128,8 @@ public final class StudentLoader {
     /// Epoch and batch index of the next batch.
     public private(set) var epoch = 0, batchIndex = 0
     private var order: [Int32] = []
+    /// Earlier layouts of the current epoch (elastic resume), empty otherwise.
+    private var segments: [EpochSegment] = []
     private var pipeline: Pipeline?
     /// Window rows kept across epochs and seeks, so a new epoch does not fault in fresh memory.
     private let rowPool: RowPool
@@ -124,11 +162,17 @@ public final class StudentLoader {
         } else if c.k > reader.maxEntries {
             throw LoaderError.unsupported(cache: dir, reason: "k = \(c.k) exceeds the cache's K = \(reader.maxEntries)")
         }
+        let captured = reader.manifest.capture.temperature
+        if c.temperature != captured && (captured != 1 || c.mode == .sampled) {
+            let why = c.mode == .sampled ? "sampled draws were taken at the capture temperature" : "the logits are gone, so stored log-probs cannot be re-tempered exactly"
+            throw LoaderError.unsupported(cache: dir, reason: "temperature \(c.temperature) differs from the capture temperature \(captured) (\(why)); use temperature \(captured)")
+        }
         self.reader = reader; configuration = c
         table = try WindowTable(reader: reader, contextLength: c.contextLength)
         unitOf = table.unitOfWindow()
         cacheID = reader.manifest.checksum
-        converter = TargetConverter(k: c.k, mode: c.mode, invTau: 1 / c.temperature)
+        // Stored log-probs are at τ_c; re-tempering applies only to a τ_c = 1 cache (checked above).
+        converter = TargetConverter(k: c.k, mode: c.mode, invTau: captured == 1 ? 1 / c.temperature : 1)
         rowPool = RowPool(capacity: c.contextLength, k: c.k)
         try seek(epoch: 0, batch: 0)
         guard !order.isEmpty else {
@@ -152,10 +196,13 @@ public final class StudentLoader {
 
     /// The position as a small serialisable value; ``resume(from:)`` continues from it.
     public var state: LoaderState {
-        LoaderState(epoch: epoch, batch: batchIndex, configuration: configuration.fingerprint, cache: cacheID)
+        LoaderState(epoch: epoch, batch: batchIndex, configuration: configuration.fingerprint, cache: cacheID,
+                    segments: segments.isEmpty ? nil : segments)
     }
 
-    /// Continues exactly where `state` was taken.
+    /// Continues exactly where `state` was taken. A state with ``LoaderState/segments`` resumes
+    /// an epoch begun under other layouts (elastic resume): this loader's order then holds only
+    /// the windows those layouts did not hand out, and `batch` counts from the resume.
     /// - Throws: ``LoaderError/stateMismatch(_:)`` if the state belongs to another
     ///   configuration or cache, or points past its epoch.
     public func resume(from s: LoaderState) throws {
@@ -164,37 +211,55 @@ public final class StudentLoader {
             throw LoaderError.stateMismatch("made for configuration \(s.configuration), this loader has \(configuration.fingerprint) (batch, T, k, mode, τ, seed, rank, world size, buffer or remainder differ)")
         }
         guard s.cache == cacheID else { throw LoaderError.stateMismatch("made for cache \(s.cache), this cache is \(cacheID)") }
-        try seek(epoch: s.epoch, batch: s.batch)
+        let own = configuration.orderFingerprint
+        if let g = s.segments?.first(where: { $0.order != own }) {
+            throw LoaderError.stateMismatch("a segment was made with order \(g.order) (context length and seed), this loader has \(own)")
+        }
+        try seek(epoch: s.epoch, batch: s.batch, after: s.segments ?? [])
     }
 
     /// Moves to batch `batch` of epoch `epoch` (0 ..< its batch count; the count itself means
     /// the start of the next epoch).
-    public func seek(epoch e: Int, batch b: Int) throws {
+    public func seek(epoch e: Int, batch b: Int) throws { try seek(epoch: e, batch: b, after: []) }
+
+    private func seek(epoch e: Int, batch b: Int, after earlier: [EpochSegment]) throws {
         guard e >= 0 else { throw LoaderError.stateMismatch("epoch \(e) < 0") }
         let c = configuration
+        let seen = earlier.isEmpty ? nil : try EpochOrder.seen(table: table, seed: c.seed, epoch: e, segments: earlier)
         let o = EpochOrder.windows(table: table, seed: c.seed, epoch: e, rank: c.rank, worldSize: c.worldSize,
-                                   shuffleBuffer: c.shuffleBuffer, batchSize: c.batchSize, remainder: c.remainder)
+                                   shuffleBuffer: c.shuffleBuffer, batchSize: c.batchSize, remainder: c.remainder, seen: seen)
         guard (0...(o.count / c.batchSize)).contains(b) else {
             throw LoaderError.stateMismatch("batch \(b) outside epoch \(e)'s 0...\(o.count / c.batchSize)")
         }
         pipeline?.stop()
-        epoch = e; batchIndex = b; order = o
+        epoch = e; batchIndex = b; order = o; segments = earlier
         pipeline = Pipeline(loader: self, order: o, from: b * c.batchSize, pool: rowPool)
     }
 
     /// The next batch (epochs follow each other without end), written into `batch`.
     /// - Throws: ``LoaderError/cache(_:)`` naming shard and chunk when the cache is damaged.
     public func next(into batch: Batch) throws {
-        let B = configuration.batchSize
+        let c = configuration
+        batch.shape(B: c.batchSize, T: c.contextLength, k: c.k)
+        let (e, i, n) = try batch.withBuffers { try next(into: $0) }
+        batch.epoch = e; batch.index = i; batch.tokenCount = n
+    }
+
+    /// The next batch written into caller-owned buffers (shapes of ``Batch``; the C ABI's path).
+    /// - Returns: its epoch, index inside the epoch and real (unpadded) tokens.
+    /// - Throws: ``LoaderError/cache(_:)`` naming shard and chunk when the cache is damaged.
+    public func next(into out: BatchBuffers) throws -> (epoch: Int, index: Int, tokens: Int) {
+        let c = configuration, B = c.batchSize
         if batchIndex >= batchesInEpoch { try seek(epoch: epoch + 1, batch: 0) }
         guard let p = pipeline else { throw LoaderError.stateMismatch("no pipeline") }
-        batch.shape(B: B, T: configuration.contextLength, k: configuration.k)
-        batch.epoch = epoch; batch.index = batchIndex
         let ws = order[(batchIndex * B)..<(batchIndex * B + B)]
         let rows = try p.take(ws)
-        for (b, w) in ws.enumerated() { batch.put(w >= 0 ? rows[b] : nil, row: b, window: w) }
+        var tokens = 0
+        for (b, w) in ws.enumerated() { tokens += out.put(w >= 0 ? rows[b] : nil, row: b, window: w, T: c.contextLength, k: c.k) }
         p.recycle(rows)
+        let position = (epoch, batchIndex, tokens)
         batchIndex += 1
+        return position
     }
 
     /// The next batch in a fresh ``Batch``.

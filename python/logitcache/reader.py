@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """An independent reader of LogitCache caches, written from `Schemas/FORMAT.md` alone.
 
 It exists to prove that the written spec is enough to read a cache that the Swift code wrote:
@@ -14,13 +13,14 @@ Library use:
     seq = cache.sequence(3, k=8)             # (SequenceInfo, Tokens) of one sequence, top-8 only
     cache.verify()                           # whole-file checksums + decode and check every value
 
-CLI: `python3 tools/logitcache_reader.py CACHE [--verify] [--json] [--dump]`.
+CLI: `python -m logitcache.reader CACHE [--verify] [--json] [--dump]`.
 Exit status 0 when the cache is sound, 1 with `error: FILE: block B chunk C: what` otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+from importlib import resources
 import dataclasses
 import json
 import math
@@ -55,7 +55,6 @@ MAX_VOCABULARY = 1 << 24
 QMAX = (1 << 24) - 1
 SHARD_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 CHECKSUM_KEY = b'"checksum": "'
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "Schemas")
 
 
 class CacheError(Exception):
@@ -135,8 +134,7 @@ def schema_validate(document: Any, schema_name: str, where: str) -> bool:
     except ImportError:
         return False
     if schema_name not in _schemas:
-        with open(os.path.join(SCHEMA_DIR, schema_name), "rb") as f:
-            schema = json.load(f)
+        schema = json.loads((resources.files("logitcache") / "schemas" / schema_name).read_bytes())
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
         _schemas[schema_name] = cls(schema)
@@ -964,9 +962,12 @@ def safe_shard_path(directory: str, file: Any, where: str) -> str:
 
 
 class Cache:
-    """A cache directory (or a manifest file inside one), opened and checked."""
+    """A cache directory (or a manifest file inside one), opened and checked.
 
-    def __init__(self, path: str, validate_schema: bool = True):
+    `open_shard(path, name, validate_schema)` makes each shard object (default: `Shard`, which
+    maps the file now); `logitcache.remote` passes one whose shards are fetched on first read."""
+
+    def __init__(self, path: str, validate_schema: bool = True, open_shard=None):
         if os.path.isdir(path):
             self.directory, manifest_path = path, os.path.join(path, "manifest.json")
         else:
@@ -988,7 +989,7 @@ class Cache:
                 if real in seen:
                     raise CacheError(f"{we}: shard {file!r} listed twice")
                 seen.add(real)
-                shard = Shard(real, file, validate_schema)
+                shard = (open_shard or Shard)(real, file, validate_schema)
                 self.shards.append(shard)
                 if shard.size != _int(entry, "bytes", we):
                     raise CacheError(f"{file}: {shard.size} bytes, manifest says {entry['bytes']}")

@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from logitcache_reader import Cache
+from .reader import Cache
 
 M64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15

@@ -18,7 +18,7 @@
  *   release them with `lc_string_free`.
  * - Structured settings and results (manifests, loader configurations and states, writer
  *   descriptions, verify reports) are JSON objects whose keys are those of the manifest and
- *   `Schemas/*.schema.json` (camelCase), so the ABI does not change when a field is added.
+ *   the JSON Schemas in Schemas/ (camelCase), so the ABI does not change when a field is added.
  *
  * Truncation vocabulary (one name per idea across Swift, this ABI and Python):
  * - capture policy, what a teacher pass kept: "top-k", "top-p", "sampled", "head-tail",

@@ -5,14 +5,18 @@ manifest, seed, epoch, rank, world size, shuffle buffer and remainder policy; ta
 `TargetConverter` of Sources/StudentLoader/TargetRows.swift. Windows, input ids, labels,
 target ids and counts equal the Swift loader's exactly; weights and tail mass agree to float32
 rounding (numpy's float32 exp and libm's expf may differ in the last bit). A `state()` is the
-Swift `LoaderState` as a dict, so either loader resumes where the other stopped.
+Swift `LoaderState` as a dict, so either loader resumes where the other stopped, also after a
+change of world size (elastic resume: a state with "segments", see `seen_windows`).
+
+This is the pure-numpy backend of `logitcache.StudentLoader`; use that class, which picks the
+native (Swift) loader when the library is installed.
 
     loader = StudentLoader("cache/", batch_size=8, context=1024, k=32, mode="tail", seed=1)
     for batch in loader.take(100):
         batch["input_ids"], batch["labels"], batch["target_ids"], batch["target_weights"], ...
     saved = loader.state()          # later: loader.resume(saved)
 
-`TorchBatches` wraps it as a PyTorch `IterableDataset` when torch is importable.
+`TorchBatches` wraps it as a PyTorch `IterableDataset` (torch is imported when it is first used).
 """
 
 import struct
@@ -90,23 +94,42 @@ def window_table(cache: Cache, context: int):
     return np.array(windows, dtype=np.int64).reshape(-1, 3), units
 
 
-def epoch_order(unit_starts, seed, epoch, rank, world, buffer, batch, remainder="pad") -> list:
-    """Window indices of one rank's epoch, -1 for padding, a multiple of `batch` long
-    (`EpochOrder.windows` in Swift: units permuted, dealt to ranks, then a shuffle buffer)."""
-    U = len(unit_starts) - 1
-    perm = list(range(U))
+def _permutation(units: int, seed: int, epoch: int) -> list:
+    """Units in epoch `epoch`'s permuted order (Fisher-Yates, `EpochOrder.permutation`)."""
+    perm = list(range(units))
     rng = SplitMix(permutation_seed(seed, epoch))
-    for i in range(U - 1, 0, -1):
+    for i in range(units - 1, 0, -1):
         j = rng.next() % (i + 1)
         perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def epoch_order(unit_starts, seed, epoch, rank, world, buffer, batch, remainder="pad", seen=None) -> list:
+    """Window indices of one rank's epoch, -1 for padding, a multiple of `batch` long
+    (`EpochOrder.windows` in Swift: units permuted, dealt to ranks, then a shuffle buffer).
+
+    `seen` (bool [windows], from `seen_windows`) marks windows earlier layouts of the epoch
+    handed out (elastic resume): units with no unseen window drop out before dealing, seen
+    windows are skipped, and the remainder rule counts unseen windows only. None = nothing seen."""
+    starts = np.asarray(unit_starts, dtype=np.int64)
+    U = len(starts) - 1
+    live = _permutation(U, seed, epoch)
+    if seen is None:
+        unseen_in = np.diff(starts)
+    else:
+        unseen = ~np.asarray(seen, dtype=bool)
+        unseen_in = np.add.reduceat(unseen.astype(np.int64), starts[:-1]) if U else np.zeros(0, np.int64)
+        live = [u for u in live if unseen_in[u] > 0]
     counts = [0] * world
-    for p, u in enumerate(perm):
-        counts[p % world] += unit_starts[u + 1] - unit_starts[u]
+    for p, u in enumerate(live):
+        counts[p % world] += int(unseen_in[u])
     out, buf = [], []
     brng = SplitMix(buffer_seed(seed, epoch, rank))
-    for p in range(rank, U, world):
-        u = perm[p]
-        for w in range(unit_starts[u], unit_starts[u + 1]):
+    for p in range(rank, len(live), world):
+        u = live[p]
+        for w in range(int(starts[u]), int(starts[u + 1])):
+            if seen is not None and not unseen[w]:
+                continue
             if len(buf) < buffer:
                 buf.append(w)
                 continue
@@ -124,6 +147,74 @@ def epoch_order(unit_starts, seed, epoch, rank, world, buffer, batch, remainder=
     else:
         out = out[:min(counts) // batch * batch]
     return out
+
+
+SEGMENT_KEYS = ("worldSize", "batchSize", "shuffleBuffer", "remainder", "consumed", "order")
+
+
+def epoch_segment(world_size: int, batch_size: int, shuffle_buffer: int, remainder: str, consumed, order: str) -> dict:
+    """One earlier layout of an epoch (Swift `EpochSegment`) as a JSON-ready dict: `consumed`
+    [world_size] windows (padding included, whole batches times B) each stream had taken."""
+    return {"worldSize": int(world_size), "batchSize": int(batch_size), "shuffleBuffer": int(shuffle_buffer),
+            "remainder": remainder, "consumed": [int(c) for c in consumed], "order": order}
+
+
+def _check_segment(i: int, g) -> None:
+    """Decoding checks of one segment (the Swift `Codable` shape), as LoaderError."""
+    def bad(what):
+        raise LoaderError(f"resume state: segment {i}: {what}")
+    if not isinstance(g, dict):
+        bad("not an object")
+    for key in SEGMENT_KEYS:
+        if key not in g:
+            bad(f"missing key {key!r}")
+    for key in ("worldSize", "batchSize", "shuffleBuffer"):
+        if isinstance(g[key], bool) or not isinstance(g[key], int):
+            bad(f"{key} must be an integer")
+    if g["remainder"] not in ("pad", "drop"):
+        bad(f"remainder {g['remainder']!r} is not pad or drop")
+    if not isinstance(g["consumed"], list) or any(isinstance(c, bool) or not isinstance(c, int) for c in g["consumed"]):
+        bad("consumed must be a list of integers")
+    if not isinstance(g["order"], str):
+        bad("order must be a string")
+
+
+def seen_windows(unit_starts, seed: int, epoch: int, segments) -> np.ndarray:
+    """bool [windows]: whether a window was handed out by `segments`, the earlier layouts of
+    the epoch (`EpochOrder.seen` in Swift). Segment i's streams take their orders over what the
+    segments before i left, and each stream's first `consumed[r]` windows become seen.
+    Raises LoaderError for a segment that is not a valid layout or claims more than its stream had."""
+    windows = int(unit_starts[-1]) if len(unit_starts) else 0
+    seen = np.zeros(windows, dtype=bool)
+    for i, g in enumerate(segments):
+        _check_segment(i, g)
+        n, B, S, consumed = g["worldSize"], g["batchSize"], g["shuffleBuffer"], g["consumed"]
+        if not (1 <= n <= 1 << 20 and len(consumed) == n and B >= 1 and S >= 1):
+            raise LoaderError(f"resume state: segment {i}: world size {n} with {len(consumed)} consumed counts, "
+                              f"batch {B}, buffer {S}")
+        nxt = seen.copy()
+        for r in range(n):
+            o = epoch_order(unit_starts, seed, epoch, r, n, S, B, g["remainder"], seen=None if i == 0 else seen)
+            if not 0 <= consumed[r] <= len(o):
+                raise LoaderError(f"resume state: segment {i}: rank {r} consumed {consumed[r]} windows of its {len(o)}")
+            taken = np.asarray(o[:consumed[r]], dtype=np.int64)
+            nxt[taken[taken >= 0]] = True
+        seen = nxt
+    return seen
+
+
+def configuration_fingerprint(batch_size: int, context: int, k: int, mode: str, temperature: float, seed: int, rank: int,
+                              world_size: int, shuffle_buffer: int, remainder: str) -> str:
+    """`LoaderConfiguration.fingerprint`: FNV-1a of the fields that fix the batches, 16 hex digits."""
+    bits = struct.unpack("<Q", struct.pack("<d", float(temperature)))[0]
+    s = (f"{batch_size}|{context}|{k}|{mode}|{bits}|{seed}|{rank}|"
+         f"{world_size}|{shuffle_buffer}|{remainder}")
+    return f"{fnv1a(s.encode()):016x}"
+
+
+def order_fingerprint(context: int, seed: int) -> str:
+    """`LoaderConfiguration.orderFingerprint`: FNV-1a of the fields an elastic resume keeps (T, seed)."""
+    return f"{fnv1a(f'{context}|{seed}'.encode()):016x}"
 
 
 def token_targets(cache: Cache, lo: int, hi: int, k: int, mode: str, temperature: float):
@@ -189,15 +280,16 @@ class StudentLoader:
     """Shuffled, resumable, rank-partitioned batches of one cache, as the Swift loader yields.
 
     Each batch is a dict: `epoch`, `index` (this rank's batch in the epoch), `windows` [B]
-    (-1 for a padding window), `input_ids`, `labels`, `tail`, `counts` [B, T], `target_ids`,
-    `target_weights` [B, T, k], `tokens` (real tokens). Epochs follow each other without end.
-    Each block is decoded once per epoch when its first window is needed; its other windows
-    wait until their turn, so memory is bounded by the shuffle buffer, not the cache.
+    (-1 for a padding window), `input_ids`, `labels`, `tail_mass`, `entry_counts` [B, T],
+    `target_ids`, `target_weights` [B, T, k], `tokens` (real tokens). Epochs follow each other
+    without end. Each block is decoded once per epoch when its first window is needed; its other
+    windows wait until their turn, so memory is bounded by the shuffle buffer, not the cache.
 
     Raises `LoaderError` for a bad configuration, another tokenizer's cache (`student` =
     (tokenizer fingerprint, vocabulary size)), k above the cache's K, a sampled mode without
-    samples, a rank left without a batch, or a resume state of another configuration or cache;
-    `logitcache_reader.CacheError` names the shard and chunk of a damaged cache.
+    samples or on a head-tail cache, a temperature the cache cannot serve, a rank left without a
+    batch, or a resume state of another configuration or cache; `reader.CacheError` names the
+    shard and chunk of a damaged cache.
     """
 
     def __init__(self, cache, batch_size: int, context: int, k: int, mode: str = "renormalized",
@@ -217,15 +309,30 @@ class StudentLoader:
                                   "refusing targets of another tokenizer")
             if c.vocabulary_size != vocab:
                 raise LoaderError(f"{where}: cache vocabulary size {c.vocabulary_size} differs from the student's {vocab}")
-        max_samples = max((s.max_samples for s in c.shards), default=0)
+        capture = c.manifest["capture"]
+        # As the Swift reader: the first shard's maxSamples (all shards agree), else the manifest's.
+        max_samples = c.shards[0].max_samples if c.shards else int(capture.get("samples", 0))
+        max_entries = int(capture["k"])
         if mode == "sampled":
             if max_samples == 0:
                 raise LoaderError(f"{where}: sampled targets asked for, but the cache stores no samples")
+            if capture.get("policy") == "head-tail":
+                raise LoaderError(f"{where}: a head-tail cache draws its samples from the mass outside the head; the "
+                                  "sampled estimator needs draws from the whole distribution (capture with --policy "
+                                  "sampled or top-k+sampled)")
             if self.k < max_samples:
                 raise LoaderError(f"{where}: k = {self.k} slots cannot hold up to {max_samples} sampled ids per token; "
                                   f"use k >= {max_samples}")
-        elif self.k > c.max_entries:
-            raise LoaderError(f"{where}: k = {self.k} exceeds the cache's K = {c.max_entries}")
+        elif self.k > max_entries:
+            raise LoaderError(f"{where}: k = {self.k} exceeds the cache's K = {max_entries}")
+        captured = float(capture.get("temperature", 1.0))
+        if self.temperature != captured and (captured != 1 or mode == "sampled"):
+            why = ("sampled draws were taken at the capture temperature" if mode == "sampled" else
+                   "the logits are gone, so stored log-probs cannot be re-tempered exactly")
+            raise LoaderError(f"{where}: temperature {self.temperature!r} differs from the capture temperature "
+                              f"{captured!r} ({why}); use temperature {captured!r}")
+        # Stored log-probs are at the capture temperature; re-tempering applies to a tau_c = 1 cache only.
+        self._target_temperature = self.temperature if captured == 1 else 1.0
         self.windows, self.unit_starts = window_table(c, self.context)
         self.unit_of = np.repeat(np.arange(len(self.unit_starts) - 1), np.diff(self.unit_starts))
         self.cache_id = c.manifest["checksum"]
@@ -243,8 +350,7 @@ class StudentLoader:
         need(self.k >= 0, f"k {self.k} must be >= 0")
         need(self.mode in MODES, f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         need(np.isfinite(self.temperature) and self.temperature > 0, f"temperature {self.temperature} must be finite and > 0")
-        need(self.mode != "sampled" or self.temperature == 1,
-             "sampled targets need temperature 1 (draws were taken at the capture temperature)")
+        need(0 <= self.seed < 1 << 64, f"seed {self.seed} must lie in 0..<2^64")
         need(self.world_size >= 1 and 0 <= self.rank < self.world_size,
              f"rank {self.rank} must lie in 0..<world size {self.world_size}")
         need(self.shuffle_buffer >= 1, f"shuffle buffer {self.shuffle_buffer} must be >= 1")
@@ -253,14 +359,17 @@ class StudentLoader:
     @property
     def fingerprint(self) -> str:
         """`LoaderConfiguration.fingerprint`: FNV-1a of the fields that fix the batches."""
-        bits = struct.unpack("<Q", struct.pack("<d", self.temperature))[0]
-        s = (f"{self.batch_size}|{self.context}|{self.k}|{self.mode}|{bits}|{self.seed}|{self.rank}|"
-             f"{self.world_size}|{self.shuffle_buffer}|{self.remainder}")
-        return f"{fnv1a(s.encode()):016x}"
+        return configuration_fingerprint(self.batch_size, self.context, self.k, self.mode, self.temperature, self.seed,
+                                         self.rank, self.world_size, self.shuffle_buffer, self.remainder)
 
-    def epoch_order(self, epoch: int) -> list:
+    @property
+    def order_fingerprint(self) -> str:
+        """`LoaderConfiguration.orderFingerprint`: what every layout of an elastic resume shares."""
+        return order_fingerprint(self.context, self.seed)
+
+    def epoch_order(self, epoch: int, seen=None) -> list:
         return epoch_order(self.unit_starts, self.seed, epoch, self.rank, self.world_size, self.shuffle_buffer,
-                           self.batch_size, self.remainder)
+                           self.batch_size, self.remainder, seen)
 
     @property
     def batches_in_epoch(self) -> int:
@@ -268,28 +377,60 @@ class StudentLoader:
 
     def state(self) -> dict:
         """The position of the next batch, the Swift `LoaderState` as a dict (JSON-ready)."""
-        return {"version": 1, "epoch": self.epoch, "batch": self.batch_index,
-                "configuration": self.fingerprint, "cache": self.cache_id}
+        out = {"version": 1, "epoch": self.epoch, "batch": self.batch_index,
+               "configuration": self.fingerprint, "cache": self.cache_id}
+        if self._segments:
+            out["segments"] = [dict(g) for g in self._segments]
+        return out
+
+    def segment(self, consumed_batches) -> dict:
+        """This layout as an `EpochSegment` after stream r took `consumed_batches[r]` batches of
+        the current epoch (one count per rank of this world size); see `resume`."""
+        if len(consumed_batches) != self.world_size:
+            raise LoaderError(f"resume state: {len(consumed_batches)} consumed counts for world size {self.world_size}")
+        return epoch_segment(self.world_size, self.batch_size, self.shuffle_buffer, self.remainder,
+                             [int(c) * self.batch_size for c in consumed_batches], self.order_fingerprint)
 
     def resume(self, state: dict):
-        """Continues exactly where `state` (from this loader or the Swift one) was taken."""
-        if state.get("version") != 1:
-            raise LoaderError(f"resume state: version {state.get('version')} is not 1")
+        """Continues exactly where `state` (from this loader or the Swift one) was taken.
+
+        A state with "segments" resumes an epoch begun under other layouts (elastic resume, e.g.
+        another world size): this loader's order then holds only the windows those layouts did
+        not hand out, and "batch" counts from the resume."""
+        if not isinstance(state, dict) or state.get("version") != 1:
+            raise LoaderError(f"resume state: version {state.get('version') if isinstance(state, dict) else None} is not 1")
         if state.get("configuration") != self.fingerprint:
             raise LoaderError(f"resume state: made for configuration {state.get('configuration')}, this loader has "
                               f"{self.fingerprint} (batch, T, k, mode, τ, seed, rank, world size, buffer or remainder differ)")
         if state.get("cache") != self.cache_id:
             raise LoaderError(f"resume state: made for cache {state.get('cache')}, this cache is {self.cache_id}")
-        self.seek(int(state["epoch"]), int(state["batch"]))
+        for key in ("epoch", "batch"):
+            if isinstance(state.get(key), bool) or not isinstance(state.get(key), int):
+                raise LoaderError(f"resume state: {key} must be an integer")
+        segments = state.get("segments") or []
+        if not isinstance(segments, list):
+            raise LoaderError("resume state: segments must be a list")
+        for i, g in enumerate(segments):
+            _check_segment(i, g)
+        own = self.order_fingerprint
+        for g in segments:
+            if g["order"] != own:
+                raise LoaderError(f"resume state: a segment was made with order {g['order']} (context length and seed), "
+                                  f"this loader has {own}")
+        self._seek(state["epoch"], state["batch"], segments)
 
     def seek(self, epoch: int, batch: int):
         """Moves to batch `batch` of `epoch` (its batch count means the next epoch's start)."""
+        self._seek(epoch, batch, [])
+
+    def _seek(self, epoch: int, batch: int, earlier: list):
         if epoch < 0:
             raise LoaderError(f"resume state: epoch {epoch} < 0")
-        order = self.epoch_order(epoch)
+        seen = seen_windows(self.unit_starts, self.seed, epoch, earlier) if earlier else None
+        order = self.epoch_order(epoch, seen)
         if not 0 <= batch <= len(order) // self.batch_size:
             raise LoaderError(f"resume state: batch {batch} outside epoch {epoch}'s 0...{len(order) // self.batch_size}")
-        self.epoch, self.batch_index, self._order = epoch, batch, order
+        self.epoch, self.batch_index, self._order, self._segments = epoch, batch, order, list(earlier)
         self._stream = self._batches(epoch, order, range(batch, len(order) // self.batch_size))
 
     def __iter__(self) -> Iterator[dict]:
@@ -319,7 +460,7 @@ class StudentLoader:
             out = {"epoch": epoch, "index": i, "windows": ws, "tokens": 0,
                    "input_ids": np.zeros((B, T), np.int32), "labels": np.full((B, T), -1, np.int32),
                    "target_ids": np.full((B, T, k), -1, np.int32), "target_weights": np.zeros((B, T, k), np.float32),
-                   "tail": np.zeros((B, T), np.float32), "counts": np.zeros((B, T), np.int32)}
+                   "tail_mass": np.zeros((B, T), np.float32), "entry_counts": np.zeros((B, T), np.int32)}
             for b, w in enumerate(ws):
                 if w < 0:
                     continue
@@ -330,7 +471,7 @@ class StudentLoader:
                 out["tokens"] += n
                 out["input_ids"][b, :n], out["labels"][b, :n] = x, y
                 out["target_ids"][b, :n], out["target_weights"][b, :n] = ids, wt
-                out["tail"][b, :n], out["counts"][b, :n] = tl, c
+                out["tail_mass"][b, :n], out["entry_counts"][b, :n] = tl, c
             yield out
 
     def _decode(self, ws: list) -> dict:
@@ -339,7 +480,7 @@ class StudentLoader:
         first, length, end = win[:, 0], win[:, 1], win[:, 2]
         lo = int(first.min())
         hi = int(np.where(first + length < end, first + length + 1, first + length).max())
-        x, ids, wt, tl, c = token_targets(self.cache, lo, hi, self.k, self.mode, self.temperature)
+        x, ids, wt, tl, c = token_targets(self.cache, lo, hi, self.k, self.mode, self._target_temperature)
         rows = {}
         for w, a, n, e in zip(ws, first - lo, length, end):
             a, n = int(a), int(n)
@@ -350,7 +491,8 @@ class StudentLoader:
         return rows
 
 
-try:
+def _torch_batches_class():
+    """Builds `TorchBatches` on first use, so importing this module does not import torch."""
     import torch
     import torch.utils.data as _tud
 
@@ -384,6 +526,13 @@ try:
                     yield {key: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for key, v in b.items()}
                 taken = min(loader.batches_in_epoch, first + left) - first
                 i, left = i + taken, left - taken
-                loader.seek(e, first + taken)
-except ImportError:  # torch is optional
-    pass
+                loader._seek(e, first + taken, loader._segments)
+    return TorchBatches
+
+
+def __getattr__(name):
+    if name == "TorchBatches":  # needs torch; made when first asked for
+        cls = _torch_batches_class()
+        globals()["TorchBatches"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

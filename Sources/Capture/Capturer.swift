@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import Truncation
 
 /// Turns teacher logits into cached teacher targets under one ``CapturePolicy``.
 ///
@@ -27,7 +28,7 @@ public struct Capturer: Sendable {
 
     /// - Throws: ``CaptureError`` when the policy or temperature is out of range.
     public init(policy: CapturePolicy, temperature: Float = 1, seed: UInt64 = 0, vocabularySize: Int) throws {
-        try policy.validate(vocabularySize: vocabularySize)
+        do { try policy.validate(vocabularySize: vocabularySize) } catch TruncationError.badPolicy(let m) { throw CaptureError.badPolicy(m) }
         guard temperature.isFinite, temperature > 0 else { throw CaptureError.badTemperature(temperature) }
         self.policy = policy
         self.temperature = temperature

@@ -1,3 +1,4 @@
+import Truncation
 import Kernels
 import StudentLoader
 

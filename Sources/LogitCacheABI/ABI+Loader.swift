@@ -3,6 +3,7 @@
 import Foundation
 import ShardFormat
 import StudentLoader
+import Truncation
 
 /// `lc_loader_open`'s configuration: ``LoaderConfiguration``'s fields, each optional (absent
 /// ones take the Swift defaults), and the student's vocabulary.

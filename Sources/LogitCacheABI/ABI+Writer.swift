@@ -2,6 +2,7 @@
 
 import Foundation
 import ShardFormat
+import Truncation
 
 /// `lc_writer_open`'s description (keys of the manifest; see `Schemas/logitcache.h`).
 private struct WriterRequest: Decodable {
@@ -28,10 +29,11 @@ private struct WriterRequest: Decodable {
 
     func settings() throws -> CaptureSettings {
         let c = capture
-        let s = CaptureSettings(policy: c.policy, k: c.k, topP: c.topP, samples: c.samples ?? 0,
-                                temperature: c.temperature ?? 1, seed: c.seed ?? 0)
-        try s.validate()
-        return s
+        let policy = try CapturePolicy(name: c.policy, k: c.k, topP: c.topP, samples: c.samples ?? 0)
+        try policy.validate(vocabularySize: vocabularySize)
+        let t = c.temperature ?? 1
+        guard t.isFinite, t > 0 else { throw ABIError(status: .invalidArgument, message: "capture temperature \(t) must be finite and > 0") }
+        return CaptureSettings(policy: policy, temperature: t, seed: c.seed ?? 0)
     }
 
     func options() throws -> WriterOptions {

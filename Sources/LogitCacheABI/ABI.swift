@@ -40,7 +40,6 @@ extension Status {
             case .stateMismatch: self = .state
             case .cache(let f): self = Status(format: f)
             }
-        case is DecodingError: self = .invalidArgument
         default: self = .invalidArgument
         }
     }

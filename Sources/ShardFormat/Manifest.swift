@@ -1,4 +1,5 @@
 import Foundation
+import Truncation
 
 /// Fingerprints that tie a cache to its teacher, tokenizer and corpus (opaque strings, e.g.
 /// hex hashes). Readers refuse a cache whose tokenizer fingerprint differs from theirs.
@@ -11,40 +12,51 @@ public struct Fingerprints: Codable, Sendable, Equatable, Hashable {
     }
 }
 
-/// How the teacher targets were captured (FORMAT.md section 7).
+/// How the teacher targets were captured (FORMAT.md section 7): the policy, and the temperature
+/// and sampler seed it ran with.
+///
+/// In JSON the policy is spread over the manifest's members `policy` (its name), `k` (K, the
+/// most exact entries a position may have), `topP` (top-p only) and `samples` (draws per
+/// position for sampled policies, 0 otherwise).
 public struct CaptureSettings: Codable, Sendable, Equatable, Hashable {
-    /// `top-k`, `top-p`, `sampled`, `head-tail` (samples from the mass outside the head) or
-    /// `top-k+sampled` (samples from the whole distribution, beside the head).
-    public var policy: String
-    /// K: the most exact entries a position may have.
-    public var k: Int
-    /// Top-p threshold, nil unless the policy is `top-p`.
-    public var topP: Double?
-    /// Draws per position for sampled policies, 0 otherwise.
-    public var samples: Int
+    public var policy: CapturePolicy
     /// Temperature the log-probs and logsumexp are taken at.
     public var temperature: Double
     /// Seed of the sampler.
     public var seed: UInt64
-    public init(policy: String, k: Int, topP: Double? = nil, samples: Int = 0, temperature: Double = 1, seed: UInt64 = 0) {
-        self.policy = policy; self.k = k; self.topP = topP; self.samples = samples; self.temperature = temperature; self.seed = seed
+
+    public init(policy: CapturePolicy, temperature: Double = 1, seed: UInt64 = 0) {
+        self.policy = policy; self.temperature = temperature; self.seed = seed
     }
 
-    /// The policy names a manifest may record (what `Capture`'s `CapturePolicy` writes).
-    public static let policyNames = ["top-k", "top-p", "sampled", "head-tail", "top-k+sampled"]
+    /// K: the most exact entries a position may have.
+    public var k: Int { policy.maxEntries }
+    /// Draws per position for sampled policies, 0 otherwise.
+    public var samples: Int { policy.maxSamples }
 
-    /// Checks that the fields describe one capture: a known policy, K and draws as it needs,
-    /// `topP` only for top-p, a finite positive temperature.
-    /// - Throws: ``ShardFormatError/invalidInput(_:)`` naming the field.
-    public func validate() throws {
-        func need(_ ok: Bool, _ m: String) throws { if !ok { throw ShardFormatError.invalidInput("capture: \(m)") } }
-        try need(Self.policyNames.contains(policy), "policy \"\(policy)\" is not one of \(Self.policyNames.joined(separator: ", "))")
-        let sampled = policy == "sampled" || policy == "head-tail" || policy == "top-k+sampled"
-        try need(policy == "sampled" ? k == 0 : (1...65535).contains(k), "k = \(k) does not suit policy \(policy) (0 for sampled, 1...65535 otherwise)")
-        try need(sampled ? (1...(1 << 20)).contains(samples) : samples == 0, "samples = \(samples) does not suit policy \(policy) (1...1048576 for sampled policies, 0 otherwise)")
-        try need((policy == "top-p") == (topP != nil), "topP is set exactly for policy top-p")
-        if let p = topP { try need(p > 0 && p <= 1, "topP \(p) outside (0, 1]") }
-        try need(temperature.isFinite && temperature > 0, "temperature \(temperature) must be finite and > 0")
+    private enum CodingKeys: String, CodingKey { case policy, k, topP, samples, temperature, seed }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let name = try c.decode(String.self, forKey: .policy)
+        do {
+            policy = try CapturePolicy(name: name, k: try c.decode(Int.self, forKey: .k), topP: try c.decodeIfPresent(Double.self, forKey: .topP),
+                                       samples: try c.decode(Int.self, forKey: .samples))
+        } catch let e as TruncationError {
+            throw DecodingError.dataCorruptedError(forKey: .policy, in: c, debugDescription: "\(e)")
+        }
+        temperature = try c.decode(Double.self, forKey: .temperature)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(policy.name, forKey: .policy)
+        try c.encode(k, forKey: .k)
+        try c.encodeIfPresent(policy.threshold, forKey: .topP)
+        try c.encode(samples, forKey: .samples)
+        try c.encode(temperature, forKey: .temperature)
+        try c.encode(seed, forKey: .seed)
     }
 }
 

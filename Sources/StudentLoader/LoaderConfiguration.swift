@@ -1,30 +1,6 @@
 import Foundation
 import ShardFormat
-
-/// How teacher entries become the weights a distillation loss reads.
-///
-/// The layouts match `DistillationTargets` in `Sources/Kernels/Losses.swift`, so a trainer
-/// passes a ``Batch``'s buffers straight through: ``renormalized`` and ``sampled`` are the
-/// `.sparse` kind (weights sum to one over the row), ``tail`` is `.sparseWithTail` (exact
-/// probabilities plus the uncovered mass in ``Batch/tailMass``).
-public enum TargetMode: String, Sendable, Codable, CaseIterable {
-    /// Top-k probabilities renormalised to sum to one: `w_i = p_i^(1/τ) / Σ_{j<k} p_j^(1/τ)`.
-    /// Exact for the truncated distribution at any τ.
-    case renormalized
-    /// Exact top-k probabilities and the uncovered mass `1 − Σ p_i` as one extra class.
-    ///
-    /// At τ = 1 this is exact. At τ ≠ 1 the full-vocabulary normaliser at τ is unknown, because
-    /// the stored entries do not say how the uncovered mass m is spread. We treat it as
-    /// `m / p_min` ids each holding the smallest stored probability `p_min` — the most
-    /// concentrated spread consistent with the descending order — so its tempered total is
-    /// `m · p_min^(1/τ − 1)`; head and tail are then normalised together. For τ > 1 this is a
-    /// lower bound of the true tempered tail (p^(1/τ) is concave), for τ < 1 an upper bound.
-    /// A row without entries gets tail 1.
-    case tail
-    /// Sampled ids with the unbiased estimator weights `count / N` (N = the row's draws).
-    /// Needs a cache with samples; τ must be the capture temperature (the draws were taken at it).
-    case sampled
-}
+import Truncation
 
 /// What to do with the windows that do not fill equal parts for every rank and whole batches.
 public enum RemainderPolicy: String, Sendable, Codable {

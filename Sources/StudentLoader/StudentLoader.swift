@@ -1,5 +1,6 @@
 import Foundation
 import ShardFormat
+import Truncation
 
 /// One batch of loss-ready student inputs and teacher targets (B windows of T tokens, k slots).
 ///
@@ -153,7 +154,7 @@ public final class StudentLoader {
         if let s = student { try Self.check(reader.manifest, directory: dir, student: s) }
         if c.mode == .sampled {
             guard reader.maxSamples > 0 else { throw LoaderError.unsupported(cache: dir, reason: "sampled targets asked for, but the cache stores no samples") }
-            guard reader.manifest.capture.policy != "head-tail" else {
+            if case .headTail = reader.manifest.capture.policy {
                 throw LoaderError.unsupported(cache: dir, reason: "a head-tail cache draws its samples from the mass outside the head; the sampled estimator needs draws from the whole distribution (capture with --policy sampled or top-k+sampled)")
             }
             guard c.k >= reader.maxSamples else {

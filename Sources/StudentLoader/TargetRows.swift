@@ -1,5 +1,6 @@
 import Foundation
 import ShardFormat
+import Truncation
 
 /// Loss-ready rows of one window, written by a decode worker and copied into a ``Batch`` by the
 /// consumer. Allocated once for T tokens and k slots and reused (the pipeline keeps a free

@@ -1,4 +1,5 @@
 import Foundation
+import Truncation
 import Capture
 import Checkpoints
 import Distillation
@@ -86,7 +87,7 @@ public final class SweepRunner {
         let teacherEval = try evaluate(model: teacherModel, tokens: evalTokens, length: o.context, batch: o.batch,
                                        maxWindows: o.evalWindows, pool: pool)
         let passSummary = TeacherPassSummary(
-            policy: manifest.capture.policy, tokens: manifest.totals.tokens, bytes: manifest.totals.bytes,
+            policy: manifest.capture.policy.name, tokens: manifest.totals.tokens, bytes: manifest.totals.bytes,
             seconds: manifest.teacherCost.seconds, flops: manifest.teacherCost.flops,
             parameters: teacherModel.parameterCount, teacherEval: teacherEval)
         log(String(format: "teacher: eval CE %.4f nats/token", teacherEval.crossEntropy))
@@ -166,9 +167,7 @@ public final class SweepRunner {
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var capture = reader.manifest.capture
-        capture.k = samples ? 0 : k
-        capture.samples = samples ? capture.samples : 0
-        capture.policy = samples ? "sampled" : "top-k"
+        capture.policy = samples ? .sampled(draws: capture.samples) : .topK(k: k)
         let w = try CacheWriter(directory: dir, description: CacheDescription(vocabularySize: reader.vocabularySize,
                                                                                 fingerprints: reader.manifest.fingerprints,
                                                                                 capture: capture))

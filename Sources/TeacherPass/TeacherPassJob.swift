@@ -1,3 +1,4 @@
+import Truncation
 import Capture
 import Foundation
 import Kernels
@@ -118,16 +119,7 @@ public final class TeacherPassJob {
     }
 
     static func captureSettings(_ o: TeacherPassOptions) -> CaptureSettings {
-        let name: String, topP: Double?
-        switch o.policy {
-        case .topK: name = "top-k"; topP = nil
-        case .topP(let p, _): name = "top-p"; topP = p
-        case .sampled: name = "sampled"; topP = nil
-        case .headTail: name = "head-tail"; topP = nil
-        case .topKAndSampled: name = "top-k+sampled"; topP = nil
-        }
-        return CaptureSettings(policy: name, k: o.policy.maxEntries, topP: topP, samples: o.policy.maxSamples,
-                               temperature: Double(o.temperature), seed: o.seed)
+        CaptureSettings(policy: o.policy, temperature: Double(o.temperature), seed: o.seed)
     }
 
     /// Reads every corpus file and builds the token stream, documents in file order.

@@ -1,3 +1,4 @@
+import Truncation
 import Foundation
 import Testing
 @testable import Capture

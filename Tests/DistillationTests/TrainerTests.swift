@@ -1,4 +1,5 @@
 import Foundation
+import Truncation
 import Testing
 import Checkpoints
 import Kernels
@@ -189,7 +190,7 @@ func params(_ m: TrainableLlama) -> [Float] { Array(UnsafeBufferPointer(start: m
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let g = TeacherLikeGenerator(vocabularySize: 50, k: 6, seed: 3, draws: mode == .sampled ? 12 : 0)
         let desc = CacheDescription(vocabularySize: 50, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok", corpus: "c"),
-                                    capture: CaptureSettings(policy: mode == .sampled ? "top-k+sampled" : "top-k", k: 6, samples: mode == .sampled ? 12 : 0))
+                                    capture: CaptureSettings(policy: mode == .sampled ? .topKAndSampled(k: 6, draws: 12) : .topK(k: 6)))
         let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions())
         for i in 0..<40 { try w.append(g.sequence(i, length: 40)) }
         _ = try w.finish()

@@ -1,4 +1,5 @@
 import Foundation
+import Truncation
 import Testing
 @testable import ShardFormat
 
@@ -40,7 +41,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let desc = CacheDescription(vocabularySize: 1000,
                                     fingerprints: Fingerprints(teacher: "synthetic-3", tokenizer: "synthetic-vocab-1000", corpus: "synthetic-3-600"),
-                                    capture: CaptureSettings(policy: "top-k+sampled", k: 8, samples: 6, temperature: 1, seed: 3))
+                                    capture: CaptureSettings(policy: .topKAndSampled(k: 8, draws: 6), temperature: 1, seed: 3))
         let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions(blockTokens: 128, formatMinorVersion: 0))
         for s in Self.sequences { try w.append(s) }
         let m = try w.finish()

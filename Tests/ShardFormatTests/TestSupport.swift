@@ -1,4 +1,5 @@
 import Foundation
+import Truncation
 import Testing
 @testable import ShardFormat
 
@@ -56,7 +57,7 @@ func randomSequences(_ rng: inout SplitMix, count: Int, vocab V: Int, k K: Int, 
 
 func description(vocab: Int, k: Int, samples: Int = 0, tokenizer: String = "tok") -> CacheDescription {
     CacheDescription(vocabularySize: vocab, fingerprints: Fingerprints(teacher: "t", tokenizer: tokenizer, corpus: "c"),
-                     capture: CaptureSettings(policy: samples > 0 ? "head-tail" : "top-k", k: k, samples: samples))
+                     capture: CaptureSettings(policy: samples > 0 ? .headTail(k: k, draws: samples) : .topK(k: k)))
 }
 
 /// Writes `seqs` as a one-partition cache.

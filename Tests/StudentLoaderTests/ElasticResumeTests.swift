@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ShardFormat
+import Truncation
 @testable import StudentLoader
 
 /// Runs `world` loaders of one layout for `batches` each, returning the windows they handed out
@@ -96,7 +97,7 @@ private func runLayout(_ dir: String, world: Int, B: Int, buffer: Int, batches: 
         let dir = freshDirectory(tag)
         let g = TeacherLikeGenerator(vocabularySize: 300, k: 4, seed: 3, draws: samples)
         let desc = CacheDescription(vocabularySize: 300, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok", corpus: "c"),
-                                    capture: CaptureSettings(policy: samples > 0 ? "top-k+sampled" : "top-k", k: 4, samples: samples,
+                                    capture: CaptureSettings(policy: samples > 0 ? .topKAndSampled(k: 4, draws: samples) : .topK(k: 4),
                                                              temperature: temperature))
         let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions(logProbs: .float32, blockTokens: 16))
         for i in 0..<6 { try w.append(g.sequence(i, length: 20)) }

@@ -1,3 +1,4 @@
+import Truncation
 import Foundation
 import Testing
 import ShardFormat
@@ -18,7 +19,7 @@ func smallCache(_ tag: String, sequences n: Int = 23, samples: Int = 0, k: Int =
     var rng = SplitMix(5)
     let seqs = (0..<n).map { i in g.sequence(i, length: i == 3 ? 0 : i == 4 ? 1 : Int(rng.next() % 70)) }
     let desc = CacheDescription(vocabularySize: 500, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok-a", corpus: "c"),
-                                capture: CaptureSettings(policy: samples > 0 ? "top-k+sampled" : "top-k", k: k, samples: samples))
+                                capture: CaptureSettings(policy: samples > 0 ? .topKAndSampled(k: k, draws: samples) : .topK(k: k)))
     let w = try CacheWriter(directory: dir, description: desc,
                             options: WriterOptions(logProbs: .float32, blockTokens: 32, targetShardBytes: 4096))
     for s in seqs { try w.append(s) }
@@ -160,7 +161,7 @@ func epochWindows(_ l: StudentLoader) throws -> [Int32] {
     func handCache(_ tag: String, samples: Bool = false) throws -> String {
         let dir = freshDirectory(tag)
         let desc = CacheDescription(vocabularySize: 50, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok-a", corpus: "c"),
-                                    capture: CaptureSettings(policy: samples ? "top-k+sampled" : "top-k", k: 3, samples: samples ? 4 : 0))
+                                    capture: CaptureSettings(policy: samples ? .topKAndSampled(k: 3, draws: 4) : .topK(k: 3)))
         let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions(logProbs: .float32))
         try w.beginSequence(documentKey: DocumentHash(high: 1, low: 2), documentOffset: 0)
         let lp: [Float] = [log(0.5), log(0.25), log(0.125)]
@@ -209,7 +210,7 @@ func epochWindows(_ l: StudentLoader) throws -> [Int32] {
     @Test func headTailSamplesAreRefusedForTheSampledEstimator() throws {
         let dir = freshDirectory("headtail")
         let desc = CacheDescription(vocabularySize: 50, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok-a", corpus: "c"),
-                                    capture: CaptureSettings(policy: "head-tail", k: 3, samples: 4))
+                                    capture: CaptureSettings(policy: .headTail(k: 3, draws: 4)))
         let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions(logProbs: .float32))
         try w.beginSequence(documentKey: DocumentHash(high: 1, low: 2), documentOffset: 0)
         for id: Int32 in [7, 8] {

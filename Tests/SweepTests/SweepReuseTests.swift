@@ -1,4 +1,5 @@
 import Foundation
+import Truncation
 import Testing
 @testable import Distillation
 @testable import ShardFormat
@@ -26,7 +27,7 @@ import Testing
         let g = TeacherLikeGenerator(vocabularySize: 8000, k: k, seed: 3)
         let w = try CacheWriter(directory: dir, description: CacheDescription(
             vocabularySize: 8000, fingerprints: Fingerprints(teacher: "xxh3:1", tokenizer: "xxh3:2", corpus: "xxh3:3"),
-            capture: CaptureSettings(policy: "top-k", k: k)))
+            capture: CaptureSettings(policy: .topK(k: k))))
         try w.append(g.sequence(0, length: 64))
         return try w.finish()
     }

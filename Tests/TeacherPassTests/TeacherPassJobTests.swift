@@ -1,6 +1,7 @@
 import Capture
 import Checkpoints
 import Foundation
+import Truncation
 import Kernels
 import Models
 import ShardFormat

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Truncation
 import ShardFormat
 
 /// `logitcache bench format`: our cache (default and lossless) against raw int32+float16 and
@@ -68,7 +69,7 @@ struct BenchFormatCommand: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         let desc = CacheDescription(vocabularySize: V, fingerprints: Fingerprints(teacher: "bench", tokenizer: "bench", corpus: "bench"),
-                                    capture: CaptureSettings(policy: "top-k", k: k))
+                                    capture: CaptureSettings(policy: .topK(k: k)))
         func write(_ dir: String, _ o: WriterOptions) throws -> (bytes: Int, seconds: Double, cpu: Double) {
             let t0 = Date(), c0 = threadCPUSeconds()
             let w = try CacheWriter(directory: dir, description: desc, options: o)

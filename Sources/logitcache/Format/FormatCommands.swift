@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Truncation
 import ShardFormat
 
 /// Commands of the cache format (inspect, verify, synth, dump, merge, bench format, bench read) area.
@@ -115,8 +116,8 @@ struct SynthCommand: ParsableCommand {
             let desc = CacheDescription(
                 vocabularySize: vocab,
                 fingerprints: Fingerprints(teacher: "synthetic-\(seed)", tokenizer: "synthetic-vocab-\(vocab)", corpus: "synthetic-\(seed)-\(tokens)"),
-                capture: CaptureSettings(policy: sampled ? "top-k+sampled" : (topP < 1 ? "top-p" : "top-k"), k: g.k,
-                                         topP: topP < 1 ? topP : nil, samples: sampled ? draws : 0, temperature: 1, seed: seed))
+                capture: CaptureSettings(policy: sampled ? .topKAndSampled(k: g.k, draws: draws) : (topP < 1 ? .topP(p: topP, maxK: g.k) : .topK(k: g.k)),
+                                         temperature: 1, seed: seed))
             let opts = WriterOptions(codec: c, logProbs: try logProbEncoding(lossless: lossless, stepLog2: stepLog2, stepMultiplier: stepMultiplier),
                                      blockTokens: blockTokens, targetShardBytes: shardBytes, formatMinorVersion: formatMinor)
             let w = try CacheWriter(directory: out, description: desc, options: opts, partition: partition, partitionCount: partitions)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Truncation
 import ShardFormat
 import StudentLoader
 
@@ -89,7 +90,7 @@ struct BenchLoaderCommand: ParsableCommand {
     private func synth(_ dir: String) throws {
         let g = TeacherLikeGenerator(vocabularySize: vocab, k: 64, seed: seed)
         let desc = CacheDescription(vocabularySize: vocab, fingerprints: Fingerprints(teacher: "bench", tokenizer: "bench", corpus: "bench"),
-                                    capture: CaptureSettings(policy: "top-k", k: 64))
+                                    capture: CaptureSettings(policy: .topK(k: 64)))
         let w = try CacheWriter(directory: dir, description: desc, options: WriterOptions())
         let seqLen = 1024
         for i in 0..<((tokens + seqLen - 1) / seqLen) { try w.append(g.sequence(i, length: min(seqLen, tokens - i * seqLen))) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Truncation
 import ShardFormat
 import StudentLoader
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Capture
 import Foundation
+import Truncation
 import Kernels
 import ShardFormat
 import TeacherPass

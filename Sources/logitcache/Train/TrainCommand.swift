@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoints
 import Distillation
 import Foundation
+import Truncation
 import Kernels
 import Models
 import StudentLoader

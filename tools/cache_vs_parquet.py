@@ -11,12 +11,11 @@ list<float16> log-probs, zstd) and once or more with the encodings to compare, t
 Counts entries only (a cache with samples is refused: Parquet would hold no samples). Every
 cache must hold the same tokens (same input ids). Needs numpy and pyarrow.
 """
-import argparse, json, os, sys
+import argparse, json, os
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import logitcache_reader as lr  # noqa: E402
+import logitcache.reader as lr  # the installed package (tools/setup: pip install ./python)
 
 
 def rows(cache: lr.Cache, where: str) -> lr.Tokens:

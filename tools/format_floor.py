@@ -27,12 +27,10 @@ import json
 import math
 import os
 import re
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import logitcache_reader as lr  # noqa: E402
+import logitcache.reader as lr  # the installed package (tools/setup: pip install ./python)
 
 MASK64 = (1 << 64) - 1
 

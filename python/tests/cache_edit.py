@@ -11,7 +11,7 @@ import numpy as np
 import xxhash
 import zstandard
 
-import logitcache_reader as lr
+import logitcache.reader as lr
 
 
 def _codec(data: bytes, codec: str) -> bytes:

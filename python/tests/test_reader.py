@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import xxhash
 
-from conftest import run, swift_dump, synth
+from lc_testing import run, swift_dump, synth
 import cache_edit
-import logitcache_reader as lr
+import logitcache.reader as lr
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -482,7 +482,7 @@ def test_non_finite_floats_match_swift_dump(lc_bin, tmp_path):
         rows = assert_matches_dump(cache, lines)
         assert np.isneginf(rows.next_logprob[0]) and np.isnan(rows.logsumexp[2])
         strict(json.dumps(lr.dump(cache)))
-    proc = subprocess.run([sys.executable, lr.__file__, path, "--dump"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "logitcache.reader", path, "--dump"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert strict(proc.stdout)["sequences"][0]["logsumexp"][1:3] == ["inf", "nan"]
 
@@ -676,13 +676,12 @@ def test_shard_names_are_confined_to_the_cache(lc_bin, tmp_path):
 
 
 def test_cli(caches, lc_bin, tmp_path):
-    script = os.path.join(os.path.dirname(lr.__file__), "logitcache_reader.py")
     path = caches["v262144-zstd-q-sampled-topp"]
-    ok = subprocess.run([sys.executable, script, path, "--verify", "--json"], capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, "-m", "logitcache.reader", path, "--verify", "--json"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     info = json.loads(ok.stdout)
     assert info["ok"] and info["verified"] and info["tokens"] == 1500 and info["vocabularySize"] == 262144
-    dumped = subprocess.run([sys.executable, script, path, "--dump"], capture_output=True, text=True)
+    dumped = subprocess.run([sys.executable, "-m", "logitcache.reader", path, "--dump"], capture_output=True, text=True)
     seqs = json.loads(dumped.stdout)["sequences"]
     assert [s["inputIds"] for s in seqs] == [[t["input"] for t in s["tokens"]] for s in swift_dump(lc_bin, path)]
     bad = str(tmp_path / "bad")
@@ -691,5 +690,5 @@ def test_cli(caches, lc_bin, tmp_path):
     with open(shard, "r+b") as f:
         f.seek(-1, 2)
         f.write(b"\0")
-    fail = subprocess.run([sys.executable, script, bad, "--verify"], capture_output=True, text=True)
+    fail = subprocess.run([sys.executable, "-m", "logitcache.reader", bad, "--verify"], capture_output=True, text=True)
     assert fail.returncode == 1 and "error: " in fail.stderr and os.path.basename(shard) in fail.stderr

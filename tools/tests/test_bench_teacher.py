@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import TOOLS, run
+from tools_testing import TOOLS, run
 
 REPO = os.path.dirname(TOOLS)
 

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from conftest import synth
+from tools_testing import synth
 
 pytest.importorskip("pyarrow")
 import cache_vs_parquet  # noqa: E402
-import logitcache_reader as lr  # noqa: E402
+import logitcache.reader as lr  # noqa: E402
 
 
 def test_compares_encodings_of_the_same_rows_against_parquet(lc_bin, tmp_path):

@@ -7,7 +7,7 @@ import os
 
 import jsonschema
 
-from conftest import TOOLS, run
+from tools_testing import TOOLS, run
 
 SCHEMA = os.path.join(TOOLS, os.pardir, "Schemas", "report.schema.json")
 ROOT = os.path.abspath(os.path.join(TOOLS, os.pardir))

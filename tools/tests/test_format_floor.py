@@ -1,17 +1,14 @@
 """tools/format_floor.py: stored bytes against models of the same values, and the generator oracle."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import synth
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-import format_floor  # noqa: E402
-import logitcache_reader as lr  # noqa: E402
+from tools_testing import synth
+import format_floor
+import logitcache.reader as lr
 
 
 def test_reports_every_column_group_and_replays_the_generator(lc_bin, tmp_path):

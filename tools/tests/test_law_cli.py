@@ -3,7 +3,7 @@
 import json
 from decimal import Decimal as D, getcontext
 
-from conftest import run
+from tools_testing import run
 
 
 def paper_laws(ns, ds, lt):

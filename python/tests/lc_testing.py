@@ -1,0 +1,103 @@
+"""Helpers of the package's tests: the Swift `logitcache` binary's path and commands.
+
+Imported as `lc_testing` (not `conftest`: tools/tests has a conftest of its own, and pytest keeps
+only one module named `conftest`)."""
+
+import json
+import os
+import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def logitcache_bin() -> str:
+    """`$LOGITCACHE_BIN`, else `<repo>/.build/release/logitcache`."""
+    return os.environ.get("LOGITCACHE_BIN") or os.path.join(REPO, ".build", "release", "logitcache")
+
+
+def run(binary, *args, check=True):
+    proc = subprocess.run([binary, *map(str, args)], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"logitcache {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def synth(binary, out, *args):
+    run(binary, "synth", out, *args)
+    return str(out)
+
+
+def swift_dump(binary, cache):
+    """`logitcache dump --json`: one JSON object per sequence."""
+    out = run(binary, "dump", cache, "--json").stdout
+    # "-0" (a quantised log-prob of exactly 0 is -0.0) must stay a negative zero, not int 0.
+    parse_int = lambda text: -0.0 if text == "-0" else int(text)
+    return [json.loads(line, parse_int=parse_int) for line in out.splitlines() if line.strip()]
+
+
+FINGERPRINTS = {"teacher": "test-teacher", "tokenizer": "test-tokenizer", "corpus": "test-corpus"}
+
+
+def random_rows(rng, n: int, vocab: int, k: int, samples: int = 0, head_tail: bool = False, variable: bool = True):
+    """n positions of teacher-like rows for `CacheWriter.append`, as a dict of its arguments.
+
+    Entries: k distinct ids per position (fewer at random when `variable`), log-probs of a
+    random distribution in descending order, -1 / 0 past the count. With `samples` draws,
+    sampled ids and draw counts (from the whole distribution, or only from ids outside the
+    head when `head_tail`), -1 past each position's distinct count."""
+    import numpy as np
+    counts = rng.integers(0, k + 1, n) if variable else np.full(n, k)
+    if variable and n:
+        counts[rng.random(n) < 0.5] = k
+    ids = np.full((n, k), -1, np.int32)
+    lps = np.zeros((n, k), np.float32)
+    width = max(1, samples)
+    sids = np.full((n, width), -1, np.int32)
+    sdraws = np.zeros((n, width), np.uint32)
+    for i in range(n):
+        c = int(counts[i])
+        chosen = rng.choice(vocab, size=c + 8, replace=False)
+        p = np.sort(rng.dirichlet(np.full(c + 1, 0.3)))[::-1] * rng.uniform(0.5, 1.0)
+        ids[i, :c] = chosen[:c]
+        lps[i, :c] = np.log(np.maximum(p[:c], 1e-30))
+        if samples:
+            pool = chosen[c:] if head_tail else chosen
+            w = rng.dirichlet(np.ones(len(pool)))
+            u, d = np.unique(rng.choice(pool, size=samples, p=w), return_counts=True)
+            sids[i, :len(u)], sdraws[i, :len(u)] = u, d
+    out = {"input_ids": rng.integers(0, vocab, n).astype(np.int32),
+           "next_token_logprobs": -rng.exponential(2.0, n).astype(np.float32),
+           "logsumexps": rng.normal(5.0, 2.0, n).astype(np.float32),
+           "entry_ids": ids, "entry_logprobs": lps}
+    if samples:
+        out.update(sample_ids=sids, sample_draws=sdraws)
+    return out
+
+
+def write_cache(path, *, vocab=500, k=8, policy="top-k", temperature=1.0, samples=0, lengths=(300, 250, 40, 1, 200),
+                seed=0, block_tokens=64, partition=0, partition_count=1, finish=True, **options):
+    """Writes random rows with `logitcache.CacheWriter` (needs the native library); returns the
+    list of (document key, rows dict) written, in order. Sequence i gets document key i + 1."""
+    import numpy as np
+    import logitcache
+    rng = np.random.default_rng(seed)
+    capture = {"policy": policy, "k": k, "samples": samples, "temperature": temperature, "seed": seed}
+    if policy == "top-p":
+        capture["topP"] = 0.9
+    written = []
+    w = logitcache.CacheWriter(path, vocabulary_size=vocab, fingerprints=FINGERPRINTS, capture=capture,
+                               partition=partition, partition_count=partition_count, block_tokens=block_tokens, **options)
+    for i, n in enumerate(lengths):
+        rows = random_rows(rng, n, vocab, k, samples, head_tail=policy == "head-tail")
+        if i < w.resumed_sequences:
+            continue
+        w.begin_sequence(i + 1, 10 * i)
+        w.append(**rows)
+        w.end_sequence()
+        written.append((i + 1, rows))
+    if finish:
+        w.finish()
+    else:
+        w.close()
+    return written

@@ -66,12 +66,10 @@ def copy_schemas():
 
 
 def build_native():
-    """Builds the Swift library and copies it to logitcache/_native/ (removes a stale copy
-    when the build is skipped)."""
+    """Builds the Swift library and copies it to logitcache/_native/ (when the build is skipped,
+    a copy left there by an earlier build is not packaged: see BuildPy)."""
     target = os.path.join(PACKAGE, "_native")
     if SWIFT is None:
-        if os.path.isdir(target):
-            shutil.rmtree(target)
         print("setup.py: no Swift build (swift not on PATH or LOGITCACHE_SKIP_NATIVE set): pure-numpy fallback",
               file=sys.stderr)
         return
@@ -93,6 +91,12 @@ def build_native():
 
 class BuildPy(build_py):
     """Copies the schemas and builds the native library before collecting package files."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if SWIFT is None:  # a pure wheel: leave out any library an earlier build left in the tree
+            self.package_data = {**self.package_data,
+                                 "logitcache": [p for p in self.package_data.get("logitcache", []) if not p.startswith("_native")]}
 
     def run(self):
         copy_schemas()

@@ -150,7 +150,7 @@ def library() -> Optional[ctypes.CDLL]:
         if path is None:
             _loaded = True
             return None
-        if not os.path.exists(path):
+        if os.sep in path and not os.path.exists(path):  # a bare name is looked up by the loader
             raise NativeLibraryError(f"LOGITCACHE_NATIVE_LIB names {path}, which does not exist")
         try:
             lib = ctypes.CDLL(path)

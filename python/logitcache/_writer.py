@@ -78,7 +78,7 @@ def _prefix_counts(name: str, ids: np.ndarray) -> np.ndarray:
 class CacheWriter:
     """Writes one partition of a cache through the Swift writer (the native library).
 
-    `directory` is created if needed. `fingerprints` = {"teacher", "tokenizer", "corpus"};
+    `directory` is created if needed (by the writer, once the description is accepted). `fingerprints` = {"teacher", "tokenizer", "corpus"};
     `capture` = {"policy": "top-k" | "top-p" | "sampled" | "head-tail" | "top-k+sampled", "k",
     "topP" (top-p only), "samples" (draws, sampled policies), "temperature", "seed"} (manifest
     keys; "top_p" is accepted for "topP"). `partition` of `partition_count` writers publish
@@ -124,7 +124,6 @@ class CacheWriter:
         self.max_entries: int = int(cap.get("k", 0))
         self._lock = threading.Lock()
         self._finished = False
-        os.makedirs(self.directory, exist_ok=True)
         handle = c_void_p()
         _native.check(lib.lc_writer_open(_native.encode_path(self.directory), json.dumps(description).encode(),
                                          byref(handle)), "lc_writer_open")

@@ -6,6 +6,7 @@ only one module named `conftest`)."""
 import json
 import os
 import subprocess
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -76,13 +77,14 @@ def random_rows(rng, n: int, vocab: int, k: int, samples: int = 0, head_tail: bo
 
 
 def write_cache(path, *, vocab=500, k=8, policy="top-k", temperature=1.0, samples=0, lengths=(300, 250, 40, 1, 200),
-                seed=0, block_tokens=64, partition=0, partition_count=1, finish=True, **options):
-    """Writes random rows with `logitcache.CacheWriter` (needs the native library); returns the
-    list of (document key, rows dict) written, in order. Sequence i gets document key i + 1."""
+                seed=0, capture_seed=0, block_tokens=64, partition=0, partition_count=1, finish=True, **options):
+    """Writes random rows (drawn with `seed`) with `logitcache.CacheWriter` (needs the native
+    library); returns the list of (document key, rows dict) written, in order. Sequence i gets
+    document key i + 1 and document offset 10 i."""
     import numpy as np
     import logitcache
     rng = np.random.default_rng(seed)
-    capture = {"policy": policy, "k": k, "samples": samples, "temperature": temperature, "seed": seed}
+    capture = {"policy": policy, "k": k, "samples": samples, "temperature": temperature, "seed": capture_seed}
     if policy == "top-p":
         capture["topP"] = 0.9
     written = []
@@ -101,3 +103,37 @@ def write_cache(path, *, vocab=500, k=8, policy="top-k", temperature=1.0, sample
     else:
         w.close()
     return written
+
+
+# Reads a whole cache and a loader epoch through one backend and verifies it, in a fresh
+# interpreter; prints what happened as JSON (a crash shows as the process's exit status).
+PROBE = r"""
+import json, sys, logitcache as lc
+path, backend = sys.argv[1], sys.argv[2]
+out = {}
+def attempt(what, fn):
+    try:
+        fn()
+        out[what] = "ok"
+    except (lc.CacheError, lc.LoaderError) as e:
+        out[what] = f"{type(e).__name__}: {e}"
+def read():
+    with lc.Cache(path, backend=backend) as c:
+        c.read()
+        c.read_samples()
+def load():
+    l = lc.StudentLoader(path, backend=backend, batch_size=2, context=64, k=min(2, lc.Cache(path, backend=backend).max_entries))
+    l.take(l.batches_in_epoch)
+attempt("read", read)
+attempt("loader", load)
+out["verify"] = lc.verify(path, backend=backend)
+print(json.dumps(out))
+"""
+
+
+def probe(path, backend):
+    """`PROBE` on `path`: {"read": "ok" | "CacheError: ...", "loader": ..., "verify": report}."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(path), backend], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, f"the interpreter died ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout)

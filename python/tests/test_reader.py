@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import xxhash
 
-from lc_testing import run, swift_dump, synth
+from lc_testing import probe, run, swift_dump, synth
 import cache_edit
+import logitcache
 import logitcache.reader as lr
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -613,6 +614,13 @@ def test_forged_values_are_refused(what, lc_bin, tmp_path):
     # The Swift verifier finds it too, naming the shard.
     proc = run(lc_bin, "verify", path, check=False)
     assert proc.returncode == 1 and "PROBLEM" in proc.stdout and "shard-000000.lcs" in proc.stdout, proc.stdout + proc.stderr
+    # Through the package's native library: errors (or values a plain read need not check),
+    # never a crash; its verify report names the problem.
+    if logitcache.native_available():
+        out = probe(path, "native")
+        assert out["verify"]["sound"] is False and any("shard-000000.lcs" in p for p in out["verify"]["problems"]), out
+        for what in ("read", "loader"):
+            assert out[what] == "ok" or out[what].startswith("CacheError: "), out
 
 
 def test_repeated_shards_are_refused(lc_bin, tmp_path):

@@ -23,22 +23,16 @@ import logitcache  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "ddp_train.py")
-PACKAGE = os.path.dirname(HERE)
+# Children import the logitcache this test imports (the installed one, or a source tree on the path).
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(logitcache.__file__)))
 TIMEOUT = 120
 B, T, K, SEED = 4, 32, 8, 7
 
 
-def logitcache_bin() -> str:
-    path = os.environ.get("LOGITCACHE_BIN") or os.path.join(HERE, os.pardir, os.pardir, ".build", "release", "logitcache")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"no logitcache binary at {path}: set LOGITCACHE_BIN or build with swift build -c release")
-    return path
-
-
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
+def cache(lc_bin, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("ddp") / "cache"
-    proc = subprocess.run([logitcache_bin(), "synth", str(out), "--tokens", "9000", "--seq-len", "300",
+    proc = subprocess.run([lc_bin, "synth", str(out), "--tokens", "9000", "--seq-len", "300",
                            "--vocab", "256", "--k", "16", "--block-tokens", "256", "--seed", "2"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -15,22 +15,19 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+import logitcache  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+# Children import the logitcache this test imports (the installed one, or a source tree on the path).
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(logitcache.__file__)))
 TIMEOUT = 300
 
 
-def logitcache_bin() -> str:
-    path = os.environ.get("LOGITCACHE_BIN") or os.path.join(HERE, os.pardir, os.pardir, ".build", "release", "logitcache")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"no logitcache binary at {path}: set LOGITCACHE_BIN or build with swift build -c release")
-    return path
-
-
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
+def cache(lc_bin, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("examples") / "cache"
-    proc = subprocess.run([logitcache_bin(), "synth", str(out), "--tokens", "32768", "--seq-len", "512",
+    proc = subprocess.run([lc_bin, "synth", str(out), "--tokens", "32768", "--seq-len", "512",
                            "--vocab", "256", "--k", "16", "--block-tokens", "1024", "--seed", "1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -40,7 +37,7 @@ def cache(tmp_path_factory) -> str:
 def run_example(name: str, *args: str) -> Dict[int, float]:
     """Runs examples/<name> and returns its `step N loss L` lines as {N: L}."""
     env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (os.path.dirname(HERE), os.environ.get("PYTHONPATH")) if p))
+               PYTHONPATH=os.pathsep.join(p for p in (PACKAGE, os.environ.get("PYTHONPATH")) if p))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         env.pop(key, None)
     proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *args], capture_output=True, text=True,

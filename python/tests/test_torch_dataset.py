@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -18,38 +17,24 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import logitcache  # noqa: E402
+from lc_testing import synth  # noqa: E402
 from logitcache.torch import LogitCacheDataLoader, LogitCacheDataset, order_fingerprint  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 B, T, K, SEED, BUFFER = 4, 32, 8, 5, 16
 ARRAY_KEYS = ("windows", "input_ids", "labels", "target_ids", "target_weights", "tail_mass", "entry_counts")
 
 
-def logitcache_bin() -> str:
-    path = os.environ.get("LOGITCACHE_BIN") or os.path.join(HERE, os.pardir, os.pardir, ".build", "release", "logitcache")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"no logitcache binary at {path}: set LOGITCACHE_BIN or build with swift build -c release")
-    return path
-
-
-def synth(out, *args) -> str:
-    proc = subprocess.run([logitcache_bin(), "synth", str(out), *map(str, args)], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return str(out)
-
-
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
+def cache(lc_bin, tmp_path_factory) -> str:
     """Sequences of 300 tokens (windows of 32 end mid-block), 47 blocks of 256 tokens."""
-    return synth(tmp_path_factory.mktemp("ds") / "cache", "--tokens", 12000, "--seq-len", 300, "--vocab", 384,
+    return synth(lc_bin, tmp_path_factory.mktemp("ds") / "cache", "--tokens", 12000, "--seq-len", 300, "--vocab", 384,
                  "--k", 16, "--block-tokens", 256, "--seed", 3)
 
 
 @pytest.fixture(scope="module")
-def aligned_cache(tmp_path_factory) -> str:
+def aligned_cache(lc_bin, tmp_path_factory) -> str:
     """Block-aligned geometry: window w (T = 32) starts at token 32 w, in block w // 8."""
-    return synth(tmp_path_factory.mktemp("ds") / "aligned", "--tokens", 8192, "--seq-len", 512, "--vocab", 256,
+    return synth(lc_bin, tmp_path_factory.mktemp("ds") / "aligned", "--tokens", 8192, "--seq-len", 512, "--vocab", 256,
                  "--k", 16, "--block-tokens", 256, "--seed", 4)
 
 
@@ -312,3 +297,36 @@ def test_loader_arguments_that_would_break_batching_are_refused(cache):
     for kw in ({"batch_size": 2}, {"shuffle": True}, {"persistent_workers": True, "num_workers": 1}):
         with pytest.raises(ValueError):
             LogitCacheDataLoader(dataset(cache), **kw)
+
+
+def test_changing_the_position_during_a_pass_is_refused(cache):
+    loader = LogitCacheDataLoader(dataset(cache))
+    start = loader.state_dict()
+    it = iter(loader)
+    next(it)
+    loader.load_state_dict(start)
+    with pytest.raises(RuntimeError, match="position changed"):
+        next(it)
+    old = iter(loader)
+    next(old)
+    new = iter(loader)
+    with pytest.raises(RuntimeError, match="superseded"):
+        next(old)
+    assert next(new)["index"] == 1, "the newer pass continues after the one batch handed out"
+
+
+def test_streams_open_in_the_workers_not_in_the_parent(cache, tmp_path, monkeypatch):
+    record = tmp_path / "pids"
+    original = LogitCacheDataset.open_stream
+
+    def recording(self, stream, streams):
+        with open(record, "a") as f:
+            f.write(f"{os.getpid()} {stream} {streams}\n")
+        return original(self, stream, streams)
+
+    monkeypatch.setattr(LogitCacheDataset, "open_stream", recording)
+    loaders = layout(cache, 2, 2)
+    lockstep(loaders, 3)
+    rows = [line.split() for line in record.read_text().splitlines()]
+    assert sorted((int(s), int(n)) for _, s, n in rows) == [(s, 4) for s in range(4)]
+    assert all(int(pid) != os.getpid() for pid, _, _ in rows), rows

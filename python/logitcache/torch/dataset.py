@@ -27,21 +27,24 @@ group is initialised at construction, else from the `RANK` / `WORLD_SIZE` (or `L
 
 **Epochs.** One pass of `iter(loader)` is the rest of the current epoch. `LogitCacheDataLoader`
 moves to the next epoch by itself when a pass ends; with a plain `DataLoader(ds,
-batch_size=None)` call `ds.set_epoch(e)` before each pass (as with `DistributedSampler`).
+batch_size=None)` (no counting, no state) call `ds.set_epoch(e)` before each pass, as with
+`DistributedSampler`.
 
 **State.** `LogitCacheDataLoader.state_dict()` after n batches of this rank's epoch is
 
     {"version": 1, "epoch": e, "cache": <manifest checksum>,
      "order": <order fingerprint: context length and seed>,
-     "targets": {"k", "mode", "temperature"}, "worldSize": R, "numWorkers": W,
+     "targets": {"k", "mode", "temperature"},
+     "worldSize": R, "numWorkers": W,          (the run shape of the last segment, else null)
      "segments": [...earlier layouts of epoch e..., current layout]}
 
-where a layout is the Swift `EpochSegment` {"worldSize": R * W streams, "batchSize",
-"shuffleBuffer", "remainder", "consumed": [windows each stream has taken], "order"}, and
-stream (r, w) has taken `B *` |{i in [0, n) : i % W == w}| windows (n counted from where the
-layout began). A layout that has taken nothing is left out; after the last batch of an epoch
-the state is epoch e + 1 with no segments. Every rank of a DDP job steps in lockstep and so
-computes the same dict: rank 0 may save it alone, and every rank loads that one file.
+where a layout is the Swift `EpochSegment` {"worldSize": R * W (streams, not ranks),
+"batchSize", "shuffleBuffer", "remainder", "consumed": [windows each stream has taken],
+"order"}, and stream (r, w) has taken `B *` |{i in [0, n) : i % W == w}| windows (n counted
+from where the layout began). A layout that has taken nothing is left out; after the last
+batch of an epoch the state is epoch e + 1 with no segments. Every rank of a DDP job steps in
+lockstep and so computes the same dict: rank 0 may save it alone, and every rank loads that
+one file.
 
 **Exact resume.** Loaded into the same world size, worker count, batch size, shuffle buffer
 and remainder policy, the state continues the very same order: the remaining batches are the
@@ -393,7 +396,10 @@ class LogitCacheDataset(IterableDataset):
     def _count(self, plan: _Plan, yielded: int) -> None:
         """Records the pass's `yielded`-th batch (1-based) for every rank (lockstep)."""
         current = self._progress.current
-        assert current is not None and current.layout == plan.layout
+        if current is None or current.layout != plan.layout or sum(current.consumed) != \
+                sum(plan.consumed) + (yielded - 1) * plan.layout.batch_size * plan.layout.world_size:
+            raise RuntimeError("the position changed during a pass (set_epoch, load_state_dict or another "
+                               "iter()); start a new pass with iter(loader)")
         W, B = plan.layout.workers, plan.layout.batch_size
         j = (plan.taken(self.rank) + yielded - 1) % W
         for r in range(plan.layout.world_size):
@@ -484,8 +490,11 @@ class LogitCacheDataLoader(DataLoader):
     Batching is the dataset's (`batch_size=None`); other `DataLoader` arguments (`num_workers`,
     `pin_memory`, `prefetch_factor`, `timeout`, `multiprocessing_context`, ...) pass through.
     Each `iter()` is the rest of the current epoch; when it ends the loader is at the next
-    epoch's start. The batch counted is the one handed to the caller, so `state_dict()` taken
-    after using a batch resumes with the next one.
+    epoch's start, by itself: there is no `set_epoch` here (so a `Trainer` that calls one
+    with its own epoch count cannot undo a resumed position). A pass abandoned midway (a
+    `break`) is continued by the next `iter()`. The batch counted is the one handed to the
+    caller (one more is fetched ahead), so `state_dict()` taken after using a batch resumes
+    with the next one.
 
     Raises ValueError for `batch_size`, `sampler`, `batch_sampler`, `shuffle`, `collate_fn` or
     `persistent_workers=True` (workers read the position only when a pass starts).
@@ -514,11 +523,6 @@ class LogitCacheDataLoader(DataLoader):
         """The epoch the next batch belongs to."""
         return self.dataset.epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        """`LogitCacheDataset.set_epoch`: a no-op for the current epoch (keeps a resumed
-        position), else the next pass reads `epoch` from its start."""
-        self.dataset.set_epoch(epoch)
-
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         ds: LogitCacheDataset = self.dataset
         plan = ds.plan(self.workers)
@@ -544,8 +548,7 @@ class LogitCacheDataLoader(DataLoader):
             except StopIteration:
                 last = True
             if pass_id != self._passes:
-                raise RuntimeError("a LogitCacheDataLoader pass was superseded by a newer iter(); "
-                                   "use one pass at a time")
+                raise RuntimeError("this pass was superseded by a newer iter(loader); use one pass at a time")
             yielded += 1
             ds._count(plan, yielded)
             if last:

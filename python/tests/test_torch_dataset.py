@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import pytest
@@ -330,3 +330,12 @@ def test_streams_open_in_the_workers_not_in_the_parent(cache, tmp_path, monkeypa
     rows = [line.split() for line in record.read_text().splitlines()]
     assert sorted((int(s), int(n)) for _, s, n in rows) == [(s, 4) for s in range(4)]
     assert all(int(pid) != os.getpid() for pid, _, _ in rows), rows
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_errors_surface_from_the_worker(cache, workers):
+    loader = LogitCacheDataLoader(dataset(cache, k=64), num_workers=workers)  # the cache has K = 16
+    with pytest.raises(logitcache.LoaderError, match="k = 64"):
+        next(iter(loader))
+    with pytest.raises(logitcache.LoaderError, match="batch size"):
+        dataset(cache, batch_size=0)

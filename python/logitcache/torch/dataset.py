@@ -77,26 +77,19 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .. import LoaderError, StudentLoader
 
 __all__ = ["LogitCacheDataLoader", "LogitCacheDataset", "distributed_rank_and_world_size", "order_fingerprint"]
 
 _MODES = ("renormalized", "tail", "sampled")
 _M64 = (1 << 64) - 1
 _STATE_VERSION = 1
-
-
-def _loader_error(message: str) -> Exception:
-    """`logitcache.LoaderError(message)`, or ValueError when the package's error is unavailable."""
-    try:
-        from .. import LoaderError  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - the package always defines it
-        return ValueError(message)
-    return LoaderError(message)
 
 
 def order_fingerprint(context: int, seed: int) -> str:
@@ -227,9 +220,12 @@ class LogitCacheDataset(IterableDataset):
             the environment (`distributed_rank_and_world_size`), resolved here.
 
     Raises:
-        ValueError (or `logitcache.LoaderError`) for settings out of range; `CacheError` when
-        the manifest cannot be read. The loader's own checks (k above the cache's K, another
-        tokenizer, too few windows for a stream) run in the worker and surface on iteration.
+        `logitcache.LoaderError` (a ValueError) for settings out of range or an unreadable
+        manifest; ValueError for a half-set or out-of-range RANK / WORLD_SIZE; TypeError for a
+        `cache` that names no directory. The loader's own checks (k above the cache's K,
+        another tokenizer, a temperature the cache cannot serve, damaged shards) run where the
+        stream opens, in the worker, and surface from the first `next()` as `LoaderError` or
+        `CacheError`.
     """
 
     def __init__(self, cache: Any, *, batch_size: int, context: int, k: int, mode: str = "renormalized",
@@ -262,7 +258,7 @@ class LogitCacheDataset(IterableDataset):
     def _check_settings(self) -> None:
         def need(ok: bool, what: str) -> None:
             if not ok:
-                raise _loader_error(f"loader configuration: {what}")
+                raise LoaderError(f"loader configuration: {what}")
         need(self.batch_size >= 1, f"batch size {self.batch_size} must be >= 1")
         need(self.context >= 1, f"context length {self.context} must be >= 1")
         need(self.k >= 0, f"k {self.k} must be >= 0")
@@ -283,10 +279,10 @@ class LogitCacheDataset(IterableDataset):
             with open(path, "rb") as f:
                 manifest = json.loads(f.read())
         except (OSError, ValueError) as e:
-            raise _loader_error(f"{self.cache_directory}: cannot read manifest.json: {e}") from e
+            raise LoaderError(f"{self.cache_directory}: cannot read manifest.json: {e}") from e
         if not (isinstance(manifest, dict) and isinstance(manifest.get("checksum"), str)
                 and isinstance(manifest.get("vocabularySize"), int)):
-            raise _loader_error(f"{path}: no manifest checksum or vocabulary size")
+            raise LoaderError(f"{path}: no manifest checksum or vocabulary size")
         return manifest
 
     # -- order and epochs ----------------------------------------------------------------------
@@ -344,10 +340,8 @@ class LogitCacheDataset(IterableDataset):
 
     # -- iteration (inside the worker) ---------------------------------------------------------
 
-    def open_stream(self, stream: int, streams: int):
+    def open_stream(self, stream: int, streams: int) -> StudentLoader:
         """A `logitcache.StudentLoader` for one stream (opened in the calling process)."""
-        from .. import StudentLoader  # type: ignore[attr-defined]
-
         return StudentLoader(self.cache_directory, batch_size=self.batch_size, context=self.context, k=self.k,
                              mode=self.mode, temperature=self.temperature, seed=self.seed, rank=stream,
                              world_size=streams, shuffle_buffer=self.shuffle_buffer, remainder=self.remainder,
@@ -358,7 +352,7 @@ class LogitCacheDataset(IterableDataset):
         """The batches of one stream for the rest of `plan`'s epoch, as tensors."""
         layout, B = plan.layout, plan.layout.batch_size
         if plan.consumed[stream] % B:
-            raise _loader_error(f"resume state: stream {stream} consumed {plan.consumed[stream]} windows, "
+            raise LoaderError(f"resume state: stream {stream} consumed {plan.consumed[stream]} windows, "
                                 f"not whole batches of {B}")
         start = plan.consumed[stream] // B
         loader = self.open_stream(stream, layout.streams)
@@ -427,7 +421,7 @@ class LogitCacheDataset(IterableDataset):
         Raises `logitcache.LoaderError` naming the field when the state is malformed or was
         made for another cache, context length, seed, k, mode or temperature."""
         def bad(what: str) -> Exception:
-            return _loader_error(f"resume state: {what}")
+            return LoaderError(f"resume state: {what}")
         if not isinstance(state, Mapping):
             raise bad(f"must be a dict, not {type(state).__name__}")
         if state.get("version") != _STATE_VERSION:

@@ -52,6 +52,7 @@ extension Status {
         case .unsafePath: self = .unsafePath
         case .invalidInput: self = .invalidArgument
         case .mismatch: self = .mismatch
+        case .locked: self = .locked
         }
     }
 }

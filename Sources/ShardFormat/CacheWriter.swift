@@ -95,6 +95,8 @@ public final class CacheWriter {
     private var inSequence = false
     private let encoder = ChunkEncoder()
     private var finished = false
+    /// Held from init until the writer goes away: one writer per partition.
+    private let lock: CacheLock
 
     /// Opens (creating the directory if needed) partition `partition` of `partitionCount`.
     /// - Throws: ``ShardFormatError/invalidInput(_:)`` for bad settings; I/O errors naming the
@@ -127,12 +129,14 @@ public final class CacheWriter {
         self.directory = directory; self.description = d; self.options = options; self.bands = bands
         self.partition = PartitionInfo(index: partition, count: partitionCount)
         try makeDirectory(directory)
+        lock = try CacheLock(directory: directory, name: CacheLock.partitionFileName(partition))
 
-        // Resume: drop stale temporaries, adopt published shards of this partition in order.
+        // Resume: drop stale temporaries (the lock says no other writer of this partition
+        // runs), adopt published shards of this partition in order.
         let prefix = "part-\(pad(partition, 5))-shard-"
         var found: [ShardEntry] = []
         for name in try listDirectory(directory) {
-            if name.hasPrefix("." + prefix) && name.hasSuffix(".tmp") || name == "." + CacheManifest.partitionFileName(partition) + ".tmp" {
+            if (name.hasPrefix("." + prefix) || name.hasPrefix("." + CacheManifest.partitionFileName(partition) + ".")) && name.hasSuffix(".tmp") {
                 unlink(directory + "/" + name)
             } else if name.hasPrefix(prefix) && name.hasSuffix(".lcs") {
                 let expected = CacheWriter.shardName(partition: partition, index: found.count)
@@ -251,6 +255,7 @@ public final class CacheWriter {
         if let s = shard, s.tokenCount > 0 || s.sequenceCount > 0 { try closeShard() } else { shard = nil; try publishPartitionManifest() }
         finished = true
         if partition.count == 1 { try CacheManifest.merge(directory: directory) }
+        lock.release()
         return manifest()
     }
 }

@@ -42,10 +42,11 @@ final class TempFile {
     private(set) var size = 0
     private let hashState: OpaquePointer   // XXH3 streaming state over every byte written
 
-    /// Creates (truncating) `directory/.finalName.tmp`.
+    /// Creates (truncating) `directory/.finalName.PID.tmp`: a name no other process uses, so
+    /// a writer that ignores the cache lock still cannot write into this one's file.
     init(directory: String, finalName: String) throws {
         self.directory = directory; self.finalName = finalName
-        tempPath = directory + "/." + finalName + ".tmp"
+        tempPath = directory + "/." + finalName + ".\(getpid()).tmp"
         fd = open(tempPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ShardFormatError.system(file: tempPath, call: "open", errno: errno) }
         buffer.reserveCapacity(1 << 20)

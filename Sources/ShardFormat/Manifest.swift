@@ -235,6 +235,9 @@ public struct CacheManifest: Codable, Sendable, Equatable {
     /// - Throws: ``ShardFormatError/mismatch(file:reason:)`` naming the disagreeing partition.
     @discardableResult
     public static func merge(directory: String) throws -> CacheManifest {
+        let lock = try CacheLock(directory: directory, name: CacheLock.manifestFileName)
+        defer { lock.release() }
+        try refuseRunningWriter(directory: directory, partition: 0)
         let first = try load(directory: directory, name: partitionFileName(0))
         guard let count = first.partition?.count, first.partition?.index == 0 else {
             throw ShardFormatError.mismatch(file: directory + "/" + partitionFileName(0), reason: "not a partition manifest of index 0")
@@ -245,6 +248,7 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         merged.teacherCost = TeacherCost()
         for p in 0..<count {
             let name = partitionFileName(p)
+            if p > 0 { try refuseRunningWriter(directory: directory, partition: p) }
             let m = p == 0 ? first : try load(directory: directory, name: name)
             let file = directory + "/" + name
             guard m.partition == PartitionInfo(index: p, count: count) else {
@@ -260,6 +264,17 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         merged.recomputeTotals()
         try merged.publish(directory: directory, name: fileName)
         return merged
+    }
+}
+
+/// Throws ``ShardFormatError/locked(file:holder:)`` when partition `p`'s writer still runs in
+/// another process: its partition manifest is not final yet. (This process's own writer, which
+/// merges from `finish()`, holds the lock and is finished.)
+private func refuseRunningWriter(directory: String, partition p: Int) throws {
+    let name = CacheLock.partitionFileName(p)
+    if CacheLock.heldHere(directory: directory, name: name) { return }
+    do { try CacheLock(directory: directory, name: name).release() } catch ShardFormatError.locked(let file, let holder) {
+        throw ShardFormatError.locked(file: file, holder: "\(holder), still writing partition \(p)")
     }
 }
 

@@ -14,6 +14,9 @@ public enum ShardFormatError: Error, Equatable, CustomStringConvertible {
     case invalidInput(String)
     /// Two manifests or a manifest and a shard disagree.
     case mismatch(file: String, reason: String)
+    /// Another writer holds the lock `file` (a partition or the merged manifest); `holder`
+    /// names its pid and host.
+    case locked(file: String, holder: String)
 
     public var description: String {
         switch self {
@@ -24,6 +27,7 @@ public enum ShardFormatError: Error, Equatable, CustomStringConvertible {
         case .unsafePath(let f, let n, let r): return "\(f): refusing shard name \"\(n)\": \(r)"
         case .invalidInput(let m): return "invalid input: \(m)"
         case .mismatch(let f, let r): return "\(f): \(r)"
+        case .locked(let f, let h): return "\(f): the cache is being written by \(h); refusing a second writer (wait for it to end; a writer that died releases the lock)"
         }
     }
 }

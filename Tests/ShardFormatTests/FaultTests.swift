@@ -26,7 +26,7 @@ import Testing
         let dir = try Self.smallCache("flip")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(CacheVerifier.verify(directory: dir).isSound)
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        let files = try cacheFiles(dir)
         #expect(files.count == 4)   // two shards (one per sequence), the partition manifest and manifest.json
         var undetected: [String] = [], readerAccepted: [String] = []
         for name in files {

@@ -86,10 +86,16 @@ func referenceQuantized(_ l: Float, stepLog2 b: Int, multiplier m: Int = 1) -> D
     return Double(Float(-q * md / Double(1 << b)))
 }
 
-/// Every file in `dir` as bytes, by name.
+/// The cache's files in `dir`: everything but the writers' lock files (`.lock.*`), which
+/// hold no data and stay after a writer ends.
+func cacheFiles(_ dir: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: dir).filter { !$0.hasPrefix(".lock.") }.sorted()
+}
+
+/// Every cache file in `dir` as bytes, by name.
 func snapshot(_ dir: String) throws -> [String: [UInt8]] {
     var out: [String: [UInt8]] = [:]
-    for n in try FileManager.default.contentsOfDirectory(atPath: dir) {
+    for n in try cacheFiles(dir) {
         out[n] = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + n)))
     }
     return out

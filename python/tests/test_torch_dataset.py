@@ -294,7 +294,8 @@ def test_load_state_dict_refuses_other_data(cache, aligned_cache):
 
 
 def test_loader_arguments_that_would_break_batching_are_refused(cache):
-    for kw in ({"batch_size": 2}, {"shuffle": True}, {"persistent_workers": True, "num_workers": 1}):
+    for kw in ({"batch_size": 2}, {"shuffle": True}, {"persistent_workers": True, "num_workers": 1},
+               {"in_order": False, "num_workers": 2}, {"collate_fn": lambda b: b}):
         with pytest.raises(ValueError):
             LogitCacheDataLoader(dataset(cache), **kw)
 

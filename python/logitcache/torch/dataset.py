@@ -490,7 +490,8 @@ class LogitCacheDataLoader(DataLoader):
     caller (one more is fetched ahead), so `state_dict()` taken after using a batch resumes
     with the next one.
 
-    Raises ValueError for `batch_size`, `sampler`, `batch_sampler`, `shuffle`, `collate_fn` or
+    Raises ValueError for `batch_size`, `sampler`, `batch_sampler`, `shuffle`, `collate_fn`,
+    `in_order=False` (batches are counted as coming from the workers in turn) or
     `persistent_workers=True` (workers read the position only when a pass starts).
     """
 
@@ -501,6 +502,8 @@ class LogitCacheDataLoader(DataLoader):
             if kwargs.get(key) is not None and not (key == "shuffle" and kwargs[key] is False):
                 raise ValueError(f"{key} is the dataset's (it yields whole batches in its own order); do not pass it")
             kwargs.pop(key, None)
+        if kwargs.get("in_order") is False:
+            raise ValueError("in_order=False is not supported: batches are counted per worker in turn")
         if kwargs.get("persistent_workers"):
             raise ValueError("persistent_workers=True is not supported: each pass starts its workers at the "
                              "loader's position")

@@ -145,14 +145,25 @@ def test_native_and_pure_backends_agree_across_an_epoch_end(caches, case, native
     assert a.epoch == b.epoch == case["epoch"] + 1 and a.batch_index == b.batch_index == 3
 
 
-def test_native_batches_are_fresh_arrays(caches, native):
+def test_native_batches_are_the_callers_to_keep(caches, native):
+    """A batch (or any array, view or tensor of it) the caller holds is never overwritten; the
+    arrays of batches nobody holds any more are recycled."""
     loader = lc.StudentLoader(caches["plain"], backend="native", batch_size=2, context=64, k=4, seed=1)
-    first = loader.next()
-    kept = {key: v.copy() for key, v in first.items() if isinstance(v, np.ndarray)}
-    second = loader.next()
-    assert not np.array_equal(first["windows"], second["windows"])
-    for key, v in kept.items():
-        assert np.array_equal(first[key], v), key  # the second batch did not overwrite the first
+    kept = loader.take(12)  # more batches than the recycled sets
+    copies = [{key: v.copy() for key, v in b.items() if isinstance(v, np.ndarray)} for b in kept]
+    view = loader.next()["target_weights"][1:]  # only a view of one array survives
+    view_copy = view.copy()
+    addresses = set()
+    for _ in range(20):
+        b = loader.next()
+        addresses.add(b["target_ids"].ctypes.data)
+        del b
+    for b, c in zip(kept, copies):
+        for key, v in c.items():
+            assert np.array_equal(b[key], v), key
+    assert np.array_equal(view, view_copy)
+    assert len(addresses) <= 2  # dropped batches' arrays came back
+    assert not addresses & {b["target_ids"].ctypes.data for b in kept}
 
 
 @pytest.mark.parametrize("other", ["pure", "native"])

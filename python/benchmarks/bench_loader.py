@@ -1,0 +1,97 @@
+"""Student-loader throughput of the package's two backends on one cache: tokens/s of
+`StudentLoader.next()` (native: the Swift loader through the C ABI; pure: numpy), and what
+allocating fresh output arrays per batch costs the native backend against reusing one set.
+
+    python python/benchmarks/bench_loader.py CACHE [--k 64 8] [--batch 8] [--context 1024] [--batches 40]
+    python python/benchmarks/bench_loader.py --synth DIR --logitcache .build/release/logitcache   # makes a cache first
+
+Reports one line per (backend, k), or JSON with --json. Timings are the best of --repeats runs
+of --batches batches each, after one warm-up batch (the first decode and page faults).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import logitcache as lc
+
+
+def run_batches(loader, n, next_batch):
+    t0 = time.perf_counter()
+    tokens = 0
+    for _ in range(n):
+        tokens += next_batch()["tokens"]
+    return tokens, time.perf_counter() - t0
+
+
+def measure(cache, backend, k, args, reuse=False):
+    loader = lc.StudentLoader(cache, backend=backend, batch_size=args.batch, context=args.context, k=k, mode=args.mode,
+                              seed=1, decode_threads=args.threads)
+    if reuse:
+        buffers = loader._empty_batch()
+        step = lambda: loader._next_native(buffers)
+    else:
+        step = loader.next
+    step()  # warm-up
+    best = None
+    for _ in range(args.repeats):
+        tokens, seconds = run_batches(loader, args.batches, step)
+        rate = tokens / seconds
+        best = rate if best is None else max(best, rate)
+    loader.close()
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cache", nargs="?", help="cache directory (or use --synth)")
+    ap.add_argument("--synth", help="write a synthetic cache here first (logitcache synth, K = 64)")
+    ap.add_argument("--logitcache", default="logitcache", help="the logitcache binary for --synth")
+    ap.add_argument("--tokens", type=int, default=1 << 19, help="tokens of the --synth cache")
+    ap.add_argument("--k", type=int, nargs="+", default=[64, 8])
+    ap.add_argument("--mode", default="renormalized")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--context", type=int, default=1024)
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="native decode threads")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    cache = args.cache
+    if args.synth:
+        if not os.path.exists(os.path.join(args.synth, "manifest.json")):
+            subprocess.run([args.logitcache, "synth", args.synth, "--tokens", str(args.tokens), "--k", "64",
+                            "--seq-len", "2048"], check=True, stdout=subprocess.DEVNULL)
+        cache = args.synth
+    if not cache:
+        ap.error("give a cache directory or --synth DIR")
+    results = []
+    for k in args.k:
+        row = {"k": k, "pure": measure(cache, "pure", k, args)}
+        if lc.native_available():
+            row["native"] = measure(cache, "native", k, args)
+            row["nativeReusedBuffers"] = measure(cache, "native", k, args, reuse=True)
+            row["nativeVsPure"] = row["native"] / row["pure"]
+            row["freshArraysCost"] = 1 - row["native"] / row["nativeReusedBuffers"]
+        results.append(row)
+    if args.json:
+        print(json.dumps({"cache": cache, "batch": args.batch, "context": args.context, "mode": args.mode,
+                          "threads": args.threads, "results": results}, indent=1))
+        return 0
+    print(f"{cache}: B={args.batch} T={args.context} mode={args.mode}, {args.batches} batches, best of {args.repeats}, "
+          f"native decode threads {args.threads}")
+    for r in results:
+        line = f"  k={r['k']:3d}  pure {r['pure'] / 1e6:6.3f} M tok/s"
+        if "native" in r:
+            line += (f"  native {r['native'] / 1e6:6.3f} M tok/s ({r['nativeVsPure']:.1f}x)"
+                     f"  native into reused buffers {r['nativeReusedBuffers'] / 1e6:6.3f} M tok/s"
+                     f" (fresh arrays cost {100 * r['freshArraysCost']:+.1f} %)")
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

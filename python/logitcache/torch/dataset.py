@@ -305,7 +305,7 @@ class LogitCacheDataset(IterableDataset):
         if epoch != self._progress.epoch:
             self._progress = _Progress(epoch=int(epoch))
 
-    def layout(self, num_workers: int) -> _Layout:
+    def _layout(self, num_workers: int) -> _Layout:
         """The run shape of this dataset under a DataLoader with `num_workers` workers."""
         return _Layout(self.world_size, max(1, int(num_workers)), self.batch_size, self.shuffle_buffer, self.remainder)
 
@@ -326,10 +326,10 @@ class LogitCacheDataset(IterableDataset):
         return all(consumed[r * W:(r + 1) * W] == block for r in range(layout.world_size)) and \
             _round_robin([c // B for c in block], W)
 
-    def plan(self, num_workers: int) -> _Plan:
+    def _plan(self, num_workers: int) -> _Plan:
         """What a pass under `num_workers` workers reads: the current layout continued when it
         has the same run shape, else closed as a segment and a new layout begun."""
-        p, layout = self._progress, self.layout(num_workers)
+        p, layout = self._progress, self._layout(num_workers)
         earlier = list(p.earlier)
         if p.current is not None:
             if p.current.layout == layout and self._continuable(p.current):
@@ -348,12 +348,12 @@ class LogitCacheDataset(IterableDataset):
                              student=self.student, decode_threads=self.decode_threads,
                              prefetch_blocks=self.prefetch_blocks, backend=self.backend)
 
-    def stream_batches(self, plan: _Plan, stream: int) -> Iterator[Dict[str, Any]]:
+    def _stream_batches(self, plan: _Plan, stream: int) -> Iterator[Dict[str, Any]]:
         """The batches of one stream for the rest of `plan`'s epoch, as tensors."""
         layout, B = plan.layout, plan.layout.batch_size
         if plan.consumed[stream] % B:
             raise LoaderError(f"resume state: stream {stream} consumed {plan.consumed[stream]} windows, "
-                                f"not whole batches of {B}")
+                              f"not whole batches of {B}")
         start = plan.consumed[stream] // B
         loader = self.open_stream(stream, layout.streams)
         try:
@@ -378,8 +378,8 @@ class LogitCacheDataset(IterableDataset):
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        plan = self.plan(workers)
-        return self.stream_batches(plan, plan.stream_of(self.rank, worker))
+        plan = self._plan(workers)
+        return self._stream_batches(plan, plan.stream_of(self.rank, worker))
 
     # -- state -------------------------------------------------------------------------------
 
@@ -522,7 +522,7 @@ class LogitCacheDataLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         ds: LogitCacheDataset = self.dataset
-        plan = ds.plan(self.workers)
+        plan = ds._plan(self.workers)
         ds._begin(plan)
         self._passes += 1
         return self._counted(super().__iter__(), plan, self._passes)

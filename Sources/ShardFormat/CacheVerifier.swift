@@ -1,3 +1,15 @@
+import Foundation
+
+/// Bounds on stored log-probabilities (FORMAT.md section 4), shared by the writer and `verify`.
+enum ValueRules {
+    /// The largest log-prob accepted, in nats: a teacher's `logit − logsumexp` rounded in float32
+    /// can land a few ulps above 0, never 1e-3 above.
+    static let logProbSlack: Float = 1e-3
+    /// The largest total probability of a position's entries when each decoded log-prob may
+    /// exceed the exact one by `maxError` nats (quantisation), with 1e-3 for rounding.
+    static func massLimit(maxError: Double) -> Double { (1 + 1e-3) * exp(maxError) }
+}
+
 /// Full check of a cache: manifests, shard names, sizes, whole-file checksums, trailers,
 /// footers, every chunk's checksum and every decoded value's range.
 public enum CacheVerifier {
@@ -66,8 +78,10 @@ public enum CacheVerifier {
     }
 
     /// Value rules checked by verification rather than on every read (FORMAT.md section 4):
-    /// per position, entry log-probs non-increasing and not NaN, entry ids distinct, sampled ids
-    /// distinct; next-token log-probs and logsumexps not NaN.
+    /// per position, entry log-probs non-increasing, not NaN and at most ``ValueRules/logProbSlack``,
+    /// their probabilities summing to at most ``ValueRules/massLimit(maxError:)``, entry ids
+    /// distinct, sampled ids distinct; next-token log-probs not NaN and at most the slack;
+    /// logsumexps finite.
     static func checkValues(_ d: DecodedBlock, layout L: ShardLayout, file: String, block b: Int, rowIDs: inout RowIDSet) throws {
         func bad(_ column: String, _ why: String) -> ShardFormatError { .malformed(file: file, chunk: "block \(b) column \(column)", reason: why) }
         let m = d.bandsDecoded
@@ -75,23 +89,31 @@ public enum CacheVerifier {
         var rowID: [UInt32] = []                   // [c] the current token's entry ids, rank order
         var spos = 0
         for t in 0..<d.tokens {
-            if Float(bitPattern: d.nextLogProb[t]).isNaN { throw bad("next_logprob", "NaN at token \(t)") }
-            if Float(bitPattern: d.logSumExp[t]).isNaN { throw bad("logsumexp", "NaN at token \(t)") }
+            let next = Float(bitPattern: d.nextLogProb[t]), lse = Float(bitPattern: d.logSumExp[t])
+            if next.isNaN { throw bad("next_logprob", "NaN at token \(t)") }
+            if lse.isNaN { throw bad("logsumexp", "NaN at token \(t)") }
+            guard next <= ValueRules.logProbSlack else { throw bad("next_logprob", "\(next) at token \(t) is above 0, not a log-probability") }
+            guard lse.isFinite else { throw bad("logsumexp", "\(lse) at token \(t) is not finite") }
             let c = Int(d.entryCount[t])
-            var prev = Float.infinity
+            var prev = Float.infinity, mass = 0.0
             rowID.removeAll(keepingCapacity: true)
             for j in 0..<m where c > L.bands[j] {
                 let cnt = min(c, L.bands[j + 1]) - L.bands[j]
                 for r in 0..<cnt {
                     let l = Float(bitPattern: d.bandLogProbs[j][pos[j] + r])
                     guard !(l > prev), !l.isNaN else { throw bad("entry_logprobs.\(j)", "log-probs of token \(t) not descending") }
+                    guard l <= ValueRules.logProbSlack else { throw bad("entry_logprobs.\(j)", "log-prob \(l) of token \(t) is above 0") }
                     prev = l
+                    mass += exp(Double(l))
                     rowID.append(d.bandIDs[j][pos[j] + r])
                 }
                 pos[j] += cnt
             }
             if let id = rowIDs.firstRepeat(count: rowID.count, { rowID[$0] }) {
                 throw bad("entry_ids", "token \(t) lists entry id \(id) twice")
+            }
+            guard mass <= ValueRules.massLimit(maxError: L.logProbs.maxError) else {
+                throw bad("entry_logprobs.0", "entries of token \(t) hold probability \(mass), more than 1")
             }
             if d.hasSamples {
                 let s = Int(d.sampleCount[t])

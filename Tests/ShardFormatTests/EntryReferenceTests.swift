@@ -33,7 +33,7 @@ import Testing
                     if used.insert(id).inserted { used.remove(row[r]); row[r] = id }
                 }
                 let c = rng.next() % 5 == 0 ? Int(rng.next() % UInt64(K + 1)) : K
-                var l = Float(-rng.unit())
+                var l = Float(-rng.unit() - log(Double(c + 1)))   // the row's probability stays below 1
                 for r in 0..<c { s.entryIDs.append(row[r]); s.entryLogProbs.append(l); l -= Float(rng.unit()) }
                 s.entryOffsets.append(s.entryIDs.count)
                 s.nextTokenLogProbs.append(Float(-10 * rng.unit())); s.logSumExps.append(Float(rng.normal()))

@@ -36,7 +36,8 @@ func randomSequences(_ rng: inout SplitMix, count: Int, vocab V: Int, k K: Int, 
                 while true { let id = Int32(rng.next() % UInt64(V)); if used.insert(id).inserted { return id } }
             }
             let c = min(Int(rng.next() % UInt64(K + 1)), V)
-            var l = Float(-rng.unit())
+            // Starting at or below −log(c + 1) keeps the row's probability below 1 (section 4).
+            var l = Float(-rng.unit() - log(Double(c + 1)))
             var used = Set<Int32>()
             for _ in 0..<c {
                 s.entryIDs.append(distinctID(&used))

@@ -22,7 +22,7 @@ import Testing
         let w = try CacheWriter(directory: dir, description: description(vocab: 100, k: 3, samples: 4))
         try w.beginSequence(documentKey: .init(high: 0, low: 0), documentOffset: 0)
         func row(_ ids: [Int32], _ samples: [Int32], draws: [UInt32]? = nil) throws {
-            try w.appendToken(inputID: 1, nextTokenLogProb: -1, logSumExp: 0, entryIDs: ids[...], entryLogProbs: ids.map { _ in Float(-1) }[...],
+            try w.appendToken(inputID: 1, nextTokenLogProb: -1, logSumExp: 0, entryIDs: ids[...], entryLogProbs: ids.map { _ in Float(-2) }[...],
                               sampleIDs: samples[...], sampleDraws: (draws ?? samples.map { _ in 1 })[...])
         }
         #expect(throws: ShardFormatError.self) { try row([5, 7, 5], []) }
@@ -56,6 +56,8 @@ import Testing
             ("zero draws", ShardRewrite(values: { _, c, v in if c == "sample_draws" { v[3] = 0 } }), "sample_draws: a draw count of 0"),
             ("NaN next log-prob", ShardRewrite(values: { _, c, v in if c == "next_logprob" { v[2] = Float.nan.bitPattern } }), "next_logprob: NaN at token \(nan)"),
             ("NaN logsumexp", ShardRewrite(values: { _, c, v in if c == "logsumexp" { v[4] = Float.nan.bitPattern } }), "logsumexp: NaN at token 4"),
+            ("infinite logsumexp", ShardRewrite(values: { _, c, v in if c == "logsumexp" { v[5] = Float.infinity.bitPattern } }), "logsumexp: inf at token 5 is not finite"),
+            ("positive next log-prob", ShardRewrite(values: { _, c, v in if c == "next_logprob" { v[2] = Float(100).bitPattern } }), "above 0, not a log-probability"),
         ]
         for (what, rewrite, message) in cases {
             let dir = freshDirectory("forged-case")
@@ -73,6 +75,28 @@ import Testing
         try FileManager.default.copyItem(atPath: clean, toPath: dir)
         try rewriteCache(dir, cases[2].1)
         #expect(throws: ShardFormatError.self) { try CacheReader(directory: dir).decode(tokens: 0..<1, k: 1, samples: true, into: TargetBatch()) }
+    }
+
+    @Test func impossibleLosslessLogProbsAreFound() throws {
+        let clean = freshDirectory("lossless-forged")
+        defer { try? FileManager.default.removeItem(atPath: clean) }
+        let g = TeacherLikeGenerator(vocabularySize: 300, k: 6, seed: 5)
+        try writeCache(clean, (0..<2).map { g.sequence($0, length: 20) }, vocab: 300, k: 6, options: WriterOptions(logProbs: .float32, blockTokens: 64))
+        #expect(Self.problems(clean) == "")
+        for (what, value, message) in [("+100", Float(100), "is above 0"), ("+inf", Float.infinity, "is above 0"),
+                                       ("mass above 1", Float(-0.01), "more than 1")] {
+            let dir = freshDirectory("lossless-case")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.copyItem(atPath: clean, toPath: dir)
+            // Token 0's ranks 0 and 1 (mass above 1: both near probability 1, still descending).
+            try rewriteCache(dir, ShardRewrite(values: { _, c, v in
+                if c == "entry_logprobs.0" { v[0] = value.bitPattern; if what == "mass above 1" { v[1] = Float(-0.02).bitPattern } }
+            }))
+            // A linked next token decodes from the same entry, so its column may be named first.
+            let p = Self.problems(dir)
+            #expect(p.contains(message) && p.contains("block 0 column"), "\(what): \(p)")
+        }
     }
 
     @Test func overlappingChunksAreRefused() throws {

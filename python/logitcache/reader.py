@@ -1068,8 +1068,9 @@ class Cache:
 
     def verify(self, progress=None) -> dict:
         """Every check of the spec: whole-file checksums, then every chunk decoded and checked,
-        plus value rules a reader need not enforce while reading (entries in descending order,
-        distinct entry ids and sampled ids per position, no NaN). Raises CacheError at the first problem."""
+        plus value rules a reader need not enforce while reading (entries in descending order, log-probs
+        at most 0 and a position's probabilities at most 1, finite logsumexps, distinct entry ids and
+        sampled ids per position, no NaN). Raises CacheError at the first problem."""
         entries = self.manifest["shards"]
         for shard, entry in zip(self.shards, entries):
             got = shard.file_checksum()
@@ -1080,7 +1081,9 @@ class Cache:
         for shard in self.shards:
             for b in range(len(shard.blocks)):
                 rows = shard.block(b)
-                _check_values(rows, shard.step_log2 is None, f"{shard.name}: block {b}")
+                lossless = shard.step_log2 is None
+                max_error = 0.0 if lossless else shard.step_multiplier * 2.0 ** -shard.step_log2 / 2
+                _check_values(rows, lossless, f"{shard.name}: block {b}", max_error)
                 tokens += rows.tokens
                 if progress:
                     progress(shard, b)
@@ -1088,13 +1091,27 @@ class Cache:
                 "entries": self.entries, "samples": self.samples}
 
 
-def _check_values(rows: Tokens, lossless: bool, where: str):
+LOGPROB_SLACK = 1e-3  # FORMAT.md section 4: largest log-prob accepted (float32 rounding of logit - lse)
+
+
+def _check_values(rows: Tokens, lossless: bool, where: str, max_error: float = 0.0):
+    """FORMAT.md section 4's value rules for the rows of one block."""
     for name in ("next_logprob", "logsumexp"):
         if np.isnan(getattr(rows, name)).any():
             raise CacheError(f"{where}: NaN in {name}")
+    if (rows.next_logprob > LOGPROB_SLACK).any():
+        t = int(np.argmax(rows.next_logprob > LOGPROB_SLACK))
+        raise CacheError(f"{where}: next_logprob {rows.next_logprob[t]} of position {t} is above 0, not a log-probability")
+    if not np.isfinite(rows.logsumexp).all():
+        t = int(np.argmax(~np.isfinite(rows.logsumexp)))
+        raise CacheError(f"{where}: logsumexp {rows.logsumexp[t]} of position {t} is not finite")
     lp, off = rows.entry_logprobs, rows.entry_offsets
     if lossless and np.isnan(lp).any():
         raise CacheError(f"{where}: NaN entry log-prob")
+    if (lp > LOGPROB_SLACK).any():
+        i = int(np.argmax(lp > LOGPROB_SLACK))
+        t = int(np.searchsorted(off, i, side="right")) - 1
+        raise CacheError(f"{where}: entry log-prob {lp[i]} of position {t} is above 0")
     if len(lp) > 1:
         rising = lp[1:] > lp[:-1]
         rising[off[1:-1][(off[1:-1] > 0) & (off[1:-1] < len(lp))] - 1] = False  # ignore position boundaries
@@ -1102,6 +1119,13 @@ def _check_values(rows: Tokens, lossless: bool, where: str):
             i = int(np.argmax(rising)) + 1
             t = int(np.searchsorted(off, i, side="right")) - 1
             raise CacheError(f"{where}: entries of position {t} are not in descending order")
+    if len(lp):
+        cum = np.concatenate(([0.0], np.cumsum(np.exp(lp.astype(np.float64)))))
+        mass = cum[off[1:]] - cum[off[:-1]]
+        limit = (1 + 1e-3) * np.exp(max_error)
+        if (mass > limit).any():
+            t = int(np.argmax(mass > limit))
+            raise CacheError(f"{where}: entries of position {t} hold probability {mass[t]}, more than 1")
     _check_distinct(rows.entry_ids, rows.entry_counts, f"{where}: position {{}} repeats entry id {{}}")
     _check_distinct(rows.sample_ids, rows.sample_counts, f"{where}: position {{}} repeats sampled id {{}}")
 

@@ -16,7 +16,9 @@ final class MappedShard: @unchecked Sendable {
 
     init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // Non-blocking, so a FIFO in place of a file is refused below instead of waiting for a
+        // writer forever (a socket fails open with ENXIO).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw ShardFormatError.system(file: path, call: "open", errno: errno) }
         defer { close(fd) }
         var st = stat()

@@ -67,7 +67,8 @@ public struct TeacherCost: Codable, Sendable, Equatable, Hashable {
     public var seconds: Double
     public init(tokens: Int = 0, flops: Double = 0, seconds: Double = 0) { self.tokens = tokens; self.flops = flops; self.seconds = seconds }
     static func + (a: TeacherCost, b: TeacherCost) -> TeacherCost {
-        TeacherCost(tokens: a.tokens + b.tokens, flops: a.flops + b.flops, seconds: a.seconds + b.seconds)
+        let (t, o) = a.tokens.addingReportingOverflow(b.tokens)
+        return TeacherCost(tokens: o ? .max : t, flops: a.flops + b.flops, seconds: a.seconds + b.seconds)
     }
 }
 
@@ -128,9 +129,19 @@ public struct CacheManifest: Codable, Sendable, Equatable {
     /// File name of partition `p`'s manifest.
     public static func partitionFileName(_ p: Int) -> String { "manifest.part-\(pad(p, 5)).json" }
 
+    /// The largest count or size a manifest may state (2^50: a petabyte of shards, a
+    /// quadrillion tokens), so sums over any number of shards stay far from overflow.
+    public static let maxCount = 1 << 50
+
+    /// Sets `totals` to the sums over `shards` (whose counts ``decode(_:file:)`` bounded).
     mutating func recomputeTotals() {
         var t = CacheTotals()
-        for s in shards { t.tokens += s.tokens; t.sequences += s.sequences; t.entries += s.entries; t.samples += s.samples; t.bytes += s.bytes }
+        for s in shards {
+            // Saturating: a forged manifest's sums then differ from its totals, never trap.
+            func add(_ a: inout Int, _ b: Int) { let (r, o) = a.addingReportingOverflow(b); a = o ? .max : r }
+            add(&t.tokens, s.tokens); add(&t.sequences, s.sequences); add(&t.entries, s.entries)
+            add(&t.samples, s.samples); add(&t.bytes, s.bytes)
+        }
         totals = t
     }
 
@@ -188,17 +199,33 @@ public struct CacheManifest: Codable, Sendable, Equatable {
             throw ShardFormatError.malformed(file: file, chunk: nil, reason: "format \(m.format) version \(m.formatVersion) is not logitcache 1")
         }
         guard (1...(1 << 24)).contains(m.vocabularySize) else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "vocabularySize \(m.vocabularySize) outside 1...16777216") }
-        var check = m; check.recomputeTotals()
-        guard check.totals == m.totals else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "totals do not equal the sums over shards") }
+        let n = maxCount
         var names = Set<String>()
         for s in m.shards {
             guard names.insert(s.file).inserted else {
                 throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "shard listed twice")
             }
-            guard s.tokens >= 0, s.sequences >= 0, s.entries >= 0, s.samples >= 0, s.bytes >= 56, parseHex16(s.xxh3) != nil else {
-                throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "bad shard entry (negative count, size < 56 or bad xxh3)")
+            guard [s.tokens, s.sequences, s.entries, s.samples].allSatisfy({ (0...n).contains($0) }), (56...n).contains(s.bytes),
+                  parseHex16(s.xxh3) != nil else {
+                throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "bad shard entry (a count outside 0...2^50, a size outside 56...2^50 or a bad xxh3)")
             }
         }
+        let c = m.teacherCost
+        guard (0...n).contains(c.tokens), c.flops.isFinite, c.flops >= 0, c.seconds.isFinite, c.seconds >= 0 else {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "teacherCost: tokens outside 0...2^50 or flops / seconds not finite and >= 0")
+        }
+        guard (1...(1 << 24)).contains(m.encoding.blockTokens) else {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "encoding.blockTokens \(m.encoding.blockTokens) outside 1...16777216")
+        }
+        if let p = m.partition, !(1...99999).contains(p.count) || !(0..<p.count).contains(p.index) {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "partition \(p.index) of \(p.count) (need 0 <= index < count <= 99999)")
+        }
+        guard m.capture.temperature.isFinite, m.capture.temperature > 0 else {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "capture.temperature \(m.capture.temperature) must be finite and > 0")
+        }
+        guard m.shards.count <= 1 << 24 else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "\(m.shards.count) shards, more than 2^24") }
+        var check = m; check.recomputeTotals()
+        guard check.totals == m.totals else { throw ShardFormatError.malformed(file: file, chunk: nil, reason: "totals do not equal the sums over shards") }
         return m
     }
 

@@ -90,13 +90,15 @@ public enum CapturePolicy: Sendable, Equatable, Hashable, CustomStringConvertibl
 
     /// The policy a manifest records as `name` with K = `k`, `topP` and `samples` draws.
     /// - Throws: ``TruncationError/badPolicy(_:)`` for an unknown name, or fields that do not
-    ///   belong to it (a threshold without top-p, draws on a top-k policy, K on a sampled one).
+    ///   belong to it: a threshold without top-p or outside (0, 1], draws outside 1...2^20 on a
+    ///   sampled policy or any on the others, K outside 1...65535 (0 exactly for `sampled`).
     public init(name: String, k: Int, topP: Double?, samples: Int) throws {
         guard Self.names.contains(name) else {
             throw TruncationError.badPolicy("unknown policy \"\(name)\" (\(Self.names.joined(separator: ", ")))")
         }
         let sampled = name == "sampled" || name == "head-tail" || name == "top-k+sampled"
-        guard (name == "top-p") == (topP != nil), sampled ? samples >= 1 : samples == 0, name != "sampled" || k == 0 else {
+        guard (name == "top-p") == (topP != nil), sampled ? (1...(1 << 20)).contains(samples) : samples == 0,
+              name == "sampled" ? k == 0 : (1...65535).contains(k), topP.map({ $0 > 0 && $0 <= 1 }) ?? true else {
             throw TruncationError.badPolicy("\(name) with k = \(k), topP = \(topP.map { "\($0)" } ?? "none"), samples = \(samples)")
         }
         switch name {

@@ -58,7 +58,7 @@ func randomSequences(_ rng: inout SplitMix, count: Int, vocab V: Int, k K: Int, 
 
 func description(vocab: Int, k: Int, samples: Int = 0, tokenizer: String = "tok") -> CacheDescription {
     CacheDescription(vocabularySize: vocab, fingerprints: Fingerprints(teacher: "t", tokenizer: tokenizer, corpus: "c"),
-                     capture: CaptureSettings(policy: samples > 0 ? .headTail(k: k, draws: samples) : .topK(k: k)))
+                     capture: CaptureSettings(policy: samples > 0 ? (k > 0 ? .headTail(k: k, draws: samples) : .sampled(draws: samples)) : .topK(k: k)))
 }
 
 /// Writes `seqs` as a one-partition cache.

@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+@testable import ShardFormat
+
+/// Inputs that once trapped or hung the tools: huge manifest integers and special files.
+@Suite struct HostileInputTests {
+    private static func cache(_ tag: String, partitions: Int = 1) throws -> String {
+        let dir = freshDirectory(tag)
+        let g = TeacherLikeGenerator(vocabularySize: 200, k: 4, seed: 1)
+        try writeCache(dir, (0..<3).map { g.sequence($0, length: 30) }, vocab: 200, k: 4, options: WriterOptions(targetShardBytes: 1))
+        return dir
+    }
+
+    /// Publishes `name` again after `edit`, with a valid checksum (and totals as they were).
+    private static func forge(_ dir: String, _ name: String, _ edit: (inout CacheManifest) -> Void) throws {
+        var m = try CacheManifest.load(directory: dir, name: name)
+        edit(&m)
+        try m.publish(directory: dir, name: name)
+    }
+
+    @Test(arguments: [("bytes", Int.max), ("tokens", Int.max), ("sequences", 1 << 62), ("entries", -1)])
+    func hugeOrNegativeShardCountsAreMalformedNotATrap(field: String, value: Int) throws {
+        let dir = try Self.cache("huge-\(field)")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in [CacheManifest.fileName, CacheManifest.partitionFileName(0)] {
+            try Self.forge(dir, name) { m in
+                for i in m.shards.indices {
+                    switch field {
+                    case "bytes": m.shards[i].bytes = value
+                    case "tokens": m.shards[i].tokens = value
+                    case "sequences": m.shards[i].sequences = value
+                    default: m.shards[i].entries = value
+                    }
+                }
+            }
+        }
+        #expect(throws: ShardFormatError.self) { _ = try CacheReader(directory: dir) }
+        let problems = CacheVerifier.verify(directory: dir).problems.joined()
+        #expect(problems.contains("bad shard entry"), "\(problems)")
+        do { _ = try CacheManifest.merge(directory: dir); Issue.record("merge accepted") } catch let e as ShardFormatError {
+            #expect("\(e)".contains("bad shard entry"), "\(e)")
+        }
+        // A resuming writer ignores the damaged partition manifest and adopts the shards it finds.
+        let desc = CacheDescription(vocabularySize: 200, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok", corpus: "c"),
+                                    capture: CaptureSettings(policy: .topK(k: 4)))
+        #expect(try CacheWriter(directory: dir, description: desc).resumedSequences == 3)
+    }
+
+    @Test func otherImpossibleManifestFieldsAreNamed() throws {
+        let dir = try Self.cache("fields")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (what, edit, message) in [
+            ("blockTokens 0", { (m: inout CacheManifest) in m.encoding.blockTokens = 0 }, "encoding.blockTokens 0"),
+            ("cost tokens", { (m: inout CacheManifest) in m.teacherCost.tokens = -5 }, "teacherCost"),
+            ("temperature", { (m: inout CacheManifest) in m.capture.temperature = 0 }, "capture.temperature"),
+        ] as [(String, (inout CacheManifest) -> Void, String)] {
+            let copy = freshDirectory("fields-copy")
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            try FileManager.default.removeItem(atPath: copy)
+            try FileManager.default.copyItem(atPath: dir, toPath: copy)
+            try Self.forge(copy, CacheManifest.fileName, edit)
+            do { _ = try CacheReader(directory: copy); Issue.record("reader accepted \(what)") } catch let e as ShardFormatError {
+                #expect("\(e)".contains(message), "\(what): \(e)")
+            }
+        }
+    }
+
+    @Test func aFifoOrSocketInPlaceOfAShardIsRefusedWithoutWaiting() throws {
+        let dir = try Self.cache("fifo")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let m = try CacheManifest.load(directory: dir)
+        let shard = dir + "/" + m.shards[0].file
+        try FileManager.default.removeItem(atPath: shard)
+        #expect(mkfifo(shard, 0o644) == 0)
+        let start = Date()
+        do { _ = try CacheReader(directory: dir); Issue.record("reader accepted a FIFO") } catch let e as ShardFormatError {
+            #expect("\(e)".contains("not a regular file"), "\(e)")
+        }
+        #expect(CacheVerifier.verify(directory: dir).problems.joined().contains("not a regular file"))
+        #expect(Date().timeIntervalSince(start) < 5)
+        // A socket: open fails at once.
+        try FileManager.default.removeItem(atPath: shard)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let path = Array(shard.utf8CString)
+        try #require(path.count <= MemoryLayout.size(ofValue: addr.sun_path))
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in path.withUnsafeBytes { p.copyMemory(from: $0) } }
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        try #require(bound == 0)
+        #expect(throws: ShardFormatError.self) { _ = try CacheReader(directory: dir) }
+    }
+}

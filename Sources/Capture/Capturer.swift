@@ -29,7 +29,7 @@ public struct Capturer: Sendable {
     /// - Throws: ``CaptureError`` when the policy or temperature is out of range.
     public init(policy: CapturePolicy, temperature: Float = 1, seed: UInt64 = 0, vocabularySize: Int) throws {
         do { try policy.validate(vocabularySize: vocabularySize) } catch TruncationError.badPolicy(let m) { throw CaptureError.badPolicy(m) }
-        guard temperature.isFinite, temperature > 0 else { throw CaptureError.badTemperature(temperature) }
+        guard temperature.isFinite, temperature >= 1e-3, temperature <= 1e3 else { throw CaptureError.badTemperature(temperature) }
         self.policy = policy
         self.temperature = temperature
         self.seed = seed

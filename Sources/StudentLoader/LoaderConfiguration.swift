@@ -53,14 +53,25 @@ public struct LoaderConfiguration: Sendable, Codable, Equatable {
     /// Checks ranges; throws ``LoaderError/invalidConfiguration(_:)`` naming the field.
     func validate() throws {
         func need(_ ok: Bool, _ what: String) throws { if !ok { throw LoaderError.invalidConfiguration(what) } }
-        try need(batchSize >= 1, "batch size \(batchSize) must be >= 1")
-        try need(contextLength >= 1, "context length \(contextLength) must be >= 1")
-        try need(k >= 0, "k \(k) must be >= 0")
-        try need(temperature.isFinite && temperature > 0, "temperature \(temperature) must be finite and > 0")
-        try need(worldSize >= 1 && (0..<worldSize).contains(rank), "rank \(rank) must lie in 0..<world size \(worldSize)")
-        try need(shuffleBuffer >= 1, "shuffle buffer \(shuffleBuffer) must be >= 1")
-        try need(decodeThreads >= 1 && prefetchBlocks >= 1, "decode threads and prefetch blocks must be >= 1")
+        try need((1...(1 << 20)).contains(batchSize), "batch size \(batchSize) must be in 1...1048576")
+        try need((1...(1 << 24)).contains(contextLength), "context length \(contextLength) must be in 1...16777216")
+        try need((0...65535).contains(k), "k \(k) must be in 0...65535")
+        try need(temperature.isFinite && (Self.temperatureRange).contains(temperature),
+                 "temperature \(temperature) must be in \(Self.temperatureRange.lowerBound)...\(Self.temperatureRange.upperBound) (outside it the targets leave float range)")
+        try need((1...(1 << 20)).contains(worldSize) && (0..<worldSize).contains(rank), "rank \(rank) must lie in 0..<world size \(worldSize), world size in 1...1048576")
+        try need((1...(1 << 24)).contains(shuffleBuffer), "shuffle buffer \(shuffleBuffer) must be in 1...16777216")
+        try need((1...1024).contains(decodeThreads) && (1...4096).contains(prefetchBlocks), "decode threads must be in 1...1024 and prefetch blocks in 1...4096")
+        // Windows held at once: the batch, the shuffle buffer, and a block ahead per thread.
+        let (rows, o1) = (batchSize + shuffleBuffer).multipliedReportingOverflow(by: contextLength)
+        let (bytes, o2) = rows.multipliedReportingOverflow(by: 8 * k + 16)
+        let limit = physicalMemoryBytes() / 2
+        try need(!o1 && !o2 && bytes <= limit,
+                 "batch \(batchSize) and shuffle buffer \(shuffleBuffer) windows of \(contextLength) tokens with k = \(k) need \(o1 || o2 ? "more than 2^63" : "\(bytes >> 20) MiB of") rows, above half this machine's memory (\(limit >> 20) MiB)")
     }
+
+    /// The τ a loader accepts: below 10^-3 or above 10^3, `p^(1/τ)` of float32 probabilities
+    /// underflows or flattens every target (τ = 10^-39 once gave NaN weights).
+    public static let temperatureRange: ClosedRange<Double> = 1e-3...1e3
 
     /// Hash of the fields an elastic resume must keep (T and the seed fix the windows and
     /// the permutation of every epoch); see ``EpochSegment``.
@@ -134,6 +145,14 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
         case .cache(let e): return "cache failed verification: \(e)"
         }
     }
+}
+
+/// Physical memory of this machine in bytes (`sysconf`), 1 TiB if unknown.
+func physicalMemoryBytes() -> Int {
+    let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+    guard pages > 0, size > 0 else { return 1 << 40 }
+    let (b, o) = pages.multipliedReportingOverflow(by: size)
+    return o ? .max : b
 }
 
 /// FNV-1a 64 of `bytes`: identity of a configuration or manifest (not a security hash).

@@ -224,7 +224,7 @@ public final class StudentLoader {
     public func seek(epoch e: Int, batch b: Int) throws { try seek(epoch: e, batch: b, after: []) }
 
     private func seek(epoch e: Int, batch b: Int, after earlier: [EpochSegment]) throws {
-        guard e >= 0 else { throw LoaderError.stateMismatch("epoch \(e) < 0") }
+        guard (0...Int(Int32.max)).contains(e) else { throw LoaderError.stateMismatch("epoch \(e) outside 0...\(Int32.max)") }
         let c = configuration
         let seen = earlier.isEmpty ? nil : try EpochOrder.seen(table: table, seed: c.seed, epoch: e, segments: earlier)
         let o = EpochOrder.windows(table: table, seed: c.seed, epoch: e, rank: c.rank, worldSize: c.worldSize,

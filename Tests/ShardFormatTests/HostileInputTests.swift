@@ -91,4 +91,33 @@ import Testing
         try #require(bound == 0)
         #expect(throws: ShardFormatError.self) { _ = try CacheReader(directory: dir) }
     }
+
+    @Test func absurdLoaderArgumentsGetAClearErrorNotATrap() throws {
+        let dir = try Self.cache("args")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cases: [([String], String)] = [
+            (["--batch", "1000000000"], "batch size 1000000000 must be in"),
+            (["--context", "1000000000"], "context length 1000000000 must be in"),
+            (["--context", "4611686018427387904"], "context length"),
+            (["--batch", "1000000", "--context", "100000"], "above half this machine's memory"),
+            (["--count=-1"], "--count -1 must be >= 0"),
+            (["--epoch", "9223372036854775807"], "--epoch 9223372036854775807 must be in"),
+            (["--temperature", "1e-39"], "temperature 1e-39 must be in"),
+            (["--world-size", "1000000000"], "world size in 1...1048576"),
+            (["--k", "99999"], "k 99999 must be in"),
+        ]
+        for (args, message) in cases {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: try FaultTests.binary())
+            p.arguments = ["batches", dir] + args
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationReason == .exit && p.terminationStatus != 0, "\(args): \(p.terminationReason) \(p.terminationStatus)")
+            #expect(text.contains(message), "\(args): \(text)")
+        }
+    }
 }

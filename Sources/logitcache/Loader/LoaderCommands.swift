@@ -49,6 +49,8 @@ struct BatchesCommand: ParsableCommand {
 
     func run() throws {
         do {
+            if let c = count, c < 0 { throw ValidationError("--count \(c) must be >= 0") }
+            guard (0...Int(Int32.max)).contains(epoch) else { throw ValidationError("--epoch \(epoch) must be in 0...\(Int32.max)") }
             let c = try options.configuration()
             guard (tokenizer == nil) == (vocab == nil) else { throw ValidationError("--tokenizer and --vocab go together") }
             let student = tokenizer.map { StudentVocabulary(tokenizerFingerprint: $0, vocabularySize: vocab ?? 0) }

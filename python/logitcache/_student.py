@@ -263,7 +263,7 @@ class StudentLoader:
         return out
 
     def next(self) -> Batch:
-        """The next batch as a dict of fresh numpy arrays (see the class docstring)."""
+        """The next batch as a dict of numpy arrays the caller owns (see the class docstring)."""
         with self._lock:
             self._live()
             if self._handle is not None:

@@ -179,6 +179,9 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         return body
     }
 
+    /// The members whose values are real numbers; every other number is an integer.
+    static let realMembers: Set<String> = ["capture.temperature", "capture.topP", "teacherCost.flops", "teacherCost.seconds"]
+
     /// Parses manifest bytes after checking their checksum. `file` names the file in errors.
     public static func decode(_ bytes: [UInt8], file: String) throws -> CacheManifest {
         let key = Array("\"checksum\": \"".utf8)
@@ -191,6 +194,9 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         }
         let got = bytes.withUnsafeBytes { Checksum.xxh3(UnsafeRawBufferPointer(rebasing: $0[0..<i])) }
         guard got == want else { throw ShardFormatError.checksumMismatch(file: file, chunk: "manifest", expected: want, actual: got) }
+        do { try StrictJSON.check(bytes, realPaths: realMembers) } catch {
+            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "manifest: \(error)")
+        }
         let m: CacheManifest
         do { m = try JSONDecoder().decode(CacheManifest.self, from: Data(bytes)) } catch {
             throw ShardFormatError.malformed(file: file, chunk: nil, reason: "manifest JSON: \(error)")

@@ -97,10 +97,14 @@ public enum CapturePolicy: Sendable, Equatable, Hashable, CustomStringConvertibl
             throw TruncationError.badPolicy("unknown policy \"\(name)\" (\(Self.names.joined(separator: ", ")))")
         }
         let sampled = name == "sampled" || name == "head-tail" || name == "top-k+sampled"
-        guard (name == "top-p") == (topP != nil), sampled ? (1...(1 << 20)).contains(samples) : samples == 0,
-              name == "sampled" ? k == 0 : (1...65535).contains(k), topP.map({ $0 > 0 && $0 <= 1 }) ?? true else {
-            throw TruncationError.badPolicy("\(name) with k = \(k), topP = \(topP.map { "\($0)" } ?? "none"), samples = \(samples)")
+        func need(_ ok: Bool, _ rule: String) throws {
+            if !ok { throw TruncationError.badPolicy("\(name) with k = \(k), topP = \(topP.map { "\($0)" } ?? "none"), samples = \(samples): \(rule)") }
         }
+        try need((name == "top-p") == (topP != nil), "topP is given exactly for top-p")
+        try need(topP.map { $0 > 0 && $0 <= 1 } ?? true, "topP must be in (0, 1]")
+        try need(sampled ? (1...(1 << 20)).contains(samples) : samples == 0,
+                 sampled ? "samples must be in 1...1048576" : "samples must be 0 (the policy draws none)")
+        try need(name == "sampled" ? k == 0 : (1...65535).contains(k), name == "sampled" ? "k must be 0 (no exact entries)" : "k must be in 1...65535")
         switch name {
         case "top-k": self = .topK(k: k)
         case "top-p": self = .topP(p: topP ?? 1, maxK: k)

@@ -121,3 +121,41 @@ import Testing
         }
     }
 }
+
+/// The manifest grammar (FORMAT.md section 7): what JSONDecoder alone would let through.
+@Suite struct ManifestGrammarTests {
+    /// A manifest's bytes with `text` replaced and the checksum recomputed.
+    private static func forged(_ bytes: [UInt8], _ from: String, _ to: String, bom: Bool = false) throws -> [UInt8] {
+        var text = String(decoding: bytes, as: UTF8.self)
+        let key = "\"checksum\": \""
+        text = String(text[..<text.range(of: key, options: .backwards)!.lowerBound])
+        try #require(text.contains(from))
+        text = text.replacingOccurrences(of: from, with: to)
+        var body = (bom ? [0xEF, 0xBB, 0xBF] : []) + Array(text.utf8)
+        let sum = Checksum.xxh3(body)
+        body += Array("\(key)\(hex16(sum))\"\n}\n".utf8)
+        return body
+    }
+
+    @Test func strictJSONRefusalsNameTheMember() throws {
+        let dir = freshDirectory("grammar")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let g = TeacherLikeGenerator(vocabularySize: 200, k: 4, seed: 1)
+        try writeCache(dir, [g.sequence(0, length: 10)], vocab: 200, k: 4)
+        let good = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/manifest.json")))
+        _ = try CacheManifest.decode(good, file: "m")
+        let tokens = try CacheManifest.decode(good, file: "m").totals.tokens
+        let cases: [(String, [UInt8], String)] = [
+            ("BOM", try Self.forged(good, "{", "{", bom: true), "byte-order mark"),
+            ("duplicate key", try Self.forged(good, "\"format\" :", "\"format\" : \"logitcache\", \"format\" :"), "member \"format\" appears twice"),
+            ("real count", try Self.forged(good, "\"tokens\" : \(tokens),", "\"tokens\" : \(tokens).0,"), "tokens: \(tokens).0 is not an integer"),
+            ("huge integer", try Self.forged(good, "\"vocabularySize\" : 200", "\"vocabularySize\" : 99999999999999999999999"), "vocabularySize: integer 99999999999999999999999 is outside the 64-bit range"),
+            ("deep nesting", try Self.forged(good, "\"corpus\" :", "\"x\" : " + String(repeating: "[", count: 40) + String(repeating: "]", count: 40) + ", \"corpus\" :"), "nested more than 32 levels"),
+        ]
+        for (what, bytes, message) in cases {
+            do { _ = try CacheManifest.decode(bytes, file: "m"); Issue.record("accepted \(what)") } catch let e as ShardFormatError {
+                #expect("\(e)".contains(message), "\(what): \(e)")
+            }
+        }
+    }
+}

@@ -116,7 +116,8 @@ struct SynthCommand: ParsableCommand {
             let desc = CacheDescription(
                 vocabularySize: vocab,
                 fingerprints: Fingerprints(teacher: "synthetic-\(seed)", tokenizer: "synthetic-vocab-\(vocab)", corpus: "synthetic-\(seed)-\(tokens)"),
-                capture: CaptureSettings(policy: sampled ? .topKAndSampled(k: g.k, draws: draws) : (topP < 1 ? .topP(p: topP, maxK: g.k) : .topK(k: g.k)),
+                capture: CaptureSettings(policy: sampled ? (g.k > 0 ? .topKAndSampled(k: g.k, draws: draws) : .sampled(draws: draws))
+                                                    : (topP < 1 ? .topP(p: topP, maxK: g.k) : .topK(k: g.k)),
                                          temperature: 1, seed: seed))
             let opts = WriterOptions(codec: c, logProbs: try logProbEncoding(lossless: lossless, stepLog2: stepLog2, stepMultiplier: stepMultiplier),
                                      blockTokens: blockTokens, targetShardBytes: shardBytes, formatMinorVersion: formatMinor)

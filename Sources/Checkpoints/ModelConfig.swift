@@ -101,6 +101,12 @@ public struct ModelConfig: Sendable, Equatable {
             guard let d = v.double else { throw fail("'\(key)' is \(v.serialized), expected a number") }
             return d
         }
+        /// A norm epsilon: finite and > 0 (a negative one gives NaN activations, far from the config).
+        func epsilon(_ key: String, _ fallback: Double) throws(CheckpointError) -> Float {
+            let e = try double(key) ?? fallback
+            guard e.isFinite, e > 0, e < 1 else { throw fail("'\(key)' is \(e), expected a small positive number") }
+            return Float(e)
+        }
         func bool(_ key: String) throws(CheckpointError) -> Bool? {
             guard let v = present(key) else { return nil }
             guard let b = v.bool else { throw fail("'\(key)' is \(v.serialized), expected true or false") }
@@ -136,7 +142,7 @@ public struct ModelConfig: Sendable, Equatable {
             kvHeadCount = headCount
             maxPositions = try required("n_positions")
             intermediateSize = try int("n_inner") ?? 4 * hiddenSize
-            normEpsilon = Float(try double("layer_norm_epsilon") ?? 1e-5)
+            normEpsilon = try epsilon("layer_norm_epsilon", 1e-5)
             ropeTheta = 0
             tieWordEmbeddings = try bool("tie_word_embeddings") ?? true
             qkvBias = true
@@ -164,7 +170,7 @@ public struct ModelConfig: Sendable, Equatable {
             kvHeadCount = try int("num_key_value_heads") ?? headCount
             intermediateSize = try required("intermediate_size")
             maxPositions = try int("max_position_embeddings") ?? 2048
-            normEpsilon = Float(try double("rms_norm_eps") ?? 1e-6)
+            normEpsilon = try epsilon("rms_norm_eps", 1e-6)
             tieWordEmbeddings = try bool("tie_word_embeddings") ?? false
             if let given = try int("head_dim") {
                 headDim = given

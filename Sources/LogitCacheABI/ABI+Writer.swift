@@ -41,8 +41,8 @@ private struct WriterRequest: Decodable {
         switch self.codec ?? "zstd" {
         case "zstd":
             let l = level ?? 3
-            guard (1...19).contains(l) else { throw ABIError(status: .invalidArgument, message: "zstd level \(l) outside 1...19") }
-            codec = .zstd(level: Int32(l))
+            guard let l32 = Int32(exactly: l) else { throw ABIError(status: .invalidArgument, message: "zstd level \(l) out of range") }
+            codec = .zstd(level: l32)   // the writer checks the range
         case "lz4": codec = .lz4
         case "none": codec = .none
         case let other: throw ABIError(status: .invalidArgument, message: "codec \"\(other)\" is not zstd, lz4 or none")
@@ -123,12 +123,17 @@ public func lc_writer_append(_ writer: OpaquePointer?, _ n: Int64, _ inputIDs: U
             guard (0...es).contains(c) else { throw ABIError(status: .invalidArgument, message: "position \(t): entry count \(c) outside 0...\(es)") }
             let sc = sampleCounts.map { Int($0[t]) } ?? 0
             guard (0...ss).contains(sc) else { throw ABIError(status: .invalidArgument, message: "position \(t): sample count \(sc) outside 0...\(ss)") }
-            // Safe because rows are es (ss) wide and c <= es, sc <= ss were checked.
-            try w.appendToken(inputID: x[t], nextTokenLogProb: nx[t], logSumExp: lse[t],
-                              entryIDs: UnsafeBufferPointer(start: ids.map { $0 + t * es }, count: c),
-                              entryLogProbs: UnsafeBufferPointer(start: lps.map { $0 + t * es }, count: c),
-                              sampleIDs: UnsafeBufferPointer(start: sids.map { $0 + t * ss }, count: sc),
-                              sampleDraws: UnsafeBufferPointer(start: sd.map { $0 + t * ss }, count: sc))
+            do {
+                // Safe because rows are es (ss) wide and c <= es, sc <= ss were checked.
+                try w.appendToken(inputID: x[t], nextTokenLogProb: nx[t], logSumExp: lse[t],
+                                  entryIDs: UnsafeBufferPointer(start: ids.map { $0 + t * es }, count: c),
+                                  entryLogProbs: UnsafeBufferPointer(start: lps.map { $0 + t * es }, count: c),
+                                  sampleIDs: UnsafeBufferPointer(start: sids.map { $0 + t * ss }, count: sc),
+                                  sampleDraws: UnsafeBufferPointer(start: sd.map { $0 + t * ss }, count: sc))
+            } catch ShardFormatError.invalidInput(let m) {
+                // Positions before t are in the cache; name the one refused.
+                throw ABIError(status: .invalidArgument, message: "position \(t) of \(n): \(m) (positions before it were appended)")
+            }
         }
     }
 }

@@ -107,6 +107,7 @@ public final class CacheWriter {
         guard (1...(1 << 24)).contains(d.vocabularySize) else { throw ShardFormatError.invalidInput("vocabulary size \(d.vocabularySize) outside 1...16777216") }
         guard (0...65535).contains(d.capture.k) else { throw ShardFormatError.invalidInput("K = \(d.capture.k) outside 0...65535") }
         guard (0...(1 << 20)).contains(d.capture.samples) else { throw ShardFormatError.invalidInput("samples \(d.capture.samples) outside 0...1048576") }
+        if case .zstd(let l) = options.codec, !(1...22).contains(l) { throw ShardFormatError.invalidInput("zstd level \(l) outside 1...22") }
         guard options.blockTokens >= 1, options.blockTokens <= 1 << 24 else { throw ShardFormatError.invalidInput("blockTokens \(options.blockTokens) outside 1...16777216") }
         guard (0...ShardFormatVersion.minor).contains(options.formatMinorVersion) else {
             throw ShardFormatError.invalidInput("formatMinorVersion \(options.formatMinorVersion) outside 0...\(ShardFormatVersion.minor)")

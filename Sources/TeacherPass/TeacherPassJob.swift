@@ -115,6 +115,7 @@ public final class TeacherPassJob {
     static func endOfText(_ t: Tokenizer, named: String?, path: String) throws -> Int32 {
         let candidates = named.map { [$0] } ?? ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>"]
         for c in candidates { if let id = t.id(forToken: c) { return Int32(id) } }
+        if let named { throw TeacherPassError.failed("\(path): --eot-token \"\(named)\" is not a token of this tokenizer (give the token's text, such as </s>, not its id)") }
         throw TeacherPassError.noEndOfTextToken(tokenizerPath: path)
     }
 

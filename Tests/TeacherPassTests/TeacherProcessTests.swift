@@ -111,4 +111,35 @@ func runToEnd(_ args: [String]) throws -> Int32 {
             #expect(!FileManager.default.fileExists(atPath: out + "/manifest.json"), "\(bad)")
         }
     }
+
+    /// Settings that once gave a misleading message, or none, name the setting at fault.
+    @Test func misleadingSettingsAreNamed() throws {
+        let f = try TeacherFixture(documents: 4)
+        let config = f.model + "/config.json"
+        let original = try Data(contentsOf: URL(fileURLWithPath: config))
+        for (extra, edit, message) in [
+            (["--eot-token", "99999"], nil, "--eot-token \"99999\" is not a token of this tokenizer"),
+            (["--level", "99"], nil, "--level 99: zstd levels are 1...22"),
+            ([], "rms_norm_eps", "'rms_norm_eps' is -1.0, expected a small positive number"),
+            (["--temperature", "1e-39"], nil, "must be in 0.001...1000"),
+        ] as [([String], String?, String)] {
+            if let key = edit {
+                var c = try JSONSerialization.jsonObject(with: original) as! [String: Any]
+                c[key] = -1
+                try JSONSerialization.data(withJSONObject: c).write(to: URL(fileURLWithPath: config))
+            }
+            defer { try? original.write(to: URL(fileURLWithPath: config)) }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
+            p.arguments = arguments(f, out: f.dir.path + "/named-\(message.count)") + extra
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationReason == .exit && p.terminationStatus != 0, "\(extra)")
+            #expect(text.contains(message), "\(extra) \(edit ?? ""): \(text)")
+        }
+    }
 }

@@ -67,11 +67,10 @@ struct BatchesCommand: ParsableCommand {
                     o["labels"] = b.labels.map { Int($0) }
                     o["target_ids"] = b.targetIDs.map { Int($0) }
                     o["target_weights"] = b.targetWeights.map { Double($0) }
-                    o["tail"] = b.tailMass.map { Double($0) }
-                    o["counts"] = b.entryCounts.map { Int($0) }
-                    let st = loader.state
-                    o["state"] = ["version": st.version, "epoch": st.epoch, "batch": st.batch,
-                                  "configuration": st.configuration, "cache": st.cache] as [String: Any]
+                    o["tail_mass"] = b.tailMass.map { Double($0) }
+                    o["entry_counts"] = b.entryCounts.map { Int($0) }
+                    // The state as the loader encodes it (segments included after an elastic resume).
+                    o["state"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(loader.state))
                     printJSON(o)
                 } else {
                     print("epoch \(b.epoch) batch \(b.index): \(b.tokenCount) tokens, windows \(b.windows.map(String.init).joined(separator: ",")), digest \(hex16(b.digest))")

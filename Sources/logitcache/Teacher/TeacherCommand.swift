@@ -72,6 +72,7 @@ struct TeacherCommand: ParsableCommand {
         }
         _ = bytes
         guard ["zstd", "lz4", "none"].contains(codec) else { throw ValidationError("--codec \(codec): expected zstd, lz4 or none") }
+        guard (1...22).contains(level) else { throw ValidationError("--level \(level): zstd levels are 1...22") }
         _ = try capturePolicy()
     }
 

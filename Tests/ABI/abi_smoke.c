@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
         counts[t] = t % (K + 1);
         for (int j = 0; j < K; j++) {
             ids[t * K + j] = (t + 3 * j) % V;
-            lps[t * K + j] = -0.25f * (float)(j + 1);
+            lps[t * K + j] = -1.0f - 0.5f * (float)j;  /* a distribution: the five hold 0.86 */
         }
     }
     check(lc_writer_begin_sequence(w, 1, 2, 0) == LC_OK, "begin sequence");

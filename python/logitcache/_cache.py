@@ -99,15 +99,40 @@ class Cache:
         with Cache("cache/") as c:
             rows = c.read(0, 1024, k=8)    # Rows: [1024] and [1024, 8] arrays
 
+    `path` may also be an fsspec URL (`s3://`, `gs://`, `http(s)://`, `file://`; needs the
+    `[remote]` extra), with `remote` the options of `logitcache.remote.ShardStore` (local_dir,
+    max_bytes, prefetch, retries, timeout, storage_options). Shards land in a local directory
+    and are verified against the manifest before use: the pure backend fetches each shard when a
+    read first touches it and prefetches the next ones; the native one, whose reader maps every
+    shard when it opens, fetches them all first. `path` is then that local directory.
+
     Raises CacheError naming the file (and block and chunk) for a damaged or foreign cache.
     """
 
-    def __init__(self, path: PathLike, tokenizer_fingerprint: Optional[str] = None, backend: str = "auto"):
+    def __init__(self, path: PathLike, tokenizer_fingerprint: Optional[str] = None, backend: str = "auto",
+                 remote: Optional[dict] = None):
         self.path: str = os.fspath(path)
         self.backend: str = resolve_backend(backend)
         self._lock = threading.Lock()
         self._handle: Optional[c_void_p] = None
         self._reader: Optional[_reader.Cache] = None
+        self.url: Optional[str] = None
+        lazy = None
+        if "://" in self.path:
+            from . import remote as _remote  # fsspec is an optional extra
+            if _remote.is_url(self.path):
+                self.url = self.path
+                if self.backend == "native":
+                    store = _remote.ShardStore(self.url, **(remote or {}))
+                    try:
+                        self.path = store.materialize()
+                    finally:
+                        store.close()
+                else:
+                    lazy = _remote.open_cache(self.url, lazy=True, **(remote or {}))
+                    self.path = lazy.store.directory
+        elif remote:
+            raise TypeError(f"remote options apply to URLs only, not to the local path {self.path!r}")
         if self.backend == "native":
             lib = _native.require()
             handle = c_void_p()
@@ -127,7 +152,7 @@ class Cache:
             self.max_entries: int = info.max_entries
             self.max_samples: int = info.max_samples
         else:
-            r = _reader.Cache(self.path)
+            r = lazy if lazy is not None else _reader.Cache(self.path)
             self._reader = r
             m = r.manifest
             if tokenizer_fingerprint is not None and m["fingerprints"]["tokenizer"] != tokenizer_fingerprint:

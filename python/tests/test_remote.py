@@ -727,3 +727,33 @@ def test_s3_through_a_local_moto_server(caches, local, tmp_path, cache_dir, monk
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_package_entry_points_take_urls(server, publish, local, cache_dir):
+    """`logitcache.Cache`, `StudentLoader` and the torch dataset accept a URL: the pure backend
+    reads lazily, the native one from the fetched directory; both equal the local cache."""
+    import logitcache as lc
+    name = publish("zstd")
+    url = server.url(name)
+    here = local["zstd"].directory
+    want = lc.Cache(here, backend="pure").read(0, 3000, k=8)
+    for backend in ("pure", "native"):
+        with lc.Cache(url, backend=backend, remote=dict(FAST)) as c:
+            assert c.url == url and c.path.startswith(cache_dir)
+            got = c.read(0, 3000, k=8)
+            for field in ("input_ids", "entry_counts", "entry_ids", "entry_logprobs", "logsumexps"):
+                assert np.array_equal(getattr(want, field), getattr(got, field)), (backend, field)
+            args = dict(batch_size=2, context=128, k=8, seed=3, backend=backend)
+            a = lc.StudentLoader(c, **args).take(3)
+            b = lc.StudentLoader(here, **args).take(3)
+            for x, y in zip(a, b):
+                assert np.array_equal(x["windows"], y["windows"]) and np.array_equal(x["target_ids"], y["target_ids"])
+    torch_dataset = pytest.importorskip("logitcache.torch")
+    ds = torch_dataset.LogitCacheDataset(url, batch_size=2, context=128, k=8, seed=3, rank=0, world_size=1, remote=dict(FAST))
+    assert ds.cache_directory.startswith(cache_dir)
+    first = next(iter(ds))
+    ref = lc.StudentLoader(here, batch_size=2, context=128, k=8, seed=3).next()
+    assert np.array_equal(first["windows"].numpy(), ref["windows"])
+    # Options for a local path are a mistake, not silently ignored.
+    with pytest.raises(TypeError):
+        lc.Cache(here, remote=dict(FAST))

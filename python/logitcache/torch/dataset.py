@@ -127,7 +127,17 @@ def distributed_rank_and_world_size() -> Tuple[int, int]:
     return 0, 1
 
 
-def _cache_directory(cache: Any) -> str:
+def _cache_directory(cache: Any, remote: Optional[dict] = None) -> str:
+    """The local cache directory: a path as given; a URL fetched (every shard, verified) into
+    the local directory of `logitcache.remote.ShardStore`, here in the parent process, so the
+    workers open local files."""
+    if isinstance(cache, str) and "://" in cache:
+        from .. import remote as _remote
+        if _remote.is_url(cache):
+            with _remote.ShardStore(cache, **(remote or {})) as store:
+                return store.materialize()
+    if remote:
+        raise TypeError("remote options apply to URLs only")
     if isinstance(cache, (str, os.PathLike)):
         return os.fspath(cache)
     for name in ("directory", "path", "root"):
@@ -211,8 +221,9 @@ class LogitCacheDataset(IterableDataset):
     streams, epochs and (elastic) resumption.
 
     Args:
-        cache: the cache directory (a path, or a `logitcache.Cache` whose directory is read);
-            for a remote cache pass `logitcache.remote.ShardStore(url).materialize()`.
+        cache: the cache directory (a path, or a `logitcache.Cache` whose directory is read),
+            or an fsspec URL, fetched and verified here into a local directory (`remote`: the
+            options of `logitcache.remote.ShardStore`).
         batch_size, context, k, mode, temperature, seed, shuffle_buffer, remainder, student,
             decode_threads, prefetch_blocks, backend: as `logitcache.StudentLoader`; B windows
             per batch of T tokens with k target slots.
@@ -231,9 +242,10 @@ class LogitCacheDataset(IterableDataset):
     def __init__(self, cache: Any, *, batch_size: int, context: int, k: int, mode: str = "renormalized",
                  temperature: float = 1.0, seed: int = 0, shuffle_buffer: int = 64, remainder: str = "pad",
                  student: Optional[Tuple[str, int]] = None, decode_threads: int = 1, prefetch_blocks: int = 4,
-                 backend: str = "auto", rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
+                 backend: str = "auto", rank: Optional[int] = None, world_size: Optional[int] = None,
+                 remote: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        self.cache_directory: str = _cache_directory(cache)
+        self.cache_directory: str = _cache_directory(cache, remote)
         self.batch_size, self.context, self.k = int(batch_size), int(context), int(k)
         self.mode, self.temperature, self.seed = str(mode), float(temperature), int(seed)
         self.shuffle_buffer, self.remainder = int(shuffle_buffer), str(remainder)

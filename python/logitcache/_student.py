@@ -6,6 +6,7 @@ See `logitcache.StudentLoader`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -94,6 +95,10 @@ class StudentLoader:
             fp, vocab = student
             student = (str(fp), int(vocab))
         if self.backend == "native":
+            if not math.isfinite(self.temperature):  # JSON cannot carry it to the library: the same refusal here
+                lo, hi = _pure.TEMPERATURE_RANGE
+                raise LoaderError(f"loader configuration: temperature {self.temperature} must be in {lo}...{hi} "
+                                  "(outside it the targets leave float range)")
             lib = _native.require()
             config = {"batchSize": self.batch_size, "contextLength": self.context, "k": self.k, "mode": mode,
                       "temperature": self.temperature, "seed": self.seed, "rank": self.rank,
@@ -110,7 +115,8 @@ class StudentLoader:
             self._pure = _pure.StudentLoader(reader, self.batch_size, self.context, self.k, mode=mode,
                                              temperature=self.temperature, seed=self.seed, rank=self.rank,
                                              world_size=self.world_size, shuffle_buffer=self.shuffle_buffer,
-                                             remainder=remainder, student=student)
+                                             remainder=remainder, student=student,
+                                             decode_threads=self.decode_threads, prefetch_blocks=self.prefetch_blocks)
 
     # -- lifetime
 

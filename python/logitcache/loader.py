@@ -19,6 +19,8 @@ native (Swift) loader when the library is installed.
 `TorchBatches` wraps it as a PyTorch `IterableDataset` (torch is imported when it is first used).
 """
 
+import math
+import os
 import struct
 from typing import Iterator, Optional
 
@@ -33,6 +35,28 @@ MODES = ("renormalized", "tail", "sampled")
 
 class LoaderError(ValueError):
     """A configuration, cache or resume state the loader cannot serve (message names which)."""
+
+
+INT64_MAX = (1 << 63) - 1
+TEMPERATURE_RANGE = (1e-3, 1e3)  # `LoaderConfiguration.temperatureRange`: outside it p^(1/tau) leaves float range
+
+
+def physical_memory_bytes() -> int:
+    """This machine's physical memory (`physicalMemoryBytes` in Swift: sysconf, 1 TiB if unknown)."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+    return pages * size if pages > 0 and size > 0 else 1 << 40
+
+
+def _swift_double(x: float) -> str:
+    """`x` as Swift's `description` of a Double prints it in these messages (1000.0, 0.001, 1e-05, inf)."""
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return repr(float(x))
 
 
 class SplitMix:
@@ -294,12 +318,13 @@ class StudentLoader:
 
     def __init__(self, cache, batch_size: int, context: int, k: int, mode: str = "renormalized",
                  temperature: float = 1.0, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle_buffer: int = 64, remainder: str = "pad", student: Optional[tuple] = None):
-        self.cache = cache if isinstance(cache, Cache) else Cache(str(cache))
+                 shuffle_buffer: int = 64, remainder: str = "pad", student: Optional[tuple] = None,
+                 decode_threads: int = 1, prefetch_blocks: int = 4):
         self.batch_size, self.context, self.k, self.mode = int(batch_size), int(context), int(k), mode
         self.temperature, self.seed = float(temperature), int(seed)
         self.rank, self.world_size, self.shuffle_buffer, self.remainder = int(rank), int(world_size), int(shuffle_buffer), remainder
-        self._validate()
+        self._validate(decode_threads, prefetch_blocks)  # before the cache is opened, as in Swift
+        self.cache = cache if isinstance(cache, Cache) else Cache(str(cache))
         c, where = self.cache, self.cache.directory
         if student is not None:
             fp, vocab = student
@@ -341,19 +366,37 @@ class StudentLoader:
             raise LoaderError(f"{where}: {len(self.windows)} windows of {self.context} tokens give rank {self.rank} "
                               f"of {self.world_size} no batch of {self.batch_size}")
 
-    def _validate(self):
+    def _validate(self, decode_threads: int = 1, prefetch_blocks: int = 4):
+        """`LoaderConfiguration.validate()` of Sources/StudentLoader/LoaderConfiguration.swift: the
+        same bounds in the same order, with the same messages (decode threads and prefetch blocks
+        are checked though this loader decodes in the calling thread)."""
         def need(ok, what):
             if not ok:
                 raise LoaderError(f"loader configuration: {what}")
-        need(self.batch_size >= 1, f"batch size {self.batch_size} must be >= 1")
-        need(self.context >= 1, f"context length {self.context} must be >= 1")
-        need(self.k >= 0, f"k {self.k} must be >= 0")
+        B, T, k, S = self.batch_size, self.context, self.k, self.shuffle_buffer
+        need(1 <= B <= 1 << 20, f"batch size {B} must be in 1...1048576")
+        need(1 <= T <= 1 << 24, f"context length {T} must be in 1...16777216")
+        need(0 <= k <= 65535, f"k {k} must be in 0...65535")
+        lo, hi = TEMPERATURE_RANGE
+        need(math.isfinite(self.temperature) and lo <= self.temperature <= hi,
+             f"temperature {_swift_double(self.temperature)} must be in {_swift_double(lo)}...{_swift_double(hi)} "
+             "(outside it the targets leave float range)")
+        need(1 <= self.world_size <= 1 << 20 and 0 <= self.rank < self.world_size,
+             f"rank {self.rank} must lie in 0..<world size {self.world_size}, world size in 1...1048576")
+        need(1 <= S <= 1 << 24, f"shuffle buffer {S} must be in 1...16777216")
+        need(1 <= int(decode_threads) <= 1024 and 1 <= int(prefetch_blocks) <= 4096,
+             "decode threads must be in 1...1024 and prefetch blocks in 1...4096")
+        # Windows held at once: the batch and the shuffle buffer, T * (8k + 16) bytes each.
+        rows = (B + S) * T
+        size = rows * (8 * k + 16)
+        limit = physical_memory_bytes() // 2
+        overflow = rows > INT64_MAX or size > INT64_MAX
+        need(not overflow and size <= limit,
+             f"batch {B} and shuffle buffer {S} windows of {T} tokens with k = {k} need "
+             f"{'more than 2^63' if overflow else f'{size >> 20} MiB of'} rows, above half this machine's memory "
+             f"({limit >> 20} MiB)")
         need(self.mode in MODES, f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        need(np.isfinite(self.temperature) and self.temperature > 0, f"temperature {self.temperature} must be finite and > 0")
         need(0 <= self.seed < 1 << 64, f"seed {self.seed} must lie in 0..<2^64")
-        need(self.world_size >= 1 and 0 <= self.rank < self.world_size,
-             f"rank {self.rank} must lie in 0..<world size {self.world_size}")
-        need(self.shuffle_buffer >= 1, f"shuffle buffer {self.shuffle_buffer} must be >= 1")
         need(self.remainder in ("pad", "drop"), f"remainder {self.remainder!r} is not pad or drop")
 
     @property

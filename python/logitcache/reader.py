@@ -27,6 +27,7 @@ import math
 import mmap
 import os
 import re
+import stat
 import struct
 import sys
 import time
@@ -70,27 +71,136 @@ def hex64(value: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# JSON helpers: strict parsing (no duplicate keys) and typed field access
+# JSON grammar (FORMAT.md section 7, "Manifest grammar"; footers follow it with no real-valued
+# member): UTF-8 without a byte-order mark, RFC 8259 syntax, no member name twice in one object
+# (names compared after unescaping), no null, no lone surrogate escapes, at most 32 levels of
+# nesting, and every number an integer literal in [-2^63, 2^63) except at the real-valued paths,
+# where it is any finite binary64 number (a non-zero literal must not round to 0).
+
+MAX_JSON_DEPTH = 32
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MANIFEST_REAL_PATHS = frozenset({"capture.temperature", "capture.topP", "teacherCost.flops", "teacherCost.seconds"})
+_NONZERO_SIGNIFICAND = re.compile(r"-?0*\.?0*[1-9]")
+
+
+class _Real(float):
+    """A number written with a fraction or exponent; `text` is the literal."""
+    text = ""
+
+
+class _BigInt:
+    """An integer literal outside [-2^63, 2^63)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _json_int(text: str):
+    if len(text) > 20:  # "-9223372036854775808" has 20 characters; longer ones are out of range
+        return _BigInt(text)
+    v = int(text)
+    return v if INT64_MIN <= v <= INT64_MAX else _BigInt(text)
+
+
+def _json_real(text: str) -> _Real:
+    r = _Real(float(text))
+    r.text = text
+    return r
+
+
+def _json_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _no_duplicates(pairs):
     obj = {}
     for key, value in pairs:
         if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
+            raise _DuplicateMember(key)
         obj[key] = value
     return obj
 
 
-def _parse_json(data: bytes, where: str) -> Any:
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _path_name(path: str) -> str:
+    return path or "top level"
+
+
+def _check_json(value: Any, path: str, depth: int, real_paths, where: str):
+    """Walks a parsed document: the grammar rules json.loads does not check. Replaces the
+    numbers at real-valued paths by plain floats, in place; returns the value to keep."""
+    if depth > MAX_JSON_DEPTH:
+        raise CacheError(f"{where}: {_path_name(path)}: nested more than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for key in list(value):
+            _check_string(key, path, where)
+            value[key] = _check_json(value[key], key if not path else f"{path}.{key}", depth + 1, real_paths, where)
+        return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = _check_json(item, f"{path}[{i}]", depth + 1, real_paths, where)
+        return value
+    if isinstance(value, str):
+        _check_string(value, path, where)
+        return value
+    if value is None:
+        raise CacheError(f"{where}: {_path_name(path)}: null is not allowed (leave an optional member out)")
+    if isinstance(value, bool):
+        return value
+    real = path in real_paths
+    if isinstance(value, _BigInt):
+        if not real:
+            raise CacheError(f"{where}: {_path_name(path)}: integer {value.text[:40]} is outside the 64-bit range")
+        number = float(value.text)
+        if not math.isfinite(number):
+            raise CacheError(f"{where}: {_path_name(path)}: {value.text[:40]} is not a finite number")
+        return number
+    if isinstance(value, _Real):
+        if not real:
+            raise CacheError(f"{where}: {_path_name(path)}: {value.text[:40]} is not an integer")
+        if not math.isfinite(value):
+            raise CacheError(f"{where}: {_path_name(path)}: {value.text[:40]} is not a finite number")
+        if value == 0 and _NONZERO_SIGNIFICAND.match(value.text):
+            raise CacheError(f"{where}: {_path_name(path)}: {value.text[:40]} is not zero but rounds to 0 (underflow)")
+        return float(value)
+    return value  # an int within int64
+
+
+def _check_string(s: str, path: str, where: str):
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CacheError(f"{where}: {_path_name(path)}: a string holds an unpaired surrogate escape") from None
+
+
+def parse_json(data: bytes, where: str, real_paths=frozenset()) -> Any:
+    """Parses `data` under the grammar above; raises CacheError naming `where` and the member."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise CacheError(f"{where}: starts with a UTF-8 byte-order mark")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CacheError(f"{where}: not UTF-8 ({e})") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
-    except ValueError as e:
-        raise CacheError(f"{where}: invalid JSON ({e})") from None
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_json_int, parse_float=_json_real,
+                         parse_constant=_json_constant)
+    except _DuplicateMember as e:
+        raise CacheError(f"{where}: member {e.args[0]!r} appears twice in one object") from None
+    except RecursionError:
+        raise CacheError(f"{where}: nested more than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, MemoryError) as e:
+        raise CacheError(f"{where}: invalid JSON ({type(e).__name__}: {str(e)[:200]})") from None
+    return _check_json(doc, "", 0, real_paths, where)
+
+
+_parse_json = parse_json
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed member access
 
 
 def _get(obj: Any, key: str, where: str) -> Any:
@@ -422,14 +532,22 @@ class Shard:
     def __init__(self, path: str, name: str, validate_schema: bool = True):
         self.path, self.name = path, name
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # Non-blocking: a FIFO without a writer in place of a shard opens at once and is
+            # refused below as not a regular file, instead of blocking (a socket fails to open).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as e:
             raise CacheError(f"{name}: cannot open ({e.strerror})") from None
         try:
-            self.size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CacheError(f"{name}: not a regular file")
+            self.size = st.st_size
             if self.size < HEADER_SIZE + TRAILER_SIZE:
                 raise CacheError(f"{name}: {self.size} bytes, shorter than the 56-byte minimum (truncated?)")
-            self._map = mmap.mmap(fd, self.size, access=mmap.ACCESS_READ)
+            try:
+                self._map = mmap.mmap(fd, self.size, access=mmap.ACCESS_READ)
+            except (OSError, ValueError, OverflowError) as e:
+                raise CacheError(f"{name}: cannot map {self.size} bytes ({getattr(e, 'strerror', None) or e})") from None
         finally:
             os.close(fd)
         self.buffer = memoryview(self._map)
@@ -482,7 +600,7 @@ class Shard:
         self.vocabulary_size = _int(ft, "vocabularySize", w, 1, MAX_VOCABULARY)
         self.max_entries = _int(ft, "maxEntries", w, 0, 65535)
         self.max_samples = _int(ft, "maxSamples", w, 0, 1 << 20)
-        self.block_tokens = _int(ft, "blockTokens", w, 1)
+        self.block_tokens = _int(ft, "blockTokens", w, 1, 1 << 24)
         bands = _int_list(ft, "entryBands", w)
         if not bands or bands[0] != 0 or bands[-1] != self.max_entries or \
                 any(a >= b for a, b in zip(bands, bands[1:])):
@@ -496,14 +614,18 @@ class Shard:
             if self.step_multiplier != 1 and minor < 2:
                 raise CacheError(f"{w}: logProbs stepMultiplier {self.step_multiplier} needs format 1.2, footer says 1.{minor}")
         elif encoding == "float32":
+            for key in ("stepLog2", "stepMultiplier"):  # meaningless here, but typed where present
+                if key in lp:
+                    _int(lp, key, w + " logProbs", INT64_MIN, INT64_MAX)
             self.step_log2 = None
             self.step_multiplier = None
         else:
             raise CacheError(f"{w}: unknown logProbs encoding {encoding!r}")
-        self.tokens = _int(ft, "tokens", w)
-        self.sequences = _int(ft, "sequences", w)
-        self.entries = _int(ft, "entries", w)
-        self.samples = _int(ft, "samples", w)
+        # Bounded like the manifest's counts (section 7), before any arithmetic on them.
+        self.tokens = _int(ft, "tokens", w, 0, MAX_COUNT)
+        self.sequences = _int(ft, "sequences", w, 0, MAX_COUNT)
+        self.entries = _int(ft, "entries", w, 0, MAX_COUNT)
+        self.samples = _int(ft, "samples", w, 0, MAX_COUNT)
 
         st = _get(ft, "sequenceTable", w)
         ws = w + " sequenceTable"
@@ -552,7 +674,7 @@ class Shard:
                 raise CacheError(f"{wb}: chunks must be a list")
             columns = {}
             for ci, chunk in enumerate(chunks):
-                column = _get(chunk, "column", f"{wb} chunk {ci}")
+                column = _str(chunk, "column", f"{wb} chunk {ci}")
                 wc = f"{wb} chunk {column!r}"
                 if column not in allowed:
                     raise CacheError(f"{wc}: unexpected column")
@@ -561,7 +683,7 @@ class Shard:
                 c = {
                     "offset": _int(chunk, "offset", wc, HEADER_SIZE),
                     "size": _int(chunk, "size", wc),
-                    "count": _int(chunk, "count", wc),
+                    "count": _int(chunk, "count", wc, 0, 1 << 40),
                     "width": _int(chunk, "width", wc, 1, 4),
                     "filter": _get(chunk, "filter", wc),
                     "codec": _get(chunk, "codec", wc),
@@ -587,6 +709,11 @@ class Shard:
             for column in required:
                 if column not in columns:
                     raise CacheError(f"{wb}: missing column {column!r}")
+            for column in ("next_logprob", "logsumexp") + \
+                    (tuple(f"entry_logprobs.{j}" for j in range(m)) if self.step_log2 is None else ()):
+                if columns[column]["width"] != 4 and columns[column]["count"]:
+                    raise CacheError(f"{wb} chunk {column!r}: float32 values need width 4, "
+                                     f"not {columns[column]['width']}")
             links = [c for c in _LINK_COLUMNS if c in columns]
             if links and len(links) != 2:
                 raise CacheError(f"{wb}: next_link and next_logprob_delta come together")
@@ -926,14 +1053,163 @@ class Shard:
 # The cache (sections 2 and 7)
 
 
-def read_manifest(path: str, validate_schema: bool = True) -> dict:
-    """Reads a manifest: checks its checksum tail and hash before parsing, then its schema."""
-    name = os.path.basename(path)
+def _read_regular_file(path: str, name: str) -> bytes:
+    """The bytes of `path`, refusing anything but a regular file (a FIFO or socket in its place
+    would block or fail later; opened non-blocking, so a FIFO without a writer is refused at once)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise CacheError(f"{name}: cannot open ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheError(f"{name}: not a regular file")
+        chunks, left = [], st.st_size
+        while True:
+            piece = os.read(fd, max(left, 1 << 16))
+            if not piece:
+                break
+            chunks.append(piece)
+            left -= len(piece)
+        return b"".join(chunks)
     except OSError as e:
         raise CacheError(f"{name}: cannot read ({e.strerror})") from None
+    except MemoryError:
+        raise CacheError(f"{name}: too large to read into memory") from None
+    finally:
+        os.close(fd)
+
+
+MAX_COUNT = 1 << 50         # largest count or size a manifest states (section 7)
+MAX_SHARDS = 1 << 24
+MAX_PARTITIONS = 99999
+CAPTURE_POLICIES = ("top-k", "top-p", "sampled", "head-tail", "top-k+sampled")
+SAMPLED_POLICIES = ("sampled", "head-tail", "top-k+sampled")
+
+
+def _real(obj: Any, key: str, where: str) -> float:
+    value = _get(obj, key, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CacheError(f"{where}: {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _str(obj: Any, key: str, where: str) -> str:
+    value = _get(obj, key, where)
+    if not isinstance(value, str):
+        raise CacheError(f"{where}: {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _obj(obj: Any, key: str, where: str) -> dict:
+    value = _get(obj, key, where)
+    if not isinstance(value, dict):
+        raise CacheError(f"{where}: {key!r} must be an object")
+    return value
+
+
+def check_manifest(m: Any, name: str) -> dict:
+    """Section 7's manifest rules beyond the grammar: every member's type and range, the capture
+    policy's rules, and totals equal to the sums over the shards. Returns `m`."""
+    if not isinstance(m, dict):
+        raise CacheError(f"{name}: the manifest must be a JSON object")
+    if _str(m, "format", name) != "logitcache":
+        raise CacheError(f"{name}: format is not 'logitcache'")
+    _int(m, "formatVersion", name, FORMAT_VERSION, FORMAT_VERSION)
+    _int(m, "vocabularySize", name, 1, MAX_VOCABULARY)
+    fp = _obj(m, "fingerprints", name)
+    for key in ("teacher", "tokenizer", "corpus"):
+        _str(fp, key, name + " fingerprints")
+
+    w = name + " capture"
+    c = _obj(m, "capture", name)
+    policy = _str(c, "policy", w)
+    if policy not in CAPTURE_POLICIES:
+        raise CacheError(f"{w}: unknown policy {policy!r} ({', '.join(CAPTURE_POLICIES)})")
+    k = _int(c, "k", w, INT64_MIN, INT64_MAX)
+    samples = _int(c, "samples", w, INT64_MIN, INT64_MAX)
+    top_p = _real(c, "topP", w) if "topP" in c else None
+    sampled = policy in SAMPLED_POLICIES
+    rule = f"{w}: {policy} with k = {k}, topP = {top_p if top_p is not None else 'none'}, samples = {samples}"
+    if (policy == "top-p") != (top_p is not None):
+        raise CacheError(f"{rule}: topP is given exactly for top-p")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise CacheError(f"{rule}: topP must be in (0, 1]")
+    if sampled and not 1 <= samples <= 1 << 20:
+        raise CacheError(f"{rule}: samples must be in 1...1048576")
+    if not sampled and samples != 0:
+        raise CacheError(f"{rule}: samples must be 0 (the policy draws none)")
+    if policy == "sampled" and k != 0:
+        raise CacheError(f"{rule}: k must be 0 (no exact entries)")
+    if policy != "sampled" and not 1 <= k <= 65535:
+        raise CacheError(f"{rule}: k must be in 1...65535")
+    temperature = _real(c, "temperature", w)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise CacheError(f"{w}: temperature {temperature} must be finite and > 0")
+    _int(c, "seed", w, 0, INT64_MAX)
+
+    w = name + " encoding"
+    e = _obj(m, "encoding", name)
+    codec = _str(e, "codec", w)
+    if codec not in ("none", "lz4", "zstd"):
+        raise CacheError(f"{w}: unknown codec {codec!r}")
+    _int(e, "level", w, INT64_MIN, INT64_MAX)
+    if _str(e, "logProbs", w) not in ("quantized", "float32"):
+        raise CacheError(f"{w}: logProbs {e['logProbs']!r} is not quantized or float32")
+    _int(e, "stepLog2", w, 0, 20)
+    if "stepMultiplier" in e:
+        _int(e, "stepMultiplier", w, 1, 255)
+    _int(e, "blockTokens", w, 1, 1 << 24)
+    bands = _get(e, "entryBands", w)
+    if not isinstance(bands, list) or any(isinstance(b, bool) or not isinstance(b, int) for b in bands) or \
+            not bands or bands[0] != 0 or bands[-1] != k or any(a >= b for a, b in zip(bands, bands[1:])):
+        raise CacheError(f"{w}: entryBands {bands!r} must be integers rising strictly from 0 to capture.k {k}")
+
+    w = name + " teacherCost"
+    cost = _obj(m, "teacherCost", name)
+    _int(cost, "tokens", w, 0, MAX_COUNT)
+    for key in ("flops", "seconds"):
+        v = _real(cost, key, w)
+        if not (math.isfinite(v) and v >= 0):
+            raise CacheError(f"{w}: {key} {v} must be finite and >= 0")
+    if "partition" in m:
+        p = _obj(m, "partition", name)
+        count = _int(p, "count", name + " partition", 1, MAX_PARTITIONS)
+        _int(p, "index", name + " partition", 0, count - 1)
+
+    shards = _get(m, "shards", name)
+    if not isinstance(shards, list):
+        raise CacheError(f"{name}: shards must be a list")
+    if len(shards) > MAX_SHARDS:
+        raise CacheError(f"{name}: {len(shards)} shards, more than 2^24")
+    names = set()
+    sums = dict.fromkeys(("tokens", "sequences", "entries", "samples", "bytes"), 0)
+    for i, s in enumerate(shards):
+        we = f"{name}: shards[{i}]"
+        if not isinstance(s, dict):
+            raise CacheError(f"{we}: expected an object")
+        file = _str(s, "file", we)
+        if file in names:
+            raise CacheError(f"{we}: shard {file!r} listed twice")
+        names.add(file)
+        _int(s, "partition", we, 0, MAX_PARTITIONS - 1)
+        for key in ("tokens", "sequences", "entries", "samples"):
+            sums[key] += _int(s, key, we, 0, MAX_COUNT)
+        sums["bytes"] += _int(s, "bytes", we, HEADER_SIZE + TRAILER_SIZE, MAX_COUNT)
+        _hex16(s, "xxh3", we)
+    totals = _obj(m, "totals", name)
+    for key, want in sums.items():
+        got = _int(totals, key, name + " totals", INT64_MIN, INT64_MAX)
+        if got != want:
+            raise CacheError(f"{name}: totals.{key} = {got}, shards sum to {want}")
+    return m
+
+
+def read_manifest(path: str, validate_schema: bool = True) -> dict:
+    """Reads a manifest: checks its checksum tail and hash before parsing, then the grammar and
+    every member (section 7), then (with jsonschema installed) `manifest.schema.json`."""
+    name = os.path.basename(path)
+    data = _read_regular_file(path, name)
     i = data.rfind(CHECKSUM_KEY)
     tail = data[i + len(CHECKSUM_KEY):] if i >= 0 else b""
     if i < 0 or not re.fullmatch(rb'[0-9a-f]{16}"\n}\n', tail):
@@ -941,12 +1217,9 @@ def read_manifest(path: str, validate_schema: bool = True) -> dict:
     stored, got = int(tail[:16], 16), xxh3(data[:i])
     if stored != got:
         raise CacheError(f"{name}: checksum mismatch (stored {hex64(stored)}, computed {hex64(got)})")
-    manifest = _parse_json(data, name)
+    manifest = check_manifest(parse_json(data, name, MANIFEST_REAL_PATHS), name)
     if validate_schema:
         schema_validate(manifest, "manifest.schema.json", name)
-    if _get(manifest, "format", name) != "logitcache":
-        raise CacheError(f"{name}: format is not 'logitcache'")
-    _int(manifest, "formatVersion", name, FORMAT_VERSION, FORMAT_VERSION)
     return manifest
 
 
@@ -997,6 +1270,12 @@ class Cache:
                 if shard.vocabulary_size != self.vocabulary_size:
                     raise CacheError(f"{file}: footer vocabularySize {shard.vocabulary_size}, manifest says "
                                      f"{self.vocabulary_size}")
+                if shard.max_entries != m["capture"]["k"]:
+                    raise CacheError(f"{file}: footer maxEntries {shard.max_entries}, manifest capture.k says "
+                                     f"{m['capture']['k']}")
+                if shard.max_samples != self.shards[0].max_samples:
+                    raise CacheError(f"{file}: footer maxSamples {shard.max_samples} differs from the first shard's "
+                                     f"{self.shards[0].max_samples}")
                 for key in ("tokens", "sequences", "entries", "samples"):
                     if getattr(shard, key) != _int(entry, key, we):
                         raise CacheError(f"{file}: footer {key} {getattr(shard, key)}, manifest says {entry[key]}")
@@ -1071,6 +1350,7 @@ class Cache:
         plus value rules a reader need not enforce while reading (entries in descending order, log-probs
         at most 0 and a position's probabilities at most 1, finite logsumexps, distinct entry ids and
         sampled ids per position, no NaN). Raises CacheError at the first problem."""
+        self._verify_partition_manifests()
         entries = self.manifest["shards"]
         for shard, entry in zip(self.shards, entries):
             got = shard.file_checksum()
@@ -1090,7 +1370,26 @@ class Cache:
         return {"shards": len(self.shards), "tokens": tokens, "sequences": self.sequences,
                 "entries": self.entries, "samples": self.samples}
 
+    def _verify_partition_manifests(self):
+        """Section 7: the partition manifests beside a merged manifest (or the one opened) are
+        sound manifests, and each shard they list is in the opened manifest exactly as listed."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError:
+            return
+        listed = [{key: e.get(key) for key in SHARD_ENTRY_KEYS} for e in self.manifest["shards"]]
+        for n in names:
+            if not (n.startswith("manifest.part-") and n.endswith(".json")):
+                continue
+            if self.manifest_name != "manifest.json" and n != self.manifest_name:
+                continue
+            p = read_manifest(os.path.join(self.directory, n), validate_schema=False)
+            for e in p["shards"]:
+                if {key: e.get(key) for key in SHARD_ENTRY_KEYS} not in listed:
+                    raise CacheError(f"{n}: shard {e['file']} is not in {self.manifest_name} as listed here")
 
+
+SHARD_ENTRY_KEYS = ("file", "partition", "tokens", "sequences", "entries", "samples", "bytes", "xxh3")
 LOGPROB_SLACK = 1e-3  # FORMAT.md section 4: largest log-prob accepted (float32 rounding of logit - lse)
 
 

@@ -28,21 +28,22 @@ let package = Package(
         .systemLibrary(name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
                        providers: [.apt(["libxxhash-dev"]), .brew(["xxhash"])]),
 
-        // Layers, lowest first. Dependencies point down only (see ARCHITECTURE.md).
+        // Layers, lowest first, in the order of ARCHITECTURE.md's module table, which says what
+        // each may import (tools/check_layers.py checks it).
         .target(name: "Truncation"),
         .target(name: "Kernels", swiftSettings: native),
         .target(name: "Checkpoints"),
         .target(name: "Tokenizers"),
+        .target(name: "ScalingLaws"),
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints"], swiftSettings: native),
         // Dynamic exclusivity checks on the writer's and reader's per-value loops cost ~half the time.
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash", "Truncation"],
                 swiftSettings: native + [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
-        .target(name: "ScalingLaws"),
         .target(name: "Capture", dependencies: ["Kernels", "Truncation"], swiftSettings: native),
-        .target(name: "TeacherPass", dependencies: ["Truncation", "CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
         .target(name: "StudentLoader", dependencies: ["ShardFormat", "Truncation"], swiftSettings: native),
-        .target(name: "Sweep", dependencies: ["Truncation", "TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints", "ScalingLaws"], swiftSettings: native),
+        .target(name: "TeacherPass", dependencies: ["Truncation", "CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
         .target(name: "Distillation", dependencies: ["Truncation", "Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
+        .target(name: "Sweep", dependencies: ["Truncation", "TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints", "ScalingLaws"], swiftSettings: native),
 
         .target(name: "LogitCacheABI", dependencies: ["ShardFormat", "StudentLoader", "Truncation"], swiftSettings: native),
 

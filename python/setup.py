@@ -86,7 +86,11 @@ def build_native():
     if not os.path.exists(built):
         raise SystemExit(f"setup.py: the Swift build left no {built}")
     os.makedirs(target, exist_ok=True)
-    shutil.copyfile(built, os.path.join(target, LIBRARY))
+    # A new file renamed over the old one: a process that has the old library mapped keeps it
+    # (overwriting it in place would change code under a running interpreter).
+    temporary = os.path.join(target, f".{LIBRARY}.{os.getpid()}.tmp")
+    shutil.copyfile(built, temporary)
+    os.replace(temporary, os.path.join(target, LIBRARY))
 
 
 class BuildPy(build_py):

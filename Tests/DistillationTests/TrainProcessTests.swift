@@ -1,16 +1,6 @@
 import Foundation
 import Testing
-
-/// The built `logitcache` executable, beside the test bundle (`tools/test` builds it first).
-func trainBinary() throws -> String {
-    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for candidate in [dir, dir.deletingLastPathComponent()] {
-        let p = candidate.appendingPathComponent("logitcache").path
-        if FileManager.default.isExecutableFile(atPath: p) { return p }
-    }
-    Issue.record("logitcache executable not found beside \(dir.path); build it first")
-    return "/nonexistent"
-}
+import TestSupport
 
 /// The repository root, from this file's path.
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -25,7 +15,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 
     func run(_ args: [String]) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try trainBinary())
+        p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
         p.arguments = args
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice

@@ -1,6 +1,7 @@
 import Foundation
 import Truncation
 import Testing
+import TestSupport
 import Checkpoints
 import Kernels
 import Models
@@ -8,11 +9,6 @@ import ShardFormat
 import StudentLoader
 @testable import Distillation
 
-func freshDirectory(_ tag: String) -> String {
-    let d = FileManager.default.temporaryDirectory.appendingPathComponent("distill-\(tag)-\(UUID().uuidString)").path
-    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-}
 
 func tinyConfig(vocab: Int = 50, context: Int = 16) throws -> ModelConfig {
     try ModelConfig.llama(vocabSize: vocab, hiddenSize: 16, layerCount: 2, headCount: 4, kvHeadCount: 2,

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Truncation
 @testable import ShardFormat
 
@@ -78,7 +79,7 @@ import Truncation
     /// `logitcache synth` into `dir`, long enough to be caught running.
     private static func slowSynth(_ dir: String, k: Int = 8, stderr: Bool = false) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try FaultTests.binary())
+        p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
         p.arguments = ["synth", dir, "--tokens", "300000", "--k", "\(k)", "--vocab", "2000", "--block-tokens", "1000", "--shard-bytes", "50000"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = stderr ? Pipe() : FileHandle.nullDevice

@@ -1,12 +1,13 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// `logitcache dump --json` must stay valid JSON whatever the stored floats are.
 @Suite struct DumpCommandTests {
     static func dump(_ dir: String) throws -> (status: Int32, lines: [[String: Any]], stderr: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try FaultTests.binary())
+        p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
         p.arguments = ["dump", dir, "--json"]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out; p.standardError = err

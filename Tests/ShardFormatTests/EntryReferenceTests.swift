@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// Format 1.3 entry references (FORMAT.md section 4) on rows whose entries depend on the input

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// Damaged, truncated, hostile and half-written caches: each gives a clear error, never a
@@ -240,19 +241,8 @@ import Testing
         }
     }
 
-    /// The built `logitcache` (tools/test builds it first; LOGITCACHE_BIN overrides).
-    static func binary() throws -> String {
-        if let b = ProcessInfo.processInfo.environment["LOGITCACHE_BIN"] { return b }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        for c in ["release", "debug"] {
-            let p = root.appendingPathComponent(".build/\(c)/logitcache").path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        throw ShardFormatError.invalidInput("logitcache binary not built (run `swift build -c release --product logitcache`)")
-    }
-
     @Test func writerKilledMidShardLeavesAVerifiableCacheAndARerunCompletesItIdentically() throws {
-        let bin = try Self.binary()
+        let bin = try logitcacheBinary()
         let killed = freshDirectory("killed"), clean = freshDirectory("clean")
         defer { try? FileManager.default.removeItem(atPath: killed); try? FileManager.default.removeItem(atPath: clean) }
         let args = ["--seed", "4", "--vocab", "4000", "--tokens", "400000", "--seq-len", "500", "--k", "16",

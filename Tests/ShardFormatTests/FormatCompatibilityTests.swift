@@ -1,6 +1,7 @@
 import Foundation
 import Truncation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// Caches written before format 1.1 must keep reading, and the format 1.0 writer must keep

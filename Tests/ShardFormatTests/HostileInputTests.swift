@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// Inputs that once trapped or hung the tools: huge manifest integers and special files.
@@ -107,17 +108,9 @@ import Testing
             (["--k", "99999"], "k 99999 must be in"),
         ]
         for (args, message) in cases {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: try FaultTests.binary())
-            p.arguments = ["batches", dir] + args
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            #expect(p.terminationReason == .exit && p.terminationStatus != 0, "\(args): \(p.terminationReason) \(p.terminationStatus)")
-            #expect(text.contains(message), "\(args): \(text)")
+            let r = try runLogitcache(["batches", dir] + args)
+            #expect(r.failedCleanly, "\(args): \(r.reason) \(r.status)")
+            #expect(r.standardError.contains(message), "\(args): \(r.standardError)")
         }
     }
 }

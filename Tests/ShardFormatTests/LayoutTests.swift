@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// Chunk encodings the spec allows but our writer never produces must decode to the same values.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// Format 1.3 next-token links (FORMAT.md section 4): what the writer links, that every reader

@@ -2,14 +2,8 @@ import Foundation
 import Truncation
 import Testing
 @testable import ShardFormat
+import TestSupport
 
-/// A fresh empty directory under the system temp dir.
-func freshDirectory(_ tag: String) -> String {
-    let d = NSTemporaryDirectory() + "lc-test-\(tag)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
-    try? FileManager.default.removeItem(atPath: d)
-    try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-}
 
 /// Random sequences of arbitrary shape (uniform ids, variable entry counts incl. 0, empty and
 /// one-token sequences), in the generator's CSR layout so writer and checks share it.

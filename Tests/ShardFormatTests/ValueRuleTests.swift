@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import ShardFormat
 
 /// Rules behind valid checksums (FORMAT.md sections 3, 4, 7): repeated ids, zero draws, NaN,

@@ -1,15 +1,9 @@
 import Truncation
 import Foundation
 import Testing
+import TestSupport
 import ShardFormat
 @testable import StudentLoader
-
-/// A fresh empty directory under the system temp dir.
-func freshDirectory(_ tag: String) -> String {
-    let d = NSTemporaryDirectory() + "lc-loader-\(tag)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
-    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-}
 
 /// A small cache of generated sequences of mixed lengths (0, 1, shorter and longer than T) over
 /// several shards and many small blocks; returns the directory and the sequences as written.

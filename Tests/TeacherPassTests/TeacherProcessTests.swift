@@ -1,18 +1,8 @@
 import Foundation
 import ShardFormat
 import Testing
+import TestSupport
 @testable import TeacherPass
-
-/// The built `logitcache` executable, beside the test bundle in the build directory
-/// (`tools/test` builds it first).
-func logitcacheBinary() throws -> String {
-    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for candidate in [dir, dir.deletingLastPathComponent()] {
-        let p = candidate.appendingPathComponent("logitcache").path
-        if FileManager.default.isExecutableFile(atPath: p) { return p }
-    }
-    throw TeacherPassError.failed("logitcache executable not found beside \(dir.path); build it first (swift build -c release --product logitcache)")
-}
 
 /// Starts `logitcache` with arguments, output discarded.
 func launch(_ args: [String]) throws -> Process {
@@ -129,17 +119,9 @@ func runToEnd(_ args: [String]) throws -> Int32 {
                 try JSONSerialization.data(withJSONObject: c).write(to: URL(fileURLWithPath: config))
             }
             defer { try? original.write(to: URL(fileURLWithPath: config)) }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
-            p.arguments = arguments(f, out: f.dir.path + "/named-\(message.count)") + extra
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            #expect(p.terminationReason == .exit && p.terminationStatus != 0, "\(extra)")
-            #expect(text.contains(message), "\(extra) \(edit ?? ""): \(text)")
+            let r = try runLogitcache(arguments(f, out: f.dir.path + "/named-\(message.count)") + extra)
+            #expect(r.failedCleanly, "\(extra)")
+            #expect(r.standardError.contains(message), "\(extra) \(edit ?? ""): \(r.standardError)")
         }
     }
 }

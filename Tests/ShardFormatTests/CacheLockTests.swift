@@ -76,6 +76,28 @@ import Truncation
         #expect(try CacheManifest.load(directory: dir).totals.tokens == 300_000)
     }
 
+    @Test func aWriterWithOtherSettingsIsRefusedAndAReaderDuringWritingSeesOnlyPublishedShards() throws {
+        let dir = freshDirectory("lock-other")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try Self.slowSynth(dir)
+        defer { if a.isRunning { kill(a.processIdentifier, SIGKILL) } }
+        try Self.waitForWriter(dir, while: a)
+        let r = try runLogitcache(["synth", dir, "--tokens", "1000", "--k", "4", "--vocab", "2000"])
+        #expect(r.failedCleanly && r.standardError.contains("being written by pid \(a.processIdentifier)"), "\(r.standardError)")
+        // While the writer runs: no manifest.json yet (a clear error), and what its partition
+        // manifest lists verifies.
+        #expect(throws: ShardFormatError.self) { _ = try CacheReader(directory: dir) }
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: dir + "/" + CacheManifest.partitionFileName(0)) && a.isRunning && Date() < deadline { usleep(1000) }
+        if a.isRunning {
+            let rep = CacheVerifier.verify(directory: dir, manifest: CacheManifest.partitionFileName(0))
+            #expect(rep.isSound, "\(rep.problems)")
+        }
+        a.waitUntilExit()
+        #expect(a.terminationStatus == 0)
+        #expect(CacheVerifier.verify(directory: dir).isSound)
+    }
+
     /// `logitcache synth` into `dir`, long enough to be caught running.
     private static func slowSynth(_ dir: String, k: Int = 8, stderr: Bool = false) throws -> Process {
         let p = Process()

@@ -157,12 +157,4 @@ public final class PackedMatrix: @unchecked Sendable {
         return storage[(row / gemmNR) * columns * gemmNR + column * gemmNR + row % gemmNR]
     }
 
-    /// Copies row `row` of W (`columns` floats) to `out`; used e.g. to read a tied embedding.
-    /// out (columns)
-    public func copyRow(_ row: Int, to out: UnsafeMutablePointer<Float>) {
-        precondition(row >= 0 && row < rows, "PackedMatrix: row \(row) outside 0..<\(rows)")
-        let panel = storage + (row / gemmNR) * columns * gemmNR + row % gemmNR
-        // Safe because row < rows and k < columns stay inside the row's panel.
-        for k in 0..<columns { out[k] = panel[k * gemmNR] }
-    }
 }

@@ -218,7 +218,6 @@ public final class CacheWriter {
     /// Closes the open sequence; rolls the shard if it reached the target size.
     public func endSequence() throws {
         guard inSequence, let s = shard else { throw ShardFormatError.invalidInput("endSequence without beginSequence") }
-        s.endSequence()
         inSequence = false
         if s.bytesSoFar >= options.targetShardBytes { try closeShard() }
     }
@@ -312,7 +311,6 @@ final class ShardBuilder {
         keys.append(key.description); offsets.append(offset); lengths.append(0)
         prevLinkable = false
     }
-    func endSequence() {}
 
     func append(inputID: Int32, next: Float, lse l: Float, ids: UnsafeBufferPointer<Int32>, lps: UnsafeBufferPointer<Float>,
                 sampleIDs: UnsafeBufferPointer<Int32>, draws: UnsafeBufferPointer<UInt32>) throws {

@@ -22,7 +22,3 @@ public func tokenizerFingerprint(path: String) throws -> String {
     Fingerprint.render(try Fingerprint.file(path))
 }
 
-/// Number of entries of a `tokenizer.json` (model vocabulary plus added tokens).
-public func tokenizerVocabularySize(path: String) throws -> Int {
-    try Tokenizer(contentsOfFile: path).vocabularySize
-}

@@ -156,5 +156,4 @@ public final class PackedMatrix: @unchecked Sendable {
         // Safe because the indices were checked against the shape above.
         return storage[(row / gemmNR) * columns * gemmNR + column * gemmNR + row % gemmNR]
     }
-
 }

@@ -1189,6 +1189,7 @@ def check_manifest(m: Any, name: str) -> dict:
         if not isinstance(s, dict):
             raise CacheError(f"{we}: expected an object")
         file = _str(s, "file", we)
+        we = f"{name}: shards[{i}] ({file})"
         if file in names:
             raise CacheError(f"{we}: shard {file!r} listed twice")
         names.add(file)

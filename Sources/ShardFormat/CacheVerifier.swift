@@ -42,6 +42,7 @@ public enum CacheVerifier {
             }
         }
         let scratch = DecodeScratch()
+        var firstMaxSamples: Int?
         var files = Set<String>()
         var rowIDs = RowIDSet(vocabularySize: m.vocabularySize)
         for e in m.shards {
@@ -64,6 +65,11 @@ public enum CacheVerifier {
                       L.vocabularySize == m.vocabularySize, L.maxEntries == m.capture.k else {
                     throw ShardFormatError.mismatch(file: path, reason: "footer totals, vocabulary or K differ from the manifest's")
                 }
+                // As the reader: every shard draws at most as many samples as the first one.
+                if let first = firstMaxSamples, L.maxSamples != first {
+                    throw ShardFormatError.mismatch(file: path, reason: "maxSamples differs from the first shard's")
+                }
+                firstMaxSamples = firstMaxSamples ?? L.maxSamples
                 for b in L.blocks.indices {
                     do {
                         try r.decodeBlock(b, bandCount: L.bands.count - 1, samples: true, into: scratch.block, decoder: scratch.decoder)

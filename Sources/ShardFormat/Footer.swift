@@ -183,7 +183,10 @@ struct ShardLayout: Sendable {
             throw bad("logProbs \(f.logProbs.encoding) stepLog2 \(f.logProbs.stepLog2.map(String.init) ?? "missing") "
                       + "stepMultiplier \(f.logProbs.stepMultiplier.map(String.init) ?? "missing") not valid")
         }
-        guard f.tokens >= 0, f.entries >= 0, f.samples >= 0, f.sequences >= 0 else { throw bad("negative total") }
+        let limit = CacheManifest.maxCount
+        guard [f.tokens, f.entries, f.samples, f.sequences].allSatisfy({ (0...limit).contains($0) }) else {
+            throw bad("tokens, sequences, entries or samples outside 0...2^50")
+        }
         let st = f.sequenceTable
         guard st.lengths.count == f.sequences, st.documentKeys.count == f.sequences, st.documentOffsets.count == f.sequences else {
             throw bad("sequenceTable arrays must each have \(f.sequences) elements")

@@ -194,11 +194,12 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         }
         let got = bytes.withUnsafeBytes { Checksum.xxh3(UnsafeRawBufferPointer(rebasing: $0[0..<i])) }
         guard got == want else { throw ShardFormatError.checksumMismatch(file: file, chunk: "manifest", expected: want, actual: got) }
-        do { try StrictJSON.check(bytes, realPaths: realMembers) } catch {
+        let text: [UInt8]
+        do { text = try StrictJSON.check(bytes, realPaths: realMembers) } catch {
             throw ShardFormatError.malformed(file: file, chunk: nil, reason: "manifest: \(error)")
         }
         let m: CacheManifest
-        do { m = try JSONDecoder().decode(CacheManifest.self, from: Data(bytes)) } catch {
+        do { m = try JSONDecoder().decode(CacheManifest.self, from: Data(text)) } catch {
             throw ShardFormatError.malformed(file: file, chunk: nil, reason: "manifest JSON: \(error)")
         }
         guard m.format == "logitcache", m.formatVersion == 1 else {
@@ -212,16 +213,24 @@ public struct CacheManifest: Codable, Sendable, Equatable {
                 throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "shard listed twice")
             }
             guard [s.tokens, s.sequences, s.entries, s.samples].allSatisfy({ (0...n).contains($0) }), (56...n).contains(s.bytes),
-                  parseHex16(s.xxh3) != nil else {
-                throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "bad shard entry (a count outside 0...2^50, a size outside 56...2^50 or a bad xxh3)")
+                  (0...99998).contains(s.partition), parseHex16(s.xxh3) != nil else {
+                throw ShardFormatError.malformed(file: file, chunk: s.file, reason: "bad shard entry (a count outside 0...2^50, a size outside 56...2^50, a partition outside 0...99998 or a bad xxh3)")
             }
         }
         let c = m.teacherCost
         guard (0...n).contains(c.tokens), c.flops.isFinite, c.flops >= 0, c.seconds.isFinite, c.seconds >= 0 else {
             throw ShardFormatError.malformed(file: file, chunk: nil, reason: "teacherCost: tokens outside 0...2^50 or flops / seconds not finite and >= 0")
         }
-        guard (1...(1 << 24)).contains(m.encoding.blockTokens) else {
-            throw ShardFormatError.malformed(file: file, chunk: nil, reason: "encoding.blockTokens \(m.encoding.blockTokens) outside 1...16777216")
+        let e = m.encoding
+        func badEncoding(_ why: String) -> ShardFormatError { .malformed(file: file, chunk: nil, reason: "encoding: \(why)") }
+        guard (1...(1 << 24)).contains(e.blockTokens) else { throw badEncoding("blockTokens \(e.blockTokens) outside 1...16777216") }
+        guard ["none", "lz4", "zstd"].contains(e.codec) else { throw badEncoding("codec \"\(e.codec)\" is not none, lz4 or zstd") }
+        guard ["quantized", "float32"].contains(e.logProbs) else { throw badEncoding("logProbs \"\(e.logProbs)\" is not quantized or float32") }
+        guard (0...20).contains(e.stepLog2), (1...255).contains(e.stepMultiplier ?? 1) else {
+            throw badEncoding("stepLog2 \(e.stepLog2) outside 0...20 or stepMultiplier \(e.stepMultiplier ?? 1) outside 1...255")
+        }
+        guard e.entryBands.first == 0, e.entryBands.last == m.capture.k, zip(e.entryBands, e.entryBands.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw badEncoding("entryBands \(e.entryBands.prefix(20)) must rise strictly from 0 to capture.k \(m.capture.k)")
         }
         if let p = m.partition, !(1...99999).contains(p.count) || !(0..<p.count).contains(p.index) {
             throw ShardFormatError.malformed(file: file, chunk: nil, reason: "partition \(p.index) of \(p.count) (need 0 <= index < count <= 99999)")

@@ -30,6 +30,7 @@ final class ShardReader: @unchecked Sendable {
         let got = Checksum.xxh3(footer)
         guard got == want else { throw ShardFormatError.checksumMismatch(file: path, chunk: "footer", expected: want, actual: got) }
         let json: FooterJSON
+        do { _ = try StrictJSON.check(Array(footer), realPaths: []) } catch { throw bad("footer: \(error)") }
         do { json = try JSONDecoder().decode(FooterJSON.self, from: Data(footer)) } catch {
             throw bad("footer JSON: \(error)")
         }

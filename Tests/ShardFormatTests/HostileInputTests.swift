@@ -51,7 +51,7 @@ import TestSupport
         let dir = try Self.cache("fields")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for (what, edit, message) in [
-            ("blockTokens 0", { (m: inout CacheManifest) in m.encoding.blockTokens = 0 }, "encoding.blockTokens 0"),
+            ("blockTokens 0", { (m: inout CacheManifest) in m.encoding.blockTokens = 0 }, "encoding: blockTokens 0"),
             ("cost tokens", { (m: inout CacheManifest) in m.teacherCost.tokens = -5 }, "teacherCost"),
             ("temperature", { (m: inout CacheManifest) in m.capture.temperature = 0 }, "capture.temperature"),
         ] as [(String, (inout CacheManifest) -> Void, String)] {
@@ -143,8 +143,16 @@ import TestSupport
             ("duplicate key", try Self.forged(good, "\"format\" :", "\"format\" : \"logitcache\", \"format\" :"), "member \"format\" appears twice"),
             ("real count", try Self.forged(good, "\"tokens\" : \(tokens),", "\"tokens\" : \(tokens).0,"), "tokens: \(tokens).0 is not an integer"),
             ("huge integer", try Self.forged(good, "\"vocabularySize\" : 200", "\"vocabularySize\" : 99999999999999999999999"), "vocabularySize: integer 99999999999999999999999 is outside the 64-bit range"),
+            ("null", try Self.forged(good, "\"corpus\" :", "\"x\" : null, \"corpus\" :"), "null is not allowed"),
+            ("escaped duplicate", try Self.forged(good, "\"format\" :", "\"\\u0066ormat\" : \"logitcache\", \"format\" :"), "member \"format\" appears twice"),
+            ("lone surrogate", try Self.forged(good, "\"corpus\" :", "\"x\" : \"\\ud800\", \"corpus\" :"), "unpaired surrogate"),
+            ("bad escape", try Self.forged(good, "\"corpus\" :", "\"x\" : \"\\q\", \"corpus\" :"), "invalid escape"),
             ("deep nesting", try Self.forged(good, "\"corpus\" :", "\"x\" : " + String(repeating: "[", count: 40) + String(repeating: "]", count: 40) + ", \"corpus\" :"), "nested more than 32 levels"),
         ]
+        // Valid JSON that Foundation's decoder alone refuses, a zero real written with an
+        // exponent, is read as 0 (the writer's own manifest has flops 0).
+        let zero = try Self.forged(good, "\"flops\" : 0,", "\"flops\" : 0e1,")
+        #expect(try CacheManifest.decode(zero, file: "m").teacherCost.flops == 0)
         for (what, bytes, message) in cases {
             do { _ = try CacheManifest.decode(bytes, file: "m"); Issue.record("accepted \(what)") } catch let e as ShardFormatError {
                 #expect("\(e)".contains(message), "\(what): \(e)")

@@ -808,14 +808,17 @@ class Shard:
             if got != want:
                 raise CacheError(f"{where} chunk 'entry_logprobs.{j}': count {got}, expected {want}")
 
-        kk = self.max_entries if k is None else max(0, min(k, self.max_entries))
+        # No rank at or past the block's largest count holds an entry: the dense matrices stop
+        # there (a forged block of 2^24 positions with K = 65535 and few entries stays small).
+        top = int(counts.max()) if n else 0
+        kk = min(top, self.max_entries if k is None else max(0, min(k, self.max_entries)))
         linked = "next_link" in blk["columns"]
         referenced = any(f"entry_refs.{j}" in blk["columns"] for j in range(len(bands) - 1))
         k_asked = kk
-        if linked:  # links point into band 0, decoded whatever k asks for
-            kk = max(kk, bands[1])
+        if linked:  # links point into band 0 (ranks below min(c_t, e_1)), decoded whatever k asks for
+            kk = max(kk, min(bands[1], top))
         if referenced and kk:  # references may name any rank of the bands read: read them whole
-            kk = next(e for e in bands if e >= kk)
+            kk = min(next(e for e in bands if e >= kk), top)
         refs = {}  # band -> (stored ids no reference names, references)
         ids = np.zeros((n, kk), dtype=np.uint32)     # [n, kk] entry ids, rank-major per row
         stored = np.zeros((n, kk), dtype=np.uint32)  # [n, kk] stored log-prob values
@@ -997,9 +1000,18 @@ class Shard:
         nexts[t] = ((base + d) & 0xFFFFFFFF).astype(np.uint32)  # int32 sum, wrapping
         out["input_ids"], out["next_logprob"] = inputs, nexts.view(np.float32)
 
+    def _decode_checked(self, b: int, k: Optional[int]) -> dict:
+        """`_decode`, with running out of memory reported as a CacheError naming the block."""
+        try:
+            return self._decode(b, k)
+        except MemoryError:
+            blk = self.blocks[b]
+            raise CacheError(f"{self.name}: block {b}: {blk['tokens']} positions with up to {self.max_entries} "
+                             f"entries each do not fit in memory") from None
+
     def block(self, b: int, k: Optional[int] = None) -> Tokens:
         """Decodes block b; with k, only the entry bands holding ranks < k are read."""
-        d = self._decode(b, k)
+        d = self._decode_checked(b, k)
         counts = d["counts"]
         if int(counts.sum()) == d["ids"].size:  # every position holds kk entries
             entry_ids, entry_lp = d["ids"].reshape(-1), d["lp"].reshape(-1)
@@ -1014,7 +1026,7 @@ class Shard:
         """Block b as loss-ready [n, k] matrices (k defaults to maxEntries; columns past maxEntries
         are padding)."""
         width = self.max_entries if k is None else k
-        d = self._decode(b, k)
+        d = self._decode_checked(b, k)
         n, kk = len(d["counts"]), d["kk"]
         if width == kk and int(d["counts"].sum()) == n * kk:  # no padding: ids < 2^24 fit int32 as they are
             return Padded(d["input_ids"], d["next_logprob"], d["logsumexp"], d["counts"],

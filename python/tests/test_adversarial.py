@@ -90,7 +90,7 @@ def cache_case(case):
     out = {}
     try:
         with lc.Cache(case["path"], backend=backend) as c:
-            rows, samples = c.read(), c.read_samples()
+            rows, samples = c.read(k=case.get("k")), c.read_samples()
             out["read"] = {"ok": True, "nan": nan_in(rows), "digest": digest(rows, samples)}
     except lc.CacheError as e:
         out["read"] = {"ok": False, "error": str(e)}
@@ -201,9 +201,9 @@ def judge(answer: dict, names, chunk: bool) -> tuple:
     return "correct output", read["digest"]
 
 
-def run_cache_case(workers, category, path, what, names, chunk=False):
+def run_cache_case(workers, category, path, what, names, chunk=False, k=None):
     count_case(category)
-    answers = {b: w.run({"kind": "cache", "path": path}) for b, w in workers.items()}
+    answers = {b: w.run({"kind": "cache", "path": path, "k": k}) for b, w in workers.items()}
     judged = {b: judge(a, names, chunk) for b, a in answers.items()}
     for b, (outcome, detail) in judged.items():
         record(category, outcome, f"{what} [{b}]: {detail}")
@@ -367,6 +367,41 @@ def test_shard_corruptions(workers, bases, tmp_path):
     for category in list(TABLE):
         if category.startswith(("shard bytes", "chunk")):
             assert_no_bad(category)
+
+
+def test_huge_sparse_block(workers, tmp_path):
+    """A forged but valid shard: one block of 2^20 positions, K = 65535, no entries. Dense [n, K]
+    decoding would need terabytes; both readers verify it (sound) and read it at small k."""
+    import cache_edit
+    import numpy as np
+    category = "huge sparse block (2^20 positions, K = 65535, no entries)"
+    n, K = 1 << 20, 65535
+    path = str(tmp_path / "huge")
+    subprocess.run([logitcache_bin(), "synth", path, "--vocab", "300", "--tokens", "100", "--seq-len", "100", "--k", "8",
+                    "--block-tokens", "128", "--codec", "none", "--format-minor", "0"], check=True, capture_output=True)
+    shard = cache_edit.shard_files(path)[0]
+    per_token = ("input_ids", "next_logprob", "logsumexp", "entry_count")
+
+    def footer(ft):
+        ft.update(blockTokens=n, tokens=n, entries=0, maxEntries=K, entryBands=[0, K])
+        ft["blocks"][0].update(tokens=n, entries=0)
+        ft["sequenceTable"]["lengths"] = [n]
+    cache_edit.rebuild_shard(shard, values=lambda b, c, v: np.zeros(n if c in per_token else 0, np.uint32),
+                             encoding=lambda b, c, chunk: (4 if c in ("next_logprob", "logsumexp") else 1, "planes", "zstd"),
+                             footer=footer)
+    cache_edit.refresh_manifest(path)
+    for name in os.listdir(path):
+        if name.startswith("manifest") and name.endswith(".json"):
+            m = lr.read_manifest(os.path.join(path, name), validate_schema=False)
+            m["capture"]["k"] = K
+            m["encoding"].update(entryBands=[0, K], blockTokens=n)
+            write_manifest(os.path.join(path, name), m)
+    swift = subprocess.run([logitcache_bin(), "verify", path], capture_output=True, text=True, timeout=300)
+    assert swift.returncode == 0, swift.stdout + swift.stderr
+    for k in (0, 8):
+        judged = run_cache_case(workers, category, path, f"read at k = {k}", [os.path.basename(shard)], k=k)
+        assert all(o == "correct output" for o, _ in judged.values()), judged
+    assert_no_bad(category)
 
 
 # ----------------------------------------------------------------------------------------------

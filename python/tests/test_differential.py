@@ -11,11 +11,8 @@ touched (manifest checksum, footer checksum and trailer, chunk checksums, the ma
 not a checksum. Then `logitcache verify DIR` (exit 0 sound, 1 refused, anything else a crash)
 and `logitcache.verify(DIR, backend="pure")` must agree: both accept or both refuse.
 
-`PENDING_SWIFT` lists the disagreements found where the spec (FORMAT.md section 7, "Manifest
-grammar") asks the Swift side to change; an example that disagrees is accepted only when one of
-these explains it, in the direction it names, and `test_pending_swift_changes_are_still_pending`
-fails as soon as Swift agrees on its explicit example (then delete the entry). Every other
-disagreement fails with the (shrunk) example.
+Any disagreement fails with the (shrunk) example. `EXPLICIT` keeps one example of each
+disagreement this test found before the Swift side adopted the grammar of FORMAT.md section 7.
 """
 
 import copy
@@ -469,61 +466,12 @@ def python_verdict(path):
     return verdict, "; ".join(report["problems"])[:600]
 
 
-# Disagreements explained by a Swift-side change the spec asks for (see the module docstring).
-# name -> (what Swift should do, which side accepts today, predicate on (how, swift detail, python detail)).
-PENDING_SWIFT = {
-    "null": ("refuse null anywhere in a manifest or footer (Swift decodes null as an absent optional, "
-             "and ignores null in unknown members)", "swift",
-             lambda how, s, p: "null is not allowed" in p),
-    "member names compared unescaped": ("StrictJSON compares member names (and builds member paths) after "
-                                        "unescaping, so \"\\u0066ormat\" repeats \"format\"", "swift",
-                                        lambda how, s, p: "appears twice" in p and "\\u" in how),
-    "strings fully checked": ("StrictJSON checks every string: valid escapes only, no unpaired surrogate "
-                              "(JSONDecoder checks only the members it decodes)", "swift",
-                              lambda how, s, p: "unpaired surrogate" in p or "Invalid \\escape" in p),
-    "encoding members": ("manifest encoding: codec none|lz4|zstd, logProbs quantized|float32, stepLog2 0...20, "
-                         "stepMultiplier 1...255, entryBands rising strictly from 0 to capture.k", "swift",
-                         lambda how, s, p: " encoding: " in p),
-    "shard partition": ("manifest shards[i].partition in 0...99998", "swift",
-                        lambda how, s, p: "'partition' = " in p and "shards[" in p),
-    "footer grammar": ("footers pass StrictJSON with no real-valued member (no byte-order mark, member twice, "
-                       "fraction or exponent, integer outside 64 bits, nesting past 32)", "swift",
-                       lambda how, s, p: "footer" in p and any(w in p for w in (
-                           "byte-order mark", "appears twice", "is not an integer", "outside the 64-bit range",
-                           "nested more than"))),
-    "footer counts": ("footer tokens, sequences, entries, samples in 0...2^50 before any arithmetic (near 2^63 "
-                      "`logitcache verify` traps on an arithmetic overflow in ShardLayout.init)", "crash",
-                      lambda how, s, p: "footer" in p and "outside [0, 1125899906842624]" in p),
-    "maxSamples agree in verify": ("CacheVerifier checks, as CacheReader does, that every shard's maxSamples "
-                                   "equals the first one's", "swift",
-                                   lambda how, s, p: "maxSamples" in p and "differs from the first shard" in p),
-    "0e1...0e9": ("Foundation's JSONDecoder refuses the real literals 0e1 ... 0e9 (RFC 8259 numbers, value 0): "
-                  "accept them (e.g. StrictJSON hands the decoder a normalised literal)", "python",
-                  lambda how, s, p: "not valid JSON" in s and any(f"= 0e{d}" in how or f"0E{d}" in how
-                                                                  for d in range(1, 10))),
-}
-
-
-def explained(swift, python, how):
-    """The PENDING_SWIFT entry explaining a disagreement, or None."""
-    (sv, sd), (pv, pd) = swift, python
-    for name, (_, accepts, predicate) in PENDING_SWIFT.items():
-        direction = {"swift": sv == "accept" and pv == "refuse", "python": pv == "accept" and sv == "refuse",
-                     "crash": sv == "crash" and pv == "refuse"}[accepts]
-        if direction and predicate(how, sd, pd):
-            return name
-    return None
-
-
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
     binary = logitcache_bin()
     if not os.access(binary, os.X_OK):
         pytest.fail(f"no logitcache binary at {binary}: set LOGITCACHE_BIN (tools/test does)")
     return synth_bases(binary, str(tmp_path_factory.mktemp("bases")))
-
-
-PENDING_SEEN = {}
 
 
 @settings(max_examples=EXAMPLES, derandomize=SEED is None, deadline=None, database=None, print_blob=True,
@@ -538,24 +486,19 @@ def test_swift_and_python_verdicts_agree(bases, data):
         swift = swift_verdict(binary, directory)
         python = python_verdict(directory)
         TALLY[swift[0], python[0]] = TALLY.get((swift[0], python[0]), 0) + 1
-        if swift[0] == python[0]:
-            return
-        name = explained(swift, python, how)
-        if name is not None:
-            PENDING_SEEN.setdefault(name, how)
-            return
-        pytest.fail(f"verdicts differ on {how}:\n  swift:  {swift[0]}: {swift[1]}\n  python: {python[0]}: {python[1]}")
+        if swift[0] != python[0]:
+                pytest.fail(f"verdicts differ on {how}:\n  swift:  {swift[0]}: {swift[1]}\n  python: {python[0]}: {python[1]}")
 
 
-def test_report_pending(bases):
-    """Runs after the property test: prints which pending Swift changes its examples met."""
+def test_report_tally(bases):
+    """Runs after the property test: prints how many examples each pair of verdicts had (-s)."""
     print("verdicts (swift, python):", dict(sorted(TALLY.items())))
-    for name, how in sorted(PENDING_SEEN.items()):
-        print(f"pending Swift change {name!r}, e.g. {how}")
 
 
-# One explicit example per pending entry: (base, manifest or footer edit). Each must still
-# disagree in the named direction; when Swift is changed, the test fails: delete the entry.
+# Explicit examples of the disagreements this test found before the Swift side adopted the
+# grammar of FORMAT.md section 7 (null, escaped member names, strings in unknown members, the
+# encoding members, shard partitions, the footer grammar and counts, maxSamples in verify, the
+# real literals 0e1...0e9): name -> (base, target, edit, the verdict both must give).
 def _set(path, value):
     def edit(root):
         node = root
@@ -581,17 +524,34 @@ def _extra(value):
     return edit
 
 
-PENDING_EXAMPLES = {
-    "null": ("v3-zstd-sampled", "manifest", _extra(None)),
-    "member names compared unescaped": ("v3-zstd-sampled", "manifest", _dup_escaped, 'format repeated as "\\u0066ormat"'),
-    "strings fully checked": ("v3-zstd-sampled", "manifest", _extra(Raw('"\\ud800"'))),
-    "encoding members": ("v3-zstd-sampled", "manifest", _set(("encoding", "codec"), "gzip")),
-    "shard partition": ("v3-zstd-sampled", "manifest", _set(("shards", 0, "partition"), Raw("-1"))),
-    "footer grammar": ("v3-zstd-sampled", "footer", _set(("blockTokens",), Raw("128.0"))),
-    "footer counts": ("v3-zstd-sampled", "footer", lambda root: _huge_tokens(root)),
-    "maxSamples agree in verify": ("v3-zstd-sampled", "footer", _set(("maxSamples",), Raw("6"))),
-    "0e1...0e9": ("v3-zstd-sampled", "manifest", _set(("teacherCost", "flops"), Raw("0e5")), "teacherCost.flops = 0e5"),
+EXPLICIT = {
+    "null in an unknown member": ("v3-zstd-sampled", "manifest", _extra(None), "refuse"),
+    "null for an optional member": ("v3-zstd-sampled", "manifest", _set(("partition",), None), "refuse"),
+    "member name repeated with an escape": ("v3-zstd-sampled", "manifest", _dup_escaped, "refuse"),
+    "unpaired surrogate in an unknown member": ("v3-zstd-sampled", "manifest", _extra(Raw('"\\ud800"')), "refuse"),
+    "undefined escape in an unknown member": ("v3-zstd-sampled", "manifest", _extra(Raw('"\\q"')), "refuse"),
+    "encoding.codec gzip": ("v3-zstd-sampled", "manifest", _set(("encoding", "codec"), "gzip"), "refuse"),
+    "encoding.stepLog2 99": ("v3-zstd-sampled", "manifest", _set(("encoding", "stepLog2"), Raw("99")), "refuse"),
+    "encoding.entryBands falling": ("v3-zstd-sampled", "manifest", _set(("encoding", "entryBands"), [Raw("0"), Raw("9"),
+                                                                                                 Raw("8")]), "refuse"),
+    "shards[0].partition -1": ("v3-zstd-sampled", "manifest", _set(("shards", 0, "partition"), Raw("-1")), "refuse"),
+    "teacherCost.flops 0e5": ("v3-zstd-sampled", "manifest", _set(("teacherCost", "flops"), Raw("0e5")), "accept"),
+    "teacherCost.flops 1e-400 (reads as 0)": ("v3-zstd-sampled", "manifest",
+                                              _set(("teacherCost", "flops"), Raw("1e-400")), "accept"),
+    "teacherCost.flops 0.(400 zeros)1 (reads as 0)": ("v3-zstd-sampled", "manifest",
+                                                     _set(("teacherCost", "flops"), Raw("0." + "0" * 400 + "1")), "accept"),
+    "footer blockTokens 128.0": ("v3-zstd-sampled", "footer", _set(("blockTokens",), Raw("128.0")), "refuse"),
+    "footer member twice": ("v3-zstd-sampled", "footer", lambda root: _repeat(root, "blockTokens"), "refuse"),
+    "footer null minor version": ("v3-zstd-sampled", "footer", _set(("formatMinorVersion",), None), "refuse"),
+    "footer tokens 2^63 - 1": ("v3-zstd-sampled", "footer", lambda root: _huge_tokens(root), "refuse"),
+    "footer maxSamples differs from the first shard's": ("v3-zstd-sampled", "footer", _set(("maxSamples",), Raw("6")),
+                                                         "refuse"),
 }
+
+
+def _repeat(root, key):
+    root.pairs.append((key, root.get(key)))
+    return root
 
 
 def _huge_tokens(root):
@@ -605,9 +565,9 @@ def _huge_tokens(root):
     return root
 
 
-@pytest.mark.parametrize("name", sorted(PENDING_SWIFT))
-def test_pending_swift_changes_are_still_pending(bases, name, tmp_path):
-    base, target, edit, *what = PENDING_EXAMPLES[name]
+@pytest.mark.parametrize("name", sorted(EXPLICIT))
+def test_explicit_examples_agree(bases, name, tmp_path):
+    base, target, edit, want = EXPLICIT[name]
     directory = str(tmp_path / "cache")
     shutil.copytree(bases[base], directory)
     if target == "manifest":
@@ -617,15 +577,11 @@ def test_pending_swift_changes_are_still_pending(bases, name, tmp_path):
         path = os.path.join(directory, "manifest.json")
         with open(path) as f:
             write_manifest_text(path, manifest_body(edit(tree(f.read()))))
-        how = f"{base} manifest.json: {name}: {''.join(what)}"
     else:
         shard = sorted(n for n in os.listdir(directory) if n.endswith(".lcs"))[-1]
         raw, F, text = read_footer(os.path.join(directory, shard))
         text = render(edit(tree(text)), compact=True)
         new = write_footer(os.path.join(directory, shard), raw, F, text)
         sync_shard_entry(directory, shard, new, text, counts=False)
-        how = f"{base} {shard} footer: {name}: {''.join(what)}"
     swift, python = swift_verdict(logitcache_bin(), directory), python_verdict(directory)
-    assert explained(swift, python, how) == name, (
-        f"{name!r} no longer disagrees as PENDING_SWIFT says (swift {swift}, python {python}): if Swift now "
-        f"agrees, delete the entry")
+    assert (swift[0], python[0]) == (want, want), f"{name}: swift {swift}, python {python}"

@@ -156,6 +156,11 @@ struct ShardLayout: Sendable {
     var sequences: Int { lengths.count }
 
     /// Validates a decoded footer of a file whose chunk area is `[16, chunkEnd)`.
+    /// The most bytes one block may decode into (4 GiB): blocks of the writer's default 8192
+    /// tokens stay below up to K = 16384, while a forged footer promising a trillion entries
+    /// from a few kilobytes of zstd is refused before anything is allocated.
+    static let maxDecodedBlockBytes = 1 << 32
+
     init(_ f: FooterJSON, file: String, chunkEnd: Int) throws {
         func bad(_ r: String, _ chunk: String? = nil) -> ShardFormatError { .malformed(file: file, chunk: chunk, reason: "footer: " + r) }
         guard f.formatVersion == 1 else { throw bad("formatVersion \(f.formatVersion) is not 1") }
@@ -217,6 +222,7 @@ struct ShardLayout: Sendable {
             guard bj.samples >= 0, bj.samples <= n * f.maxSamples else { throw bad("block \(b): samples \(bj.samples) outside 0...\(n * f.maxSamples)") }
             sumE += bj.entries; sumS += bj.samples
             var byName: [String: ChunkDescriptor] = [:]
+            var decodedBytes = 0   // what decoding this block allocates, bounded before any allocation
             for c in bj.chunks {
                 let where_ = "block \(b) column \(c.column)"
                 guard byName[c.column] == nil else { throw bad("duplicate column", where_) }
@@ -230,6 +236,10 @@ struct ShardLayout: Sendable {
                 switch c.codec { case "none": codec = .none; case "lz4": codec = .lz4; case "zstd": codec = .zstd(level: 0)
                 default: throw bad("unknown codec \(c.codec)", where_) }
                 guard let sum = parseHex16(c.xxh3) else { throw bad("xxh3 \"\(c.xxh3.prefix(20))\" is not 16 hex digits", where_) }
+                decodedBytes += c.count * 4   // every column decodes into 4-byte values
+                guard decodedBytes <= ShardLayout.maxDecodedBlockBytes else {
+                    throw bad("block \(b) decodes to more than \(ShardLayout.maxDecodedBlockBytes >> 30) GiB (counts up to \(c.count) values)", where_)
+                }
                 if c.size > 0 { spans.append((c.offset, c.offset + c.size, b, c.column)) }
                 byName[c.column] = ChunkDescriptor(offset: c.offset, size: c.size, count: c.count, width: c.width, filter: filter, codec: codec, xxh3: sum)
             }

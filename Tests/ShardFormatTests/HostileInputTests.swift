@@ -66,6 +66,19 @@ import TestSupport
         }
     }
 
+    @Test func aFooterPromisingTerabytesIsRefusedBeforeAllocating() throws {
+        let dir = try Self.cache("bomb")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // One column claims 2^40 values (a few bytes of zstd can say so); every checksum stays valid.
+        try rewriteCache(dir, ShardRewrite(footer: { f in
+            let i = f.blocks[0].chunks.firstIndex { $0.column == "entry_ids.0" }!
+            f.blocks[0].chunks[i].count = 1 << 40
+        }))
+        do { _ = try CacheReader(directory: dir); Issue.record("reader accepted the bomb") } catch let e as ShardFormatError {
+            #expect("\(e)".contains("block 0 column entry_ids.0") && "\(e)".contains("decodes to more than 4 GiB"), "\(e)")
+        }
+    }
+
     @Test func aFifoOrSocketInPlaceOfAShardIsRefusedWithoutWaiting() throws {
         let dir = try Self.cache("fifo")
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -670,6 +670,7 @@ class Shard:
             if not isinstance(chunks, list):
                 raise CacheError(f"{wb}: chunks must be a list")
             columns = {}
+            decoded = 0  # bytes the block's columns decode into so far
             for ci, chunk in enumerate(chunks):
                 column = _str(chunk, "column", f"{wb} chunk {ci}")
                 wc = f"{wb} chunk {column!r}"
@@ -701,6 +702,10 @@ class Shard:
                     raise CacheError(f"{wc}: codec none but size {c['size']} != count*width "
                                      f"{c['count'] * c['width']}")
                 columns[column] = c
+                decoded += 4 * c["count"]  # every column decodes into 4-byte values
+                if decoded > MAX_DECODED_BLOCK_BYTES:
+                    raise CacheError(f"{wc}: block {bi} decodes to more than {MAX_DECODED_BLOCK_BYTES >> 30} GiB "
+                                     f"(counts up to {c['count']} values), refused before decoding")
                 if c["size"]:
                     spans.append((c["offset"], c["offset"] + c["size"], bi, column))
             for column in required:
@@ -1090,6 +1095,7 @@ def _read_regular_file(path: str, name: str) -> bytes:
 
 
 MAX_COUNT = 1 << 50         # largest count or size a manifest states (section 7)
+MAX_DECODED_BLOCK_BYTES = 1 << 32  # as the Swift reader: a block's columns decode into at most 4 GiB
 MAX_SHARDS = 1 << 24
 MAX_PARTITIONS = 99999
 CAPTURE_POLICIES = ("top-k", "top-p", "sampled", "head-tail", "top-k+sampled")

@@ -524,6 +524,16 @@ def _extra(value):
     return edit
 
 
+def _count(column, value):
+    """Sets the count of `column` in block 0 (other members and checksums as they are)."""
+    def edit(root):
+        for c in root.get("blocks")[0].get("chunks"):
+            if c.get("column") == column:
+                c.set("count", Raw(str(value)))
+        return root
+    return edit
+
+
 EXPLICIT = {
     "null in an unknown member": ("v3-zstd-sampled", "manifest", _extra(None), "refuse"),
     "null for an optional member": ("v3-zstd-sampled", "manifest", _set(("partition",), None), "refuse"),
@@ -544,6 +554,8 @@ EXPLICIT = {
     "footer member twice": ("v3-zstd-sampled", "footer", lambda root: _repeat(root, "blockTokens"), "refuse"),
     "footer null minor version": ("v3-zstd-sampled", "footer", _set(("formatMinorVersion",), None), "refuse"),
     "footer tokens 2^63 - 1": ("v3-zstd-sampled", "footer", lambda root: _huge_tokens(root), "refuse"),
+    "footer block decoding into more than 4 GiB": ("v3-zstd-sampled", "footer", _count("entry_ids.0", (1 << 30) + 1),
+                                                    "refuse"),
     "footer maxSamples differs from the first shard's": ("v3-zstd-sampled", "footer", _set(("maxSamples",), Raw("6")),
                                                          "refuse"),
 }
@@ -585,3 +597,5 @@ def test_explicit_examples_agree(bases, name, tmp_path):
         sync_shard_entry(directory, shard, new, text, counts=False)
     swift, python = swift_verdict(logitcache_bin(), directory), python_verdict(directory)
     assert (swift[0], python[0]) == (want, want), f"{name}: swift {swift}, python {python}"
+    if "4 GiB" in name:  # refused by the bound, before anything is decoded
+        assert "more than 4 GiB" in python[1] and "more than 4 GiB" in swift[1], (swift, python)

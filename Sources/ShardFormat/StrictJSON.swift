@@ -12,8 +12,8 @@ struct StrictJSON {
 
     private init(_ bytes: [UInt8], realPaths: Set<String>) { b = bytes; self.realPaths = realPaths }
 
-    /// Real literals with a zero mantissa and an exponent (`0e1`), valid JSON that Foundation's
-    /// decoder refuses: their byte ranges, rewritten as `0` by ``check(_:realPaths:)``.
+    /// Real literals whose value is 0 (`0e1`, `0.000…1` past the smallest subnormal), valid JSON
+    /// that Foundation's decoder refuses: their byte ranges, rewritten as `0` by ``check(_:realPaths:)``.
     private var zeroExponents: [Range<Int>] = []
 
     /// Checks `bytes`; the thrown message names the path and what is wrong. Returns the text to
@@ -156,7 +156,9 @@ struct StrictJSON {
         let integral = !text.contains { $0 == "." || $0 == "e" || $0 == "E" }
         if realPaths.contains(path) {
             guard let v = Double(text), v.isFinite else { throw StrictJSONError("\(where_(path)): \(text) is not a finite number") }
-            if v == 0 && !integral && text.contains(where: { $0 == "e" || $0 == "E" }) { zeroExponents.append(start..<i) }
+            // A real that reads as 0 (`0e1`, a decimal below the smallest subnormal) is written
+            // `0` for the decoder, which refuses some of them.
+            if v == 0 && !integral { zeroExponents.append(start..<i) }
         } else {
             guard integral else { throw StrictJSONError("\(where_(path)): \(text) is not an integer") }
             guard Int64(text) != nil else { throw StrictJSONError("\(where_(path)): integer \(text) is outside the 64-bit range") }

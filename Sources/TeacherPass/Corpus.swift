@@ -1,6 +1,7 @@
 import CXXHash
 import Foundation
 import ShardFormat
+import Tokenizers
 
 /// Document keys are ShardFormat's ``DocumentHash`` (the value a shard footer stores per
 /// sequence), computed here: XXH3-128 of a document's UTF-8 text, or of its token ids as
@@ -128,6 +129,7 @@ func readUTF8(path: String) throws -> String {
     let data: Data
     if path.lowercased().hasSuffix(".zst") { data = try CompressedCorpus.read(path: path) }
     else {
+        if let problem = regularFileProblem(path) { throw CorpusError.unreadable(path: path, reason: problem) }
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) }
         catch { throw CorpusError.unreadable(path: path, reason: error.localizedDescription) }
     }

@@ -50,6 +50,7 @@ public struct Tokenizer: Sendable {
     /// - Throws: `TokenizerError.unreadable` naming the path, `.invalidJSON`, `.malformed`
     ///   naming the field, or `.unsupported` naming the component.
     public init(contentsOfFile path: String) throws {
+        if let problem = regularFileProblem(path) { throw TokenizerError.unreadable(path: path, reason: problem) }
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -226,4 +227,17 @@ enum PostProcessor: Sendable {
 enum TemplatePiece: Sendable {
     case special([UInt32])
     case sequence
+}
+
+/// Why `path` is not a regular file one can read whole (a directory, a FIFO, a socket, a
+/// device: reading a FIFO would wait for a writer), or nil when it is one or does not exist
+/// (then opening it says so).
+public func regularFileProblem(_ path: String) -> String? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    switch st.st_mode & S_IFMT {
+    case S_IFREG: return nil
+    case S_IFDIR: return "it is a directory, not a file"
+    default: return "it is not a regular file (a FIFO, socket or device)"
+    }
 }

@@ -346,15 +346,19 @@ private final class Pipeline: @unchecked Sendable {
             let ws = jobs[j]
             cond.unlock()
             let rows = pool.take(ws.count)
-            do {
-                guard let l = loader() else { return }
-                try l.decode(ws, into: tb, rows: rows)
-                cond.lock()
-                for (w, r) in zip(ws, rows) { ready[w] = r }
-            } catch {
+            // The loader is held strongly only inside the `if`, and released before `cond` is
+            // taken: when the consumer has closed the loader meanwhile, this is the last
+            // reference, and the loader's deinit calls stop(), which takes `cond` itself.
+            var outcome: Result<Void, Error>?
+            if let l = loader() { outcome = Result { try l.decode(ws, into: tb, rows: rows) } }
+            guard let outcome else { pool.put(rows); return }
+            if case .failure(let error) = outcome {
                 pool.put(rows)
                 cond.lock()
                 failures[j] = error
+            } else {
+                cond.lock()
+                for (w, r) in zip(ws, rows) { ready[w] = r }
             }
             cond.broadcast(); cond.unlock()
         }

@@ -136,3 +136,24 @@ private func runLayout(_ dir: String, world: Int, B: Int, buffer: Int, batches: 
         _ = try StudentLoader(cache: dir, configuration: t, student: nil)
     }
 }
+
+@Suite struct LoaderLifetimeTests {
+    /// Threads of this process (Linux); nil where /proc is absent.
+    private static func threads() -> Int? { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task"))?.count }
+
+    /// A loader dropped while its workers still decode ahead releases them: a worker holding the
+    /// last reference once deadlocked in the loader's deinit (found by the C ABI fuzzer).
+    @Test func droppingALoaderMidPrefetchLeavesNoThreadBehind() throws {
+        let (dir, _) = try smallCache("lifetime", sequences: 60)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let before = try #require(Self.threads())
+        for _ in 0..<60 {
+            let l = try StudentLoader(cache: dir, configuration: config(B: 2, threads: 2, prefetch: 4), student: nil)
+            _ = try l.next()
+        }
+        // Workers finish their unit and exit; give them a moment.
+        let deadline = Date().addingTimeInterval(10)
+        while (Self.threads() ?? 0) > before + 4 && Date() < deadline { usleep(10_000) }
+        #expect((Self.threads() ?? 0) <= before + 4, "threads \(before) -> \(Self.threads() ?? -1)")
+    }
+}

@@ -88,7 +88,7 @@ def _owned(a: np.ndarray, dtype) -> np.ndarray:
     return np.require(a, dtype=dtype, requirements=["C", "W", "O"])
 
 
-class Cache:
+class Cache(_native.Resource):
     """A cache directory, opened and checked (manifest and every shard footer).
 
     `tokenizer_fingerprint`, when given, refuses a cache of another tokenizer. `backend`:
@@ -178,18 +178,6 @@ class Cache:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
-
-    def __enter__(self) -> "Cache":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return (f"Cache({self.path!r}, backend={self.backend!r}: {self.tokens} tokens, {self.sequences} sequences, "

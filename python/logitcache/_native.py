@@ -217,3 +217,23 @@ def call_string(fn, call: str, *args, loader: bool = False) -> Optional[str]:
 
 def encode_path(path) -> bytes:
     return os.fsencode(os.fspath(path))
+
+
+class Resource:
+    """Base of the objects that own a native handle (`Cache`, `StudentLoader`, `CacheWriter`):
+    `with` closes them, and so does garbage collection; `close()` is idempotent."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

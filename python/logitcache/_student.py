@@ -23,7 +23,7 @@ from .loader import LoaderError
 Batch = Dict[str, Union[int, np.ndarray]]
 
 
-class StudentLoader:
+class StudentLoader(_native.Resource):
     """Shuffled, resumable, rank-partitioned batches of teacher targets from one cache.
 
     The batches of the Swift `StudentLoader` (same order, same values), through the native
@@ -127,18 +127,6 @@ class StudentLoader:
                 _native.library().lc_loader_close(self._handle)
                 self._handle = None
             self._pure = None
-
-    def __enter__(self) -> "StudentLoader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def _live(self):
         if self._handle is None and self._pure is None:

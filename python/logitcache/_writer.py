@@ -75,7 +75,7 @@ def _prefix_counts(name: str, ids: np.ndarray) -> np.ndarray:
     return counts
 
 
-class CacheWriter:
+class CacheWriter(_native.Resource):
     """Writes one partition of a cache through the Swift writer (the native library).
 
     `directory` is created if needed (by the writer, once the description is accepted). `fingerprints` = {"teacher", "tokenizer", "corpus"};
@@ -222,17 +222,8 @@ class CacheWriter:
                 _native.library().lc_writer_close(self._handle)
                 self._handle = None
 
-    def __enter__(self) -> "CacheWriter":
-        return self
-
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None and self._handle is not None and not self._finished:
             self.finish()
         else:
             self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -44,7 +44,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_loader import MachineWatch, cache_info, describe_machine, snapshot_builds, synth  # noqa: E402
+from bench_loader import MachineWatch, cache_info, describe_machine, settle, snapshot_builds, synth  # noqa: E402
 
 TARGET_SCALING = 1.7  # issue #17: 2 workers >= 1.7x one worker
 
@@ -70,6 +70,7 @@ def dataloader_run(cache, workers, k, batch, context, seed, threads, record_dir)
     ds = ClockedDataset(cache, batch_size=batch, context=context, k=k, mode="renormalized", seed=seed,
                         decode_threads=threads, backend="native", rank=0, world_size=1)
     loader = LogitCacheDataLoader(ds, num_workers=workers)
+    settled = settle()  # the imports' helper threads (OpenBLAS) idle first, as in a long-running process
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p0, t0 = time.process_time(), time.perf_counter()
     tokens = batches = 0
@@ -95,7 +96,7 @@ def dataloader_run(cache, workers, k, batch, context, seed, threads, record_dir)
             records.append(json.load(f))
     return {"workers": workers, "k": k, "batches": batches, "tokens": tokens, "seconds": wall,
             "first_batch_seconds": first, "main_cpu_seconds": main_cpu, "worker_cpu_seconds": worker_cpu,
-            "windows": len(seen), "duplicate_windows": duplicates, "per_worker": records}
+            "windows": len(seen), "duplicate_windows": duplicates, "per_worker": records, "settle_seconds": settled}
 
 
 def child_run(args, workers, k):

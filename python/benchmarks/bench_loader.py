@@ -15,7 +15,8 @@ Every measured run is a fresh process doing the same thing on the same cache and
   the epoch's last batch (decode threads + consumer thread), its wall time starts after open.
 * native: this script in a child process, `logitcache.StudentLoader(..., backend="native")`,
   `next()` (pooled arrays the caller owns) for one epoch, clocked exactly like the Swift worker
-  (time.process_time from before the loader opens; the import is not counted).
+  (time.process_time from before the loader opens; the import is not counted, and the run
+  waits until the import's helper threads are idle: see `settle`).
 * native-1set: the same, but every batch written into one reused set of arrays
   (`_next_native`): the floor of the native path, to tell Python-side cost from the loader's.
 * pure: the numpy loader, the first --pure-batches batches of the epoch (it is ~10x slower).
@@ -49,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 LOADERS = ("swift", "native", "native-1set", "pure")
@@ -154,12 +156,44 @@ def synth(binary, directory, tokens, k=64, vocab=32000):
 
 # -- one run (child process) -------------------------------------------------------------------
 
+def other_threads_cpu():
+    """CPU seconds of this process's threads other than the calling one (/proc schedstat)."""
+    me, total = threading.get_native_id(), 0.0
+    for t in os.listdir("/proc/self/task"):
+        if int(t) != me:
+            try:
+                with open(f"/proc/self/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def settle(limit=3.0):
+    """Waits until the process's other threads are idle (at most `limit` seconds) and returns
+    the seconds waited. After `import numpy` the OpenBLAS thread server spins for ~0.1 s of
+    wall time (on a free core it burns that much CPU, on a busy machine it yields); measuring
+    at once would charge that to the loader, which a long-running training process never sees."""
+    if not os.path.isdir("/proc/self/task"):
+        return 0.0
+    t0 = time.perf_counter()
+    last = other_threads_cpu()
+    while time.perf_counter() - t0 < limit:
+        time.sleep(0.05)
+        now = other_threads_cpu()
+        if now - last < 1e-3:
+            break
+        last = now
+    return time.perf_counter() - t0
+
+
 def python_run(cache, loader, k, batch, context, seed, batches):
     """One epoch (or `batches` batches) of the Python loader, clocked like the Swift worker:
     process and consumer-thread CPU from before the loader opens, wall time from after."""
     import logitcache as lc
 
     backend = "pure" if loader == "pure" else "native"
+    settled = settle()
     p0, c0 = time.process_time(), time.thread_time()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     ld = lc.StudentLoader(cache, backend=backend, batch_size=batch, context=context, k=k, mode="renormalized",
@@ -180,7 +214,7 @@ def python_run(cache, loader, k, batch, context, seed, batches):
     ld.close()
     return {"loader": loader, "k": k, "batches": n, "tokens": tokens, "seconds": wall, "cpu_seconds": process,
             "consumer_cpu_seconds": consumer, "decode_cpu_seconds": process - consumer,
-            "minor_faults": r1.ru_minflt - r0.ru_minflt}
+            "minor_faults": r1.ru_minflt - r0.ru_minflt, "settle_seconds": settled}
 
 
 def swift_run(binary, cache, k, batch, context, seed):

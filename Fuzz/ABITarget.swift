@@ -9,7 +9,7 @@
 // recomputes the manifest checksum, then writes both into a scratch cache directory (the shard
 // as part-00000-shard-000000.lcs, the name the seed manifests use). Every call must return a
 // status; none may crash, whatever the files hold; and no loader worker thread may outlive its
-// loader by more than 2 s.
+// loader by more than 5 s.
 
 import Foundation
 @testable import ShardFormat
@@ -52,7 +52,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     // it; one that does not is leaked with all it holds (the reader, its mappings, rows).
     var waited = 0
     while threadCount() > before {
-        check(waited < 2000, "\(threadCount() - before) loader worker thread(s) still alive 2 s after lc_loader_close")
+        check(waited < 5000, "\(threadCount() - before) loader worker thread(s) still alive 5 s after lc_loader_close")
         usleep(1000); waited += 1
     }
     return 0
@@ -123,7 +123,7 @@ private func exercise(_ dir: String, inputSize: Int) {
     if K > 0 { modes.append(("tail", min(K, 4), temperature == 1 ? 2 : temperature)) }
     if S > 0, S <= 256 { modes.append(("sampled", S, temperature)) }
     let (mode, k, tau) = modes[inputSize % modes.count]
-    load(dir, mode: mode, k: k, temperature: tau)
+    load(dir, mode: mode, k: k, temperature: tau, closeEarly: (inputSize / modes.count) % 2 == 1)
 }
 
 /// lc_cache_read of `range` with k slots into fresh buffers.
@@ -138,11 +138,13 @@ private func read(_ cache: OpaquePointer, _ range: Range<Int>, k: Int) {
     }
 }
 
-/// A loader in `mode`: three batches, its position, a state round trip and a seek.
-private func load(_ dir: String, mode: String, k: Int, temperature: Double) {
+/// A loader in `mode`: three batches, its position, a state round trip and a seek; or, with
+/// `closeEarly`, two decoding threads prefetching four blocks, closed after the first batch
+/// while they still decode (how a training script drops a loader mid-epoch).
+private func load(_ dir: String, mode: String, k: Int, temperature: Double, closeEarly: Bool) {
     let B = 2, T = 8
     let config = "{\"batchSize\": \(B), \"contextLength\": \(T), \"k\": \(k), \"mode\": \"\(mode)\", \"temperature\": \(temperature), "
-        + "\"shuffleBuffer\": 4, \"decodeThreads\": 1, \"prefetchBlocks\": 1}"
+        + "\"shuffleBuffer\": 4, \"decodeThreads\": \(closeEarly ? 2 : 1), \"prefetchBlocks\": \(closeEarly ? 4 : 1)}"
     var loader: OpaquePointer? = nil
     guard lc_loader_open(dir, config, &loader) == 0, let loader else { return }
     defer { lc_loader_close(loader) }
@@ -156,6 +158,7 @@ private func load(_ dir: String, mode: String, k: Int, temperature: Double) {
     for (i, b) in [windows.raw, inputs.raw, labels.raw, tids.raw, weights.raw, tail.raw, counts.raw].enumerated() {
         batch.storeBytes(of: b, toByteOffset: 8 * i, as: UnsafeMutableRawPointer.self)
     }
+    if closeEarly { _ = lc_loader_next(loader, batch); return }
     for _ in 0..<3 { if lc_loader_next(loader, batch) != 0 { break } }
     var epoch: Int64 = 0, index: Int64 = 0, batches: Int64 = 0
     _ = lc_loader_position(loader, &epoch, &index, &batches)

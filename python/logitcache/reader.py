@@ -528,17 +528,8 @@ class Shard:
 
     def __init__(self, path: str, name: str, validate_schema: bool = True):
         self.path, self.name = path, name
+        fd, self.size = _open_regular_file(path, name)
         try:
-            # Non-blocking: a FIFO without a writer in place of a shard opens at once and is
-            # refused below as not a regular file, instead of blocking (a socket fails to open).
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        except OSError as e:
-            raise CacheError(f"{name}: cannot open ({e.strerror})") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise CacheError(f"{name}: not a regular file")
-            self.size = st.st_size
             if self.size < HEADER_SIZE + TRAILER_SIZE:
                 raise CacheError(f"{name}: {self.size} bytes, shorter than the 56-byte minimum (truncated?)")
             try:
@@ -1067,18 +1058,31 @@ class Shard:
 # The cache (sections 2 and 7)
 
 
-def _read_regular_file(path: str, name: str) -> bytes:
-    """The bytes of `path`, refusing anything but a regular file (a FIFO or socket in its place
-    would block or fail later; opened non-blocking, so a FIFO without a writer is refused at once)."""
+def _open_regular_file(path: str, name: str):
+    """(fd, size) of `path` opened read-only, refusing anything but a regular file: opened
+    non-blocking, so a FIFO without a writer is refused at once instead of blocking (a socket
+    fails to open). The caller closes the fd."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         raise CacheError(f"{name}: cannot open ({e.strerror})") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CacheError(f"{name}: not a regular file")
-        chunks, left = [], st.st_size
+    except OSError as e:
+        os.close(fd)
+        raise CacheError(f"{name}: cannot stat ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise CacheError(f"{name}: not a regular file")
+    return fd, st.st_size
+
+
+def _read_regular_file(path: str, name: str) -> bytes:
+    """The bytes of `path`, refusing anything but a regular file (a FIFO or socket in its place
+    would block or fail later; opened non-blocking, so a FIFO without a writer is refused at once)."""
+    fd, left = _open_regular_file(path, name)
+    try:
+        chunks = []
         while True:
             piece = os.read(fd, max(left, 1 << 16))
             if not piece:

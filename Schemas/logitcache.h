@@ -68,6 +68,34 @@ void lc_string_free(char *string);
 lc_status lc_cache_open(const char *directory, const char *tokenizer_fingerprint, lc_cache **out);
 void lc_cache_close(lc_cache *cache);
 
+/* Where a cache's shards come from when they are fetched on demand (a remote cache). The library
+ * calls these from any of its threads, one call per shard at a time.
+ *   tail:    copies the last bytes of shard `index` (file `name` of the manifest, `size` bytes):
+ *            at least its footer and 40-byte trailer, at most the whole file, into `buffer`
+ *            (`capacity` bytes), and sets `*length` to the number it has. When `*length` exceeds
+ *            `capacity` nothing was copied; the library calls again with `*length` bytes of room.
+ *   fetch:   writes the NUL-terminated local path of the whole shard, already checked against the
+ *            manifest's size and checksum, into `path` (`capacity` bytes).
+ *   release: the library no longer maps the shard; its file may be evicted.
+ * tail and fetch return LC_OK, or another status with a NUL-terminated message in `message`
+ * (`message_capacity` bytes), which becomes lc_last_error of the call that needed the shard. */
+typedef struct lc_shard_source {
+    void *context;
+    lc_status (*tail)(void *context, int64_t index, const char *name, int64_t size, uint8_t *buffer,
+                      int64_t capacity, int64_t *length, char *message, int64_t message_capacity);
+    lc_status (*fetch)(void *context, int64_t index, const char *name, char *path, int64_t capacity,
+                       char *message, int64_t message_capacity);
+    void (*release)(void *context, int64_t index, const char *name);
+} lc_shard_source;
+
+/* Opens the cache whose manifest is `directory`/manifest.json, reading only each shard's end now
+ * (its footer is checked against the manifest). A shard is fetched through `source` and mapped
+ * when a read first needs it; its footer must equal the one read at open. At most `open_shards`
+ * (>= 1) stay mapped: the least recently read is released first. `*source` is copied; its
+ * context must outlive the cache and every loader opened from it. */
+lc_status lc_cache_open_source(const char *directory, const char *tokenizer_fingerprint,
+                               const lc_shard_source *source, int64_t open_shards, lc_cache **out);
+
 /* The manifest as JSON (keys of Schemas/manifest.schema.json). */
 lc_status lc_cache_manifest(lc_cache *cache, char **json);
 
@@ -123,6 +151,9 @@ lc_status lc_verify(const char *directory, char **report_json);
  * absent keys take the Swift defaults. Optional "tokenizerFingerprint" and "vocabularySize"
  * refuse a cache of another student vocabulary. */
 lc_status lc_loader_open(const char *directory, const char *configuration_json, lc_loader **out);
+/* The same loader over an open cache (a cache of lc_cache_open_source fetches shards on demand).
+ * The loader keeps what it needs of `cache`; closing `cache` first is allowed. */
+lc_status lc_loader_open_cache(lc_cache *cache, const char *configuration_json, lc_loader **out);
 void lc_loader_close(lc_loader *loader);
 
 /* This rank's batches in the current epoch, and the current epoch and batch index. */

@@ -154,3 +154,82 @@ public func lc_merge(_ directory: UnsafePointer<CChar>?, _ out: UnsafeMutablePoi
         give(String(decoding: try m.encoded(), as: UTF8.self), to: out)
     }
 }
+
+// MARK: - Shards from a source (lc_shard_source)
+
+private typealias TailCallback = @convention(c) (UnsafeMutableRawPointer?, Int64, UnsafePointer<CChar>?, Int64,
+                                                 UnsafeMutablePointer<UInt8>?, Int64, UnsafeMutablePointer<Int64>?,
+                                                 UnsafeMutablePointer<CChar>?, Int64) -> Int32
+private typealias FetchCallback = @convention(c) (UnsafeMutableRawPointer?, Int64, UnsafePointer<CChar>?,
+                                                  UnsafeMutablePointer<CChar>?, Int64, UnsafeMutablePointer<CChar>?, Int64) -> Int32
+private typealias ReleaseCallback = @convention(c) (UnsafeMutableRawPointer?, Int64, UnsafePointer<CChar>?) -> Void
+
+/// An `lc_shard_source` (context and three callbacks) as a ``ShardSource``.
+private final class CallbackSource: ShardSource, @unchecked Sendable {
+    // Sendable because the fields never change; the caller's callbacks take calls from any thread.
+    let context: UnsafeMutableRawPointer?
+    let tailCall: TailCallback
+    let fetchCall: FetchCallback
+    let releaseCall: ReleaseCallback
+
+    init(_ p: UnsafeRawPointer) throws {
+        // Safe because lc_shard_source is four pointer-sized fields.
+        context = p.load(as: UnsafeMutableRawPointer?.self)
+        tailCall = try required(p.load(fromByteOffset: 8, as: TailCallback?.self), "source.tail")
+        fetchCall = try required(p.load(fromByteOffset: 16, as: FetchCallback?.self), "source.fetch")
+        releaseCall = try required(p.load(fromByteOffset: 24, as: ReleaseCallback?.self), "source.release")
+    }
+
+    /// Runs a callback with a message buffer, turning a status other than LC_OK into an error.
+    private func call(_ what: String, _ name: String, _ body: (UnsafeMutablePointer<CChar>, Int64) -> Int32) throws {
+        var message = [CChar](repeating: 0, count: 1024)
+        let status = message.withUnsafeMutableBufferPointer { body($0.baseAddress!, Int64($0.count - 1)) }
+        guard status != Status.ok.rawValue else { return }
+        let text = message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        throw ABIError(status: Status(rawValue: status) ?? .io, message: text.isEmpty ? "shard source \(what) of \(name) failed (status \(status))" : text)
+    }
+
+    func tail(shard index: Int, name: String, size: Int) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: min(size, 1 << 16))
+        while true {
+            var length: Int64 = 0
+            try call("tail", name) { m, mc in
+                buffer.withUnsafeMutableBufferPointer { b in
+                    tailCall(context, Int64(index), name, Int64(size), b.baseAddress, Int64(b.count), &length, m, mc)
+                }
+            }
+            guard length >= 0, length <= Int64(size) else {
+                throw ABIError(status: .invalidArgument, message: "shard source tail of \(name): length \(length) outside 0...\(size)")
+            }
+            if length <= Int64(buffer.count) { return Array(buffer[..<Int(length)]) }
+            buffer = [UInt8](repeating: 0, count: Int(length))
+        }
+    }
+
+    func fetch(shard index: Int, name: String) throws -> String {
+        var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        try call("fetch", name) { m, mc in
+            path.withUnsafeMutableBufferPointer { p in fetchCall(context, Int64(index), name, p.baseAddress, Int64(p.count - 1), m, mc) }
+        }
+        path[path.count - 1] = 0   // a path that filled the buffer stays terminated
+        return path.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    func release(shard index: Int, name: String) { releaseCall(context, Int64(index), name) }
+}
+
+@_cdecl("lc_cache_open_source")
+public func lc_cache_open_source(_ directory: UnsafePointer<CChar>?, _ tokenizer: UnsafePointer<CChar>?,
+                                 _ source: UnsafeRawPointer?, _ openShards: Int64,
+                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        let dir = try string(directory, "directory")
+        let src = try CallbackSource(try required(source, "source"))
+        guard openShards >= 1 else { throw ABIError(status: .invalidArgument, message: "open_shards = \(openShards) must be >= 1") }
+        let reader = try CacheReader(directory: dir, source: src, openShards: Int(min(openShards, Int64(Int32.max))),
+                                     tokenizerFingerprint: tokenizer.map { String(cString: $0) })
+        out.pointee = handle(CacheHandle(reader: reader))
+    }
+}

@@ -54,6 +54,19 @@ public func lc_loader_open(_ directory: UnsafePointer<CChar>?, _ configuration: 
     }
 }
 
+@_cdecl("lc_loader_open_cache")
+public func lc_loader_open_cache(_ cache: OpaquePointer?, _ configuration: UnsafePointer<CChar>?,
+                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        let reader = try object(cache, as: CacheHandle.self, "cache").reader
+        let request = try decodeJSON(LoaderRequest.self, configuration, "configuration_json")
+        let loader = try StudentLoader(reader: reader, configuration: request.configuration, student: try request.student())
+        out.pointee = handle(loader)
+    }
+}
+
 @_cdecl("lc_loader_close")
 public func lc_loader_close(_ loader: OpaquePointer?) { release(loader) }
 

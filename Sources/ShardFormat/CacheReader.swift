@@ -66,17 +66,26 @@ public struct SequenceInfo: Sendable, Equatable {
 /// with the manifest. Chunks are checked (XXH3) and decoded lazily when read; partially read
 /// blocks are kept in a small LRU cache. Thread-safe: share one reader; give each thread its
 /// own ``TargetBatch``. Several processes may read the same cache at once (read-only mappings).
+///
+/// A reader opened with a ``ShardSource`` reads only the shards' footers at open and maps a
+/// shard when a read first needs it (see ``init(directory:source:openShards:tokenizerFingerprint:cacheBlocks:)``).
 public final class CacheReader: @unchecked Sendable {
-    // Sendable because all stored state is immutable except the block cache, guarded by `lock`.
+    // Sendable because all stored state is immutable except the block cache, guarded by `lock`,
+    // and the slots' mappings, guarded by `shardLock`.
     public let directory: String
     public let manifest: CacheManifest
-    let shards: [ShardReader]
+    let slots: [ShardSlot]
     let tokenStarts: [Int]      // [shards + 1] global token index of each shard
     let sequenceStarts: [Int]   // [shards + 1] global sequence index of each shard
     private let lock = NSLock()
     private var cache: [(key: Int, tick: Int, block: DecodedBlock)] = []
     private var tick = 0
     private let cacheBlocks: Int
+    let source: ShardSource?
+    let openShards: Int
+    let shardLock = NSLock()
+    var shardTick = 0
+    var openingCount = 0   // shards being fetched and mapped now (guarded by shardLock)
 
     /// Tokens in the cache.
     public var tokenCount: Int { tokenStarts.last ?? 0 }
@@ -87,7 +96,7 @@ public final class CacheReader: @unchecked Sendable {
     /// K: most entries any position has; any `k <= K` is a prefix read.
     public var maxEntries: Int { manifest.capture.k }
     /// Most distinct sampled ids per position (0: the cache has no samples).
-    public var maxSamples: Int { shards.first?.layout.maxSamples ?? manifest.capture.samples }
+    public var maxSamples: Int { slots.first?.layout.maxSamples ?? manifest.capture.samples }
 
     /// Opens `directory/manifest.json` and every shard it names.
     /// - Parameters:
@@ -95,37 +104,72 @@ public final class CacheReader: @unchecked Sendable {
     ///   - cacheBlocks: decoded blocks kept for partial-block reads.
     /// - Throws: ``ShardFormatError`` naming the file and what is wrong (checksum, unsafe
     ///   shard name, size, footer field, mismatch with the manifest).
-    public init(directory: String, tokenizerFingerprint: String? = nil, cacheBlocks: Int = 8) throws {
+    public convenience init(directory: String, tokenizerFingerprint: String? = nil, cacheBlocks: Int = 8) throws {
+        try self.init(directory: directory, source: nil, openShards: Int.max, tokenizerFingerprint: tokenizerFingerprint,
+                      cacheBlocks: cacheBlocks)
+    }
+
+    /// Opens `directory/manifest.json`; with a `source`, the shards need not be in `directory`.
+    ///
+    /// With `source` nil every shard is mapped and checked now, as ``init(directory:tokenizerFingerprint:cacheBlocks:)``
+    /// does. With a source, only each shard's end is read now (``ShardSource/tail(shard:name:size:)``),
+    /// and its footer checked against the manifest; a shard is fetched
+    /// (``ShardSource/fetch(shard:name:)``) and mapped when a read first needs it, its footer must
+    /// then equal the one read at open, and at most `openShards` shards stay mapped (the least
+    /// recently read is released first, ``ShardSource/release(shard:name:)``).
+    /// - Throws: ``ShardFormatError`` as the other initialiser; errors the source throws.
+    public init(directory: String, source: ShardSource?, openShards: Int, tokenizerFingerprint: String? = nil,
+                cacheBlocks: Int = 8) throws {
         self.directory = directory
         self.cacheBlocks = max(1, cacheBlocks)
+        self.source = source
+        self.openShards = max(1, openShards)
         let mfile = directory + "/" + CacheManifest.fileName
         let m = try CacheManifest.load(directory: directory)
         if let want = tokenizerFingerprint, want != m.fingerprints.tokenizer {
             throw ShardFormatError.mismatch(file: mfile, reason: "tokenizer fingerprint \(m.fingerprints.tokenizer) differs from the expected \(want)")
         }
         manifest = m
-        var shards: [ShardReader] = [], ts = [0], ss = [0]
+        var slots: [ShardSlot] = [], ts = [0], ss = [0]
         var files = Set<String>()
-        for e in m.shards {
-            let path = try CacheManifest.shardPath(directory: directory, name: e.file, manifestFile: mfile)
-            guard files.insert(resolvedPath(path) ?? path).inserted else {
-                throw ShardFormatError.mismatch(file: mfile, reason: "shard \(e.file) is the same file as an earlier shard")
+        for (i, e) in m.shards.enumerated() {
+            let slot: ShardSlot
+            if let source {
+                let path = try CacheManifest.plainShardPath(directory: directory, name: e.file, manifestFile: mfile)
+                guard files.insert(e.file).inserted else {
+                    throw ShardFormatError.mismatch(file: mfile, reason: "shard \(e.file) is listed twice")
+                }
+                let tail = try source.tail(shard: i, name: e.file, size: e.bytes)
+                let (layout, checksum) = try tail.withUnsafeBytes { try ShardReader.footer(tail: $0, fileSize: e.bytes, path: path) }
+                slot = ShardSlot(index: i, name: e.file, path: path, layout: layout, footerChecksum: checksum)
+            } else {
+                let path = try CacheManifest.shardPath(directory: directory, name: e.file, manifestFile: mfile)
+                guard files.insert(resolvedPath(path) ?? path).inserted else {
+                    throw ShardFormatError.mismatch(file: mfile, reason: "shard \(e.file) is the same file as an earlier shard")
+                }
+                let r = try ShardReader(path: path)
+                guard r.bytes.count == e.bytes else { throw ShardFormatError.mismatch(file: path, reason: "size \(r.bytes.count) bytes, manifest says \(e.bytes)") }
+                slot = ShardSlot(index: i, name: e.file, path: path, layout: r.layout, footerChecksum: r.footerChecksum)
+                slot.reader = r
             }
-            let r = try ShardReader(path: path)
-            let L = r.layout
-            guard r.bytes.count == e.bytes else { throw ShardFormatError.mismatch(file: path, reason: "size \(r.bytes.count) bytes, manifest says \(e.bytes)") }
+            let L = slot.layout, path = slot.path
             guard L.tokens == e.tokens, L.sequences == e.sequences, L.entries == e.entries, L.samples == e.samples else {
                 throw ShardFormatError.mismatch(file: path, reason: "footer totals differ from the manifest's")
             }
             guard L.vocabularySize == m.vocabularySize, L.maxEntries == m.capture.k else {
                 throw ShardFormatError.mismatch(file: path, reason: "vocabulary size \(L.vocabularySize) / K \(L.maxEntries) differ from the manifest's \(m.vocabularySize) / \(m.capture.k)")
             }
-            guard L.maxSamples == (shards.first?.layout.maxSamples ?? L.maxSamples) else {
+            guard L.maxSamples == (slots.first?.layout.maxSamples ?? L.maxSamples) else {
                 throw ShardFormatError.mismatch(file: path, reason: "maxSamples differs from the first shard's")
             }
-            shards.append(r); ts.append(ts.last! + L.tokens); ss.append(ss.last! + L.sequences)
+            slots.append(slot); ts.append(ts.last! + L.tokens); ss.append(ss.last! + L.sequences)
         }
-        self.shards = shards; tokenStarts = ts; sequenceStarts = ss
+        self.slots = slots; tokenStarts = ts; sequenceStarts = ss
+    }
+
+    deinit {
+        guard let source else { return }
+        for s in slots where s.reader != nil { source.release(shard: s.index, name: s.name) }
     }
 
     /// Shard holding global index `i` of `starts` (binary search; O(log shards)).
@@ -138,7 +182,7 @@ public final class CacheReader: @unchecked Sendable {
     /// Sequence `i` (0 ..< sequenceCount). O(1) within its shard.
     public func sequence(_ i: Int) throws -> SequenceInfo {
         guard (0..<sequenceCount).contains(i) else { throw ShardFormatError.invalidInput("sequence \(i) outside 0..<\(sequenceCount)") }
-        let s = shardIndex(i, sequenceStarts), L = shards[s].layout, j = i - sequenceStarts[s]
+        let s = shardIndex(i, sequenceStarts), L = slots[s].layout, j = i - sequenceStarts[s]
         return SequenceInfo(documentKey: L.documentKeys[j], documentOffset: L.documentOffsets[j], length: L.lengths[j],
                             firstToken: tokenStarts[s] + L.sequenceStarts[j])
     }
@@ -158,7 +202,7 @@ public final class CacheReader: @unchecked Sendable {
         if wanted && !samples { batch.sampleOffsets.append(contentsOf: repeatElement(0, count: range.count)) }
         var t = range.lowerBound
         while t < range.upperBound {
-            let s = shardIndex(t, tokenStarts), r = shards[s], L = r.layout
+            let s = shardIndex(t, tokenStarts), r = try shard(s), L = r.layout
             let local = t - tokenStarts[s]
             let b = local / L.blockTokens, bl = L.blocks[b]
             let lo = local - bl.firstToken
@@ -188,7 +232,7 @@ public final class CacheReader: @unchecked Sendable {
         }
         lock.unlock()
         let blk = DecodedBlock()
-        try shards[s].decodeBlock(b, bandCount: bands, samples: samples, into: blk, decoder: decoder)
+        try shard(s).decodeBlock(b, bandCount: bands, samples: samples, into: blk, decoder: decoder)
         lock.lock()
         cache.removeAll { $0.key == key }
         if cache.count >= cacheBlocks, let old = cache.indices.min(by: { cache[$0].tick < cache[$1].tick }) { cache.remove(at: old) }
@@ -281,7 +325,7 @@ extension CacheReader {
     /// Per-column stored sizes, from the footers (no chunk is decoded).
     public func columnStatistics() -> [ColumnStatistics] {
         var acc: [String: ColumnStatistics] = [:], order: [String] = []
-        for s in shards {
+        for s in slots {
             for b in s.layout.json.blocks {
                 for c in b.chunks {
                     let name = c.column.split(separator: ".").first.map(String.init) ?? c.column
@@ -294,5 +338,5 @@ extension CacheReader {
     }
 
     /// Log-prob encoding of the first shard (all shards of one writer share it).
-    public var logProbEncoding: LogProbEncoding { shards.first?.layout.logProbs ?? .default }
+    public var logProbEncoding: LogProbEncoding { slots.first?.layout.logProbs ?? .default }
 }

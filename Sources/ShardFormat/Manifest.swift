@@ -259,16 +259,22 @@ public struct CacheManifest: Codable, Sendable, Equatable {
     /// anything but `[A-Za-z0-9._-]{1,200}`, `.`/`..`, and links resolving outside.
     /// - Throws: ``ShardFormatError/unsafePath(file:name:reason:)``, or `system` if it is missing.
     public static func shardPath(directory: String, name: String, manifestFile: String) throws -> String {
-        let ok = !name.isEmpty && name.utf8.count <= 200 && name != "." && name != ".." &&
-            name.utf8.allSatisfy { c in (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 46 || c == 95 || c == 45 }
-        guard ok else { throw ShardFormatError.unsafePath(file: manifestFile, name: name, reason: "not a plain file name ([A-Za-z0-9._-], not . or ..)") }
-        let path = directory + "/" + name
+        let path = try plainShardPath(directory: directory, name: name, manifestFile: manifestFile)
         guard let dir = resolvedPath(directory) else { throw ShardFormatError.system(file: directory, call: "realpath", errno: errno) }
         guard let real = resolvedPath(path) else { throw ShardFormatError.system(file: path, call: "realpath", errno: errno) }
         guard real.hasPrefix(dir.hasSuffix("/") ? dir : dir + "/") else {
             throw ShardFormatError.unsafePath(file: manifestFile, name: name, reason: "resolves to \(real), outside \(dir)")
         }
         return path
+    }
+
+    /// `directory/name` after checking only that `name` is a plain file name (for a shard that
+    /// is not on disk yet, fetched by a ``ShardSource``).
+    static func plainShardPath(directory: String, name: String, manifestFile: String) throws -> String {
+        let ok = !name.isEmpty && name.utf8.count <= 200 && name != "." && name != ".." &&
+            name.utf8.allSatisfy { c in (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 46 || c == 95 || c == 45 }
+        guard ok else { throw ShardFormatError.unsafePath(file: manifestFile, name: name, reason: "not a plain file name ([A-Za-z0-9._-], not . or ..)") }
+        return directory + "/" + name
     }
 
     /// Builds `manifest.json` from the partition manifests `manifest.part-00000.json` ...

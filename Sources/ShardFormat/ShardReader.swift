@@ -7,26 +7,44 @@ final class ShardReader: @unchecked Sendable {
     let path: String
     let map: MappedShard
     let layout: ShardLayout
+    /// The footer's XXH3, as the trailer records it.
+    let footerChecksum: UInt64
     var bytes: UnsafeRawBufferPointer { map.bytes }
 
     /// Maps `path` and checks magic, versions, trailer, footer checksum and every footer field.
     init(path: String) throws {
         self.path = path
         map = try MappedShard(path: path)
-        let b = map.bytes, s = b.count
+        let b = map.bytes
+        guard b.count < 56 || Array(b[0..<8]) == shardMagic else {
+            throw ShardFormatError.malformed(file: path, chunk: nil, reason: "bad magic at offset 0 (not a LogitCache shard)")
+        }
+        (layout, footerChecksum) = try ShardReader.footer(tail: b, fileSize: b.count, path: path)
+    }
+
+    /// Parses and checks the trailer and footer of a shard of `fileSize` bytes from `tail`, its
+    /// last `tail.count` bytes (the whole file, or at least the footer and the 40-byte trailer).
+    /// Returns the validated layout and the footer checksum the trailer records.
+    static func footer(tail b: UnsafeRawBufferPointer, fileSize s: Int, path: String) throws -> (ShardLayout, UInt64) {
         func bad(_ r: String) -> ShardFormatError { .malformed(file: path, chunk: nil, reason: r) }
         guard s >= 56 else { throw bad("file of \(s) bytes is shorter than header and trailer (56)") }
-        func u32(_ o: Int) -> UInt32 { b.loadUnaligned(fromByteOffset: o, as: UInt32.self).littleEndian }
-        func u64(_ o: Int) -> UInt64 { b.loadUnaligned(fromByteOffset: o, as: UInt64.self).littleEndian }
-        guard Array(b[0..<8]) == shardMagic else { throw bad("bad magic at offset 0 (not a LogitCache shard)") }
-        guard Array(b[(s - 8)...]) == shardMagic else { throw bad("bad magic at the end (truncated or damaged trailer)") }
-        guard u32(8) == 1, u32(s - 16) == 1 else { throw bad("format version \(u32(8)) / \(u32(s - 16)) is not 1") }
-        guard u32(12) == 0, u32(s - 12) == 0 else { throw bad("non-zero reserved flags") }
+        guard b.count >= 40, b.count <= s else { throw bad("\(b.count) bytes of its end given, need 40...\(s)") }
+        let base = s - b.count   // file offset of b[0]
+        func u32(_ o: Int) -> UInt32 { b.loadUnaligned(fromByteOffset: o - base, as: UInt32.self).littleEndian }
+        func u64(_ o: Int) -> UInt64 { b.loadUnaligned(fromByteOffset: o - base, as: UInt64.self).littleEndian }
+        guard Array(b[(b.count - 8)...]) == shardMagic else { throw bad("bad magic at the end (truncated or damaged trailer)") }
+        guard u32(s - 16) == 1 else { throw bad("format version \(u32(s - 16)) is not 1") }
+        guard u32(s - 12) == 0 else { throw bad("non-zero reserved flags") }
+        if base <= 8 {
+            guard u32(8) == 1 else { throw bad("format version \(u32(8)) is not 1") }
+            guard u32(12) == 0 else { throw bad("non-zero reserved flags") }
+        }
         let fo = u64(s - 40), fl = u64(s - 32), want = u64(s - 24)
         guard fo >= 16, fl <= UInt64(s), fo <= UInt64(s) - fl, Int(fo) + Int(fl) == s - 40 else {
             throw bad("footer offset \(fo) + length \(fl) does not end at the trailer (\(s - 40))")
         }
-        let footer = UnsafeRawBufferPointer(rebasing: b[Int(fo)..<(Int(fo) + Int(fl))])
+        guard Int(fo) >= base else { throw bad("footer starts at \(fo), before the \(b.count) end bytes given") }
+        let footer = UnsafeRawBufferPointer(rebasing: b[(Int(fo) - base)..<(Int(fo) - base + Int(fl))])
         let got = Checksum.xxh3(footer)
         guard got == want else { throw ShardFormatError.checksumMismatch(file: path, chunk: "footer", expected: want, actual: got) }
         let json: FooterJSON
@@ -34,7 +52,7 @@ final class ShardReader: @unchecked Sendable {
         do { json = try JSONDecoder().decode(FooterJSON.self, from: Data(footer)) } catch {
             throw bad("footer JSON: \(error)")
         }
-        layout = try ShardLayout(json, file: path, chunkEnd: Int(fo))
+        return (try ShardLayout(json, file: path, chunkEnd: Int(fo)), want)
     }
 
     /// The stored bytes of a chunk after checking its checksum (bounds were checked at init).

@@ -21,6 +21,37 @@ static void check(int ok, const char *what) {
     }
 }
 
+/* An lc_shard_source over the files of a directory (context: the directory); `fail_fetch`
+ * makes fetch fail with a message; `released` counts release calls. */
+static int fail_fetch, released;
+
+static lc_status source_tail(void *context, int64_t index, const char *name, int64_t size, uint8_t *buffer,
+                             int64_t capacity, int64_t *length, char *message, int64_t message_capacity) {
+    (void)index;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", (const char *)context, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) { snprintf(message, (size_t)message_capacity, "cannot open %s", path); return LC_ERR_IO; }
+    *length = size;  /* the whole file is a valid tail */
+    int ok = size > capacity || (fseek(f, 0, SEEK_SET) == 0 && fread(buffer, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+    if (!ok) { snprintf(message, (size_t)message_capacity, "short read of %s", path); return LC_ERR_IO; }
+    return LC_OK;
+}
+
+static lc_status source_fetch(void *context, int64_t index, const char *name, char *path, int64_t capacity,
+                              char *message, int64_t message_capacity) {
+    (void)index;
+    if (fail_fetch) { snprintf(message, (size_t)message_capacity, "fetch of %s refused by the test", name); return LC_ERR_IO; }
+    snprintf(path, (size_t)capacity, "%s/%s", (const char *)context, name);
+    return LC_OK;
+}
+
+static void source_release(void *context, int64_t index, const char *name) {
+    (void)context; (void)index; (void)name;
+    released++;
+}
+
 #define V 97
 #define K 5
 #define N 40
@@ -112,6 +143,26 @@ int main(int argc, char **argv) {
     lc_loader_close(l);
     check(lc_loader_open(dir, "{\"k\": 9}", &l) == LC_ERR_UNSUPPORTED && l == NULL, "loader k > K refused");
     check(lc_loader_open(dir, "{\"mode\": \"nonsense\"}", &l) == LC_ERR_INVALID_ARGUMENT, "unknown mode refused");
+
+    /* The same cache through a shard source: read, loader over the cache, a failing fetch. */
+    lc_shard_source src = {(void *)dir, source_tail, source_fetch, source_release};
+    check(sizeof(lc_shard_source) == 32, "lc_shard_source layout");
+    check(lc_cache_open_source(dir, "tok", &src, 1, &c) == LC_OK, "cache opens through a source");
+    lc_rows rows2 = {rin, rnext, rlse, rcounts, rids, rlps};
+    check(lc_cache_read(c, 0, N, 3, &rows2) == LC_OK && memcmp(rin, in, sizeof in) == 0, "read through the source");
+    check(lc_loader_open_cache(c, "{\"batchSize\": 2, \"contextLength\": 8, \"k\": 2, \"seed\": 3}", &l) == LC_OK,
+          "loader over the source cache");
+    lc_cache_close(c);  /* the loader keeps the reader */
+    b.target_ids = tid;
+    check(lc_loader_next(l, &b) == LC_OK && b.tokens == 16, "batch through the source");
+    lc_loader_close(l);
+    check(released == 1, "the mapped shard released on close");
+    fail_fetch = 1;
+    check(lc_cache_open_source(dir, NULL, &src, 1, &c) == LC_OK, "opens without fetching");
+    check(lc_cache_read(c, 0, 4, 1, &rows2) == LC_ERR_IO && strstr(lc_last_error(), "refused by the test") != NULL,
+          "a failing fetch is the source's status and message");
+    lc_cache_close(c);
+    check(lc_cache_open_source(dir, NULL, &src, 0, &c) == LC_ERR_INVALID_ARGUMENT, "open_shards 0 refused");
 
     char *report = NULL;
     check(lc_verify(dir, &report) == LC_OK && strstr(report, "\"sound\":true") != NULL, "verify");

@@ -102,9 +102,9 @@ class Cache(_native.Resource):
     `path` may also be an fsspec URL (`s3://`, `gs://`, `http(s)://`, `file://`; needs the
     `[remote]` extra), with `remote` the options of `logitcache.remote.ShardStore` (local_dir,
     max_bytes, prefetch, retries, timeout, storage_options). Shards land in a local directory
-    and are verified against the manifest before use: the pure backend fetches each shard when a
-    read first touches it and prefetches the next ones; the native one, whose reader maps every
-    shard when it opens, fetches them all first. `path` is then that local directory.
+    and are verified against the manifest before use. Opening reads only the shards' footers (range
+    requests); a shard is fetched when a read first touches it, and the next `prefetch` shards
+    follow in the background. `path` is then that local directory.
 
     Raises CacheError naming the file (and block and chunk) for a damaged or foreign cache.
     """
@@ -117,17 +117,15 @@ class Cache(_native.Resource):
         self._handle: Optional[c_void_p] = None
         self._reader: Optional[_reader.Cache] = None
         self.url: Optional[str] = None
+        self._source = None  # remote.NativeShardSource of a native cache at a URL
         lazy = None
         if "://" in self.path:
             from . import remote as _remote  # fsspec is an optional extra
             if _remote.is_url(self.path):
                 self.url = self.path
                 if self.backend == "native":
-                    store = _remote.ShardStore(self.url, **(remote or {}))
-                    try:
-                        self.path = store.materialize()
-                    finally:
-                        store.close()
+                    self._source = _remote.NativeShardSource(_remote.ShardStore(self.url, **(remote or {}))).retain()
+                    self.path = self._source.store.directory
                 else:
                     lazy = _remote.open_cache(self.url, lazy=True, **(remote or {}))
                     self.path = lazy.store.directory
@@ -137,7 +135,16 @@ class Cache(_native.Resource):
             lib = _native.require()
             handle = c_void_p()
             fp = tokenizer_fingerprint.encode() if tokenizer_fingerprint is not None else None
-            _native.check(lib.lc_cache_open(_native.encode_path(self.path), fp, byref(handle)), "lc_cache_open")
+            where = _native.encode_path(self.path)
+            if self._source is None:
+                status = lib.lc_cache_open(where, fp, byref(handle))
+            else:
+                source = self._source
+                status = lib.lc_cache_open_source(where, fp, byref(source.struct), source.open_shards(), byref(handle))
+            if status != _native.OK and self._source is not None:
+                self._source.drop()
+                self._source = None
+            _native.check(status, "lc_cache_open")
             self._handle = handle
             try:
                 self.manifest: dict = json.loads(_native.call_string(lib.lc_cache_manifest, "lc_cache_manifest", handle))
@@ -175,6 +182,9 @@ class Cache(_native.Resource):
             if self._handle is not None:
                 _native.library().lc_cache_close(self._handle)
                 self._handle = None
+            if self._source is not None:
+                self._source.drop()
+                self._source = None
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
@@ -264,7 +274,12 @@ class Cache(_native.Resource):
         return Samples(_owned(t.sample_offsets, np.int64), _owned(t.sample_ids, np.int32), _owned(t.sample_draws, np.uint32))
 
     def verify(self) -> dict:
-        """Checks every shard's bytes, chunk checksum and value rule; see `logitcache.verify`."""
+        """Checks every shard's bytes, chunk checksum and value rule; see `logitcache.verify`.
+        A cache at a URL has every shard fetched first (`ShardStore.materialize`)."""
+        if self.url is not None:
+            store = self._source.store if self._source is not None else getattr(self._reader, "store", None)
+            if store is not None:
+                store.materialize()
         return verify(self.path, backend=self.backend)
 
 

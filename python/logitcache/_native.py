@@ -77,6 +77,18 @@ class lc_batch(Structure):
                 ("epoch", c_int64), ("index", c_int64), ("tokens", c_int64)]
 
 
+# lc_shard_source's callbacks (tail, fetch, release) and the struct that carries them.
+TAIL_CALLBACK = ctypes.CFUNCTYPE(c_int32, c_void_p, c_int64, c_char_p, c_int64, c_void_p, c_int64, POINTER(c_int64),
+                                 c_void_p, c_int64)
+FETCH_CALLBACK = ctypes.CFUNCTYPE(c_int32, c_void_p, c_int64, c_char_p, c_void_p, c_int64, c_void_p, c_int64)
+RELEASE_CALLBACK = ctypes.CFUNCTYPE(None, c_void_p, c_int64, c_char_p)
+
+
+class lc_shard_source(Structure):
+    """Where `lc_cache_open_source` gets shards: a context and three callbacks (see the header)."""
+    _fields_ = [("context", c_void_p), ("tail", TAIL_CALLBACK), ("fetch", FETCH_CALLBACK), ("release", RELEASE_CALLBACK)]
+
+
 _handle = c_void_p          # lc_cache *, lc_loader *, lc_writer *
 _status = c_int32           # lc_status (a C enum: int)
 _out_string = POINTER(c_char_p)
@@ -87,6 +99,7 @@ SIGNATURES = {
     "lc_last_error": (c_char_p, []),
     "lc_string_free": (None, [c_void_p]),
     "lc_cache_open": (_status, [c_char_p, c_char_p, POINTER(_handle)]),
+    "lc_cache_open_source": (_status, [c_char_p, c_char_p, POINTER(lc_shard_source), c_int64, POINTER(_handle)]),
     "lc_cache_close": (None, [_handle]),
     "lc_cache_manifest": (_status, [_handle, POINTER(c_void_p)]),
     "lc_cache_info_get": (_status, [_handle, POINTER(lc_cache_info)]),
@@ -96,6 +109,7 @@ SIGNATURES = {
                                         POINTER(c_int64)]),
     "lc_verify": (_status, [c_char_p, POINTER(c_void_p)]),
     "lc_loader_open": (_status, [c_char_p, c_char_p, POINTER(_handle)]),
+    "lc_loader_open_cache": (_status, [_handle, c_char_p, POINTER(_handle)]),
     "lc_loader_close": (None, [_handle]),
     "lc_loader_position": (_status, [_handle, POINTER(c_int64), POINTER(c_int64), POINTER(c_int64)]),
     "lc_loader_next": (_status, [_handle, POINTER(lc_batch)]),

@@ -37,7 +37,9 @@ class StudentLoader(_native.Resource):
     at tau_c != 1 serves only tau = tau_c); `seed` fixes the order of every epoch; `rank` of
     `world_size` streams (disjoint, complete); `shuffle_buffer` windows; `remainder` "pad"
     (padding windows, every window once) or "drop"; `student` = (tokenizer fingerprint,
-    vocabulary size) refuses a cache of another tokenizer. `decode_threads` and
+    vocabulary size) refuses a cache of another tokenizer. `cache` may be an fsspec URL, with
+    `remote` the options of `logitcache.remote.ShardStore`: shards are then fetched when the
+    loader first needs them (see `Cache`). `decode_threads` and
     `prefetch_blocks` tune the native loader (ignored by the pure one).
 
     `next()` returns a dict of arrays the caller owns (keep them as long as you like; the native
@@ -66,7 +68,13 @@ class StudentLoader(_native.Resource):
                  mode: str = "renormalized", temperature: float = 1.0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, shuffle_buffer: int = 64, remainder: str = "pad",
                  student: Optional[Tuple[str, int]] = None, decode_threads: int = 1, prefetch_blocks: int = 4,
-                 backend: str = "auto"):
+                 backend: str = "auto", remote: Optional[dict] = None):
+        self._owned: Optional[Cache] = None  # a Cache opened here for a URL, closed with the loader
+        self._source = None  # the remote.NativeShardSource the native loader reads shards through
+        if not isinstance(cache, Cache) and "://" in os.fspath(cache):
+            cache = self._owned = Cache(cache, backend=backend, remote=remote)
+        elif remote:
+            raise TypeError(f"remote options apply to URLs only, not to the local path {os.fspath(cache)!r}")
         if isinstance(cache, Cache):
             if backend == "auto":
                 backend = cache.backend
@@ -107,8 +115,16 @@ class StudentLoader(_native.Resource):
             if student is not None:
                 config["tokenizerFingerprint"], config["vocabularySize"] = student
             handle = c_void_p()
-            _native.check(lib.lc_loader_open(_native.encode_path(path), json.dumps(config).encode(), byref(handle)),
-                          "lc_loader_open", loader=True)
+            encoded = json.dumps(config).encode()
+            if isinstance(cache, Cache) and cache._handle is not None:
+                # Over the open cache: a remote one keeps fetching shards on demand for the loader.
+                status = lib.lc_loader_open_cache(cache._handle, encoded, byref(handle))
+                self._source = cache._source.retain() if cache._source is not None and status == _native.OK else None
+            else:
+                status = lib.lc_loader_open(_native.encode_path(path), encoded, byref(handle))
+            if status != _native.OK:
+                self._close_owned()
+            _native.check(status, "lc_loader_open", loader=True)
             self._handle = handle
         else:
             reader = cache._reader if isinstance(cache, Cache) and cache._reader is not None else path
@@ -127,6 +143,15 @@ class StudentLoader(_native.Resource):
                 _native.library().lc_loader_close(self._handle)
                 self._handle = None
             self._pure = None
+            if self._source is not None:
+                self._source.drop()
+                self._source = None
+            self._close_owned()
+
+    def _close_owned(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
 
     def _live(self):
         if self._handle is None and self._pure is None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import ctypes
 import fcntl
 import os
 import re
@@ -54,7 +55,7 @@ from .reader import (CHECKSUM_KEY, FORMAT_VERSION, MAGIC, SHARD_NAME, TRAILER_SI
 DEFAULT_CHUNK_BYTES = 8 << 20
 TAIL_GUESS = 64 << 10  # first footer read: the file's last 64 KiB (most footers fit)
 
-__all__ = ["ShardStore", "RemoteCache", "open_cache", "is_url", "default_root"]
+__all__ = ["ShardStore", "RemoteCache", "NativeShardSource", "open_cache", "is_url", "default_root"]
 
 
 def is_url(path: Any) -> bool:
@@ -903,3 +904,83 @@ def open_cache(url_or_path: str, lazy: bool = True, validate_schema: bool = True
     except BaseException:
         store.close()
         raise
+
+
+class NativeShardSource:
+    """A `ShardStore` as the native reader's `lc_shard_source`: the Swift reader reads each shard's
+    footer from `ShardStore.footer_shard` when it opens, and fetches (and pins) a shard through
+    `ShardStore.path` when a read first needs it, prefetching the next `prefetch` shards; it
+    unpins a shard when it unmaps it.
+
+    The ctypes callbacks live as long as this object; every `Cache` and `StudentLoader` that
+    uses it holds a `retain()` and gives it back with `drop()`, and the last `drop()` closes the
+    store. Errors never leave a callback: they become a status and a message for the library."""
+
+    def __init__(self, store: ShardStore):
+        from . import _native
+        self.store = store
+        self._users = 0
+        self._lock = threading.Lock()
+        self.struct = _native.lc_shard_source(None, _native.TAIL_CALLBACK(self._tail),
+                                               _native.FETCH_CALLBACK(self._fetch),
+                                               _native.RELEASE_CALLBACK(self._release))
+
+    def open_shards(self) -> int:
+        """Shards the reader may keep mapped: all of them, or as many of the largest as fit
+        `max_bytes` (at least one)."""
+        sizes = [e["bytes"] for e in self.store.manifest["shards"]]
+        if self.store.max_bytes is None or not sizes:
+            return max(1, len(sizes))
+        return max(1, min(len(sizes), self.store.max_bytes // max(1, max(sizes))))
+
+    def retain(self) -> "NativeShardSource":
+        with self._lock:
+            self._users += 1
+        return self
+
+    def drop(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.store.close()
+
+    @staticmethod
+    def _fail(message_buffer: int, capacity: int, error: BaseException) -> int:
+        from . import _native
+        text = (str(error) or type(error).__name__).encode("utf-8", "replace")[:max(0, capacity)]
+        ctypes.memmove(message_buffer, text + b"\0", len(text) + 1)
+        return getattr(error, "status", _native.ERR_IO) if isinstance(error, CacheError) else _native.ERR_IO
+
+    def _tail(self, _context, index, name, size, buffer, capacity, length, message, message_capacity) -> int:
+        try:
+            meta = self.store.footer_shard(name.decode())
+            F, footer = meta.footer_offset, meta.footer_bytes
+            tail = footer + struct.pack("<QQQII", F, len(footer), xxhash.xxh3_64_intdigest(footer),
+                                        FORMAT_VERSION, 0) + MAGIC
+            length[0] = len(tail)
+            if len(tail) <= capacity:
+                ctypes.memmove(buffer, tail, len(tail))
+            return 0
+        except BaseException as e:  # noqa: BLE001 - nothing may escape into the library's thread
+            return self._fail(message, message_capacity, e)
+
+    def _fetch(self, _context, index, name, path, capacity, message, message_capacity) -> int:
+        try:
+            store = self.store
+            local = os.fsencode(store.path(name.decode(), pin=True))
+            if len(local) > capacity:
+                store.unpin(name.decode())
+                raise CacheError(f"{local!r}: local path longer than {capacity} bytes")
+            ctypes.memmove(path, local + b"\0", len(local) + 1)
+            if store.prefetch_count:
+                store.prefetch(store.names[index + 1:index + 1 + store.prefetch_count])
+            return 0
+        except BaseException as e:  # noqa: BLE001
+            return self._fail(message, message_capacity, e)
+
+    def _release(self, _context, index, name) -> None:
+        try:
+            self.store.unpin(name.decode())
+        except BaseException:  # noqa: BLE001 - a release cannot fail the reader
+            pass

@@ -459,6 +459,88 @@ def test_size_limit_evicts_and_reads_correctly(server, publish, local, cache_dir
         assert set(shard_files(store.directory)) == {b, c}
 
 
+def test_native_reader_fetches_shards_on_demand(server, publish, local, cache_dir):
+    """The native reader at a URL reads only footers when it opens, fetches a shard when a read
+    first needs it (through the Swift reader's shard source), and under max_bytes keeps at most
+    the shards that fit mapped: every read equals the local native read."""
+    import logitcache as lc
+    name = publish("zstd")
+    here = local["zstd"].directory
+    sizes = [e["bytes"] for e in manifest_entries(here)]
+    with lc.Cache(here, backend="native") as want, \
+            lc.Cache(server.url(name), backend="native", remote=dict(prefetch=0, **FAST)) as c:
+        store = c._source.store
+        assert shard_files(store.directory) == {}
+        same = lambda a, b: all(np.array_equal(getattr(a, f), getattr(b, f))  # noqa: E731
+                                for f in ("input_ids", "next_token_logprobs", "logsumexps", "entry_counts",
+                                          "entry_ids", "entry_logprobs"))
+        assert same(want.read(0, 100, k=16), c.read(0, 100, k=16))
+        assert set(shard_files(store.directory)) == {store.names[0]}
+        last = want.tokens
+        assert same(want.read(last - 50, last, k=4), c.read(last - 50, last, k=4))
+        assert set(shard_files(store.directory)) == {store.names[0], store.names[-1]}
+        assert c.verify()["sound"] and set(shard_files(store.directory)) == set(store.names)
+
+    limit = int(2.5 * max(sizes))
+    order = np.random.default_rng(7).permutation(local["zstd"].sequences)
+    with lc.Cache(here, backend="native") as want, \
+            lc.Cache(server.url(name), backend="native",
+                     remote=dict(local_dir=os.path.join(cache_dir, "bounded"), max_bytes=limit, prefetch=1, **FAST)) as c:
+        store = c._source.store
+        assert c._source.open_shards() == 2
+        for i in order[:40]:
+            a, b = want.sequence(int(i)), c.sequence(int(i))
+            assert a == b
+            assert same(want.read(a.start, a.start + a.length, k=16), c.read(b.start, b.start + b.length, k=16))
+            assert sum(shard_files(store.directory).values()) <= limit
+        samples_want, samples_got = want.read_samples(0, want.tokens), c.read_samples(0, c.tokens)
+        assert all(np.array_equal(x, y) for x, y in zip(samples_want, samples_got))
+        assert sum(shard_files(store.directory).values()) <= limit
+    fetched = [r for e in manifest_entries(here) for r in server.requests(f"/{name}/{e['file']}")
+               if r[0] == 206 and r[1].startswith("bytes=0-")]
+    assert len(fetched) > 2 * len(sizes)  # both caches fetched every shard; the bounded one again
+
+
+def test_native_loader_over_a_remote_cache_mid_epoch_kill(publish, www, caches, cache_dir, tmp_path):
+    """The native StudentLoader at a URL, two decode threads fetching shards through the Python
+    store from the library's threads, two shards of room: batches equal the local loader's; after
+    the server is killed each batch is equal still or a CacheError naming the URL, never another
+    batch, and the loader then closes cleanly."""
+    import logitcache as lc
+    ng = Nginx(str(tmp_path / "nginx"), www).start()
+    try:
+        name = publish("zstd")
+        size = max(e["bytes"] for e in manifest_entries(caches["zstd"]))
+        args = dict(batch_size=4, context=256, k=8, mode="tail", seed=3, shuffle_buffer=8, decode_threads=2,
+                    backend="native")
+        want = lc.StudentLoader(caches["zstd"], **args)
+        got = lc.StudentLoader(ng.url(name), remote=dict(max_bytes=2 * size + 1000, prefetch=1, retries=1, **FAST),
+                               **args)
+        assert got._source is not None and got._owned is not None
+        n = got.batches_in_epoch
+        assert n >= 6
+        for _ in range(n // 3):
+            a, b = next(want), next(got)
+            assert all(np.array_equal(a[key], b[key]) for key in a if isinstance(a[key], np.ndarray))
+        ng.kill()
+        errors = 0
+        for _ in range(n - n // 3):
+            expected = next(want)
+            try:
+                batch = next(got)
+            except CacheError as e:
+                assert ng.url(name) in str(e) and "unreachable" in str(e)
+                errors += 1
+                break
+            assert all(np.array_equal(expected[key], batch[key]) for key in expected
+                       if isinstance(expected[key], np.ndarray))
+        assert errors == 1  # 8 shards through 2 shards of room: a refetch was needed
+        got.close()
+        want.close()
+    finally:
+        ng.stop()
+
+
 def test_missing_shard_and_manifest_are_not_found(server, publish, www, cache_dir):
     name = publish("zstd")
     victim = manifest_entries(os.path.join(www, name))[0]["file"]

@@ -68,9 +68,15 @@ def test_every_header_function_is_bound_with_its_arity():
         assert len(_native.SIGNATURES[name][1]) == arity, name
 
 
+def struct_fields(body: str) -> list:
+    """Field names of a struct body: `type name;` or a function pointer `ret (*name)(args);`."""
+    return [m.group(1) or m.group(2) for m in re.finditer(r"\(\*(\w+)\)\s*\([^)]*\)\s*;|(\w+)\s*;", body)]
+
+
 def test_structs_match_the_header():
-    structs = {name: re.findall(r"(\w+);", body) for name, body in HEADER_STRUCT.findall(header_text())}
-    assert set(structs) == {"lc_cache_info", "lc_sequence_info", "lc_rows", "lc_batch"}
+    structs = {name: struct_fields(body) for name, body in HEADER_STRUCT.findall(header_text())}
+    assert set(structs) == {"lc_cache_info", "lc_sequence_info", "lc_rows", "lc_batch", "lc_shard_source"}
+    assert structs["lc_shard_source"] == ["context", "tail", "fetch", "release"]
     for name, fields in structs.items():
         cls = getattr(_native, name)
         assert [f[0] for f in cls._fields_] == fields, name

@@ -193,7 +193,8 @@ lc_status lc_loader_resume(lc_loader *loader, const char *state_json);
  *   "partition": i, "partitionCount": N,                              (default 0 of 1)
  *   "codec": "zstd" | "lz4" | "none", "level": int,                   (default zstd 3)
  *   "logProbs": "quantized" | "float32", "stepLog2": b, "stepMultiplier": m,
- *   "blockTokens": int, "targetShardBytes": int }
+ *   "blockTokens": int, "targetShardBytes": int,
+ *   "origin": {"tool", "teacher"?, "device"?, "note"?} }                (optional, FORMAT.md section 7)
  * Opens or resumes partition i: shards published by an earlier run are adopted and their
  * sequence count is `lc_writer_resumed_sequences` (the caller skips that many sequences). */
 lc_status lc_writer_open(const char *directory, const char *description_json, lc_writer **out);

@@ -26,6 +26,7 @@ private struct WriterRequest: Decodable {
     var stepMultiplier: Int?
     var blockTokens: Int?
     var targetShardBytes: Int?
+    var origin: CacheOrigin?
 
     func settings() throws -> CaptureSettings {
         let c = capture
@@ -74,7 +75,7 @@ public func lc_writer_open(_ directory: UnsafePointer<CChar>?, _ description: Un
         out.pointee = nil
         let dir = try string(directory, "directory")
         let r = try decodeJSON(WriterRequest.self, description, "description_json")
-        let d = CacheDescription(vocabularySize: r.vocabularySize, fingerprints: r.fingerprints, capture: try r.settings())
+        let d = CacheDescription(vocabularySize: r.vocabularySize, fingerprints: r.fingerprints, capture: try r.settings(), origin: r.origin)
         let w = try CacheWriter(directory: dir, description: d, options: try r.options(),
                                 partition: r.partition ?? 0, partitionCount: r.partitionCount ?? 1)
         out.pointee = handle(w)

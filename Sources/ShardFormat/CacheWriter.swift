@@ -53,8 +53,10 @@ public struct CacheDescription: Sendable, Equatable {
     /// Capture settings; `capture.k` is K (most entries per position), and `capture.samples`
     /// bounds the distinct sampled ids per position (0: no sample columns).
     public var capture: CaptureSettings
-    public init(vocabularySize: Int, fingerprints: Fingerprints, capture: CaptureSettings) {
-        self.vocabularySize = vocabularySize; self.fingerprints = fingerprints; self.capture = capture
+    /// Recorded in the manifest as `origin` (nil: not recorded).
+    public var origin: CacheOrigin?
+    public init(vocabularySize: Int, fingerprints: Fingerprints, capture: CaptureSettings, origin: CacheOrigin? = nil) {
+        self.vocabularySize = vocabularySize; self.fingerprints = fingerprints; self.capture = capture; self.origin = origin
     }
 }
 
@@ -237,7 +239,7 @@ public final class CacheWriter {
                               encoding: EncodingSettings(codec: options.codec.name, level: Int(options.codec.level), logProbs: lp, stepLog2: step,
                                                          stepMultiplier: options.logProbs.recordedStepMultiplier,
                                                          blockTokens: options.blockTokens, entryBands: bands),
-                              teacherCost: teacherCost, partition: partition, totals: CacheTotals(), shards: shards)
+                              teacherCost: teacherCost, origin: description.origin, partition: partition, totals: CacheTotals(), shards: shards)
         m.recomputeTotals()
         return m
     }

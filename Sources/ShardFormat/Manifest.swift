@@ -72,6 +72,36 @@ public struct TeacherCost: Codable, Sendable, Equatable, Hashable {
     }
 }
 
+/// Where a cache's targets came from: the program that wrote them, the teacher it ran (or the
+/// file it imported) and the device. Informative only: readers never act on it.
+public struct CacheOrigin: Codable, Sendable, Equatable, Hashable {
+    /// The writing program: `logitcache teacher`, `logitcache capture`, `logitcache import-vllm`, ...
+    public var tool: String
+    /// The teacher model (a name or path), or the imported file.
+    public var teacher: String?
+    /// Where the teacher ran (`cpu`, `cuda:0 (NVIDIA H100)`, ...).
+    public var device: String?
+    /// What a reader should know (for an import: what the source did not give).
+    public var note: String?
+
+    public init(tool: String, teacher: String? = nil, device: String? = nil, note: String? = nil) {
+        self.tool = tool; self.teacher = teacher; self.device = device; self.note = note
+    }
+
+    /// The origin of a cache merged from partitions of these origins: each field's distinct
+    /// values in partition order, joined with " + " (nil when no partition recorded any).
+    static func merged(_ all: [CacheOrigin?]) -> CacheOrigin? {
+        let present = all.compactMap { $0 }
+        guard !present.isEmpty else { return nil }
+        func join(_ f: (CacheOrigin) -> String?) -> String? {
+            var seen: [String] = []
+            for v in present.compactMap(f) where !seen.contains(v) { seen.append(v) }
+            return seen.isEmpty ? nil : seen.joined(separator: " + ")
+        }
+        return CacheOrigin(tool: join { $0.tool } ?? "", teacher: join { $0.teacher }, device: join { $0.device }, note: join { $0.note })
+    }
+}
+
 /// The writer settings recorded in a manifest (footers are authoritative).
 public struct EncodingSettings: Codable, Sendable, Equatable, Hashable {
     public var codec: String
@@ -119,6 +149,8 @@ public struct CacheManifest: Codable, Sendable, Equatable {
     public var capture: CaptureSettings
     public var encoding: EncodingSettings
     public var teacherCost: TeacherCost
+    /// Who wrote the targets (nil in caches written before it was recorded).
+    public var origin: CacheOrigin?
     /// Set in partition manifests, nil in the merged one.
     public var partition: PartitionInfo?
     public var totals: CacheTotals
@@ -294,6 +326,7 @@ public struct CacheManifest: Codable, Sendable, Equatable {
         merged.partition = nil
         merged.shards = []
         merged.teacherCost = TeacherCost()
+        var origins: [CacheOrigin?] = []
         for p in 0..<count {
             let name = partitionFileName(p)
             if p > 0 { try refuseRunningWriter(directory: directory, partition: p) }
@@ -308,7 +341,10 @@ public struct CacheManifest: Codable, Sendable, Equatable {
             }
             merged.shards += m.shards
             merged.teacherCost = merged.teacherCost + m.teacherCost
+            origins.append(m.origin)
         }
+        // Partitions may come from different programs (a Swift pass and a Python capture).
+        merged.origin = CacheOrigin.merged(origins)
         merged.recomputeTotals()
         try merged.publish(directory: directory, name: fileName)
         return merged

@@ -108,7 +108,9 @@ public final class TeacherPassJob {
             tokenizer: Fingerprint.render(try Fingerprint.file(o.tokenizerPath)),
             corpus: Fingerprint.corpus(stream, context: o.context))
         description = CacheDescription(vocabularySize: V, fingerprints: fingerprints,
-                                       capture: TeacherPassJob.captureSettings(o))
+                                       capture: TeacherPassJob.captureSettings(o),
+                                       origin: CacheOrigin(tool: "logitcache teacher", teacher: (o.modelDirectory as NSString).lastPathComponent,
+                                                           device: "cpu"))
         try TeacherPassJob.refuseDifferentCache(in: o.output, description: description, partitionCount: o.partition.count)
     }
 

@@ -85,7 +85,8 @@ class CacheWriter(_native.Resource):
     independently; `merge(directory)` then builds manifest.json (with one partition, `finish`
     writes it). `codec` "zstd" (`level` 1...19), "lz4" or "none"; `log_probs` None (the format's
     default quantisation), "float32" (lossless) or "quantized" with `step_log2` b and
-    `step_multiplier` m (step m * 2^-b nats).
+    `step_multiplier` m (step m * 2^-b nats). `origin` = {"tool", "teacher", "device", "note"}
+    (only "tool" required) is recorded in the manifest: who wrote the targets, from what, where.
 
     Opening resumes a partition an earlier run left unfinished: its published shards are kept
     and `resumed_sequences` says how many sequences they hold; skip that many and go on.
@@ -107,7 +108,8 @@ class CacheWriter(_native.Resource):
     def __init__(self, directory: PathLike, *, vocabulary_size: int, fingerprints: Mapping[str, str],
                  capture: Mapping[str, object], partition: int = 0, partition_count: int = 1, codec: str = "zstd",
                  level: int = 3, log_probs: Optional[str] = None, step_log2: Optional[int] = None,
-                 step_multiplier: Optional[int] = None, block_tokens: int = 8192, target_shard_bytes: int = 256 << 20):
+                 step_multiplier: Optional[int] = None, block_tokens: int = 8192, target_shard_bytes: int = 256 << 20,
+                 origin: Optional[Mapping[str, str]] = None):
         lib = _native.require()
         self.directory: str = os.fspath(directory)
         cap = dict(capture)
@@ -116,6 +118,8 @@ class CacheWriter(_native.Resource):
         description = {"vocabularySize": int(vocabulary_size), "fingerprints": dict(fingerprints), "capture": cap,
                        "partition": int(partition), "partitionCount": int(partition_count), "codec": codec,
                        "blockTokens": int(block_tokens), "targetShardBytes": int(target_shard_bytes)}
+        if origin is not None:
+            description["origin"] = {key: str(value) for key, value in origin.items() if value is not None}
         if codec == "zstd":
             description["level"] = int(level)
         for key, value in (("logProbs", log_probs), ("stepLog2", step_log2), ("stepMultiplier", step_multiplier)):

@@ -1191,6 +1191,13 @@ def check_manifest(m: Any, name: str) -> dict:
         v = _real(cost, key, w)
         if not (math.isfinite(v) and v >= 0):
             raise CacheError(f"{w}: {key} {v} must be finite and >= 0")
+    if "origin" in m:
+        w = name + " origin"
+        o = _obj(m, "origin", name)
+        _str(o, "tool", w)
+        for key in ("teacher", "device", "note"):
+            if key in o:
+                _str(o, key, w)
     if "partition" in m:
         p = _obj(m, "partition", name)
         count = _int(p, "count", name + " partition", 1, MAX_PARTITIONS)

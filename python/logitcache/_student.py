@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 from ctypes import byref, c_int64, c_void_p
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -288,6 +288,29 @@ class StudentLoader(_native.Resource):
             if self._handle is not None:
                 return self._next_native(self._output_arrays())
             return next(self._pure)
+
+    def next_into(self, out: Mapping[str, np.ndarray]) -> Batch:
+        """The next batch written into the caller's arrays `out` (the array keys of `next()`,
+        C-contiguous, with `next()`'s dtypes and shapes), e.g. a shared-memory slot. Returns a
+        dict of those arrays plus epoch, index and tokens. The native backend decodes straight
+        into them; the pure one copies its batch in. Raises ValueError for a missing or
+        mis-shaped array."""
+        want = self._empty_batch()
+        for key, a in want.items():
+            got = out.get(key)
+            if not isinstance(got, np.ndarray) or got.dtype != a.dtype or got.shape != a.shape \
+                    or not got.flags.c_contiguous or not got.flags.writeable:
+                raise ValueError(f"next_into: out[{key!r}] must be a writeable C-contiguous {a.dtype} array of shape "
+                                 f"{a.shape}")
+        with self._lock:
+            self._live()
+            if self._handle is not None:
+                return self._next_native({key: out[key] for key in want})
+            batch = next(self._pure)
+        for key in want:
+            np.copyto(out[key], batch[key])
+        return {**{key: out[key] for key in want}, "epoch": batch["epoch"], "index": batch["index"],
+                "tokens": batch["tokens"]}
 
     def __iter__(self) -> Iterator[Batch]:
         return self

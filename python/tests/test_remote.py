@@ -831,11 +831,20 @@ def test_package_entry_points_take_urls(server, publish, local, cache_dir):
             for x, y in zip(a, b):
                 assert np.array_equal(x["windows"], y["windows"]) and np.array_equal(x["target_ids"], y["target_ids"])
     torch_dataset = pytest.importorskip("logitcache.torch")
-    ds = torch_dataset.LogitCacheDataset(url, batch_size=2, context=128, k=8, seed=3, rank=0, world_size=1, remote=dict(FAST))
-    assert ds.cache_directory.startswith(cache_dir)
+    import torch
+    fresh = os.path.join(cache_dir, "dataset")
+    ds = torch_dataset.LogitCacheDataset(url, batch_size=2, context=128, k=8, seed=3, rank=0, world_size=1,
+                                         remote=dict(FAST, local_dir=fresh))
+    assert ds.cache_directory.startswith(fresh) and ds.url == url
+    assert shard_files(ds.cache_directory) == {}  # the manifest only: streams fetch what they read
     first = next(iter(ds))
     ref = lc.StudentLoader(here, batch_size=2, context=128, k=8, seed=3).next()
     assert np.array_equal(first["windows"].numpy(), ref["windows"])
+    # Two DataLoader workers, each fetching shards on demand: the epoch equals the local one's.
+    local_ds = torch_dataset.LogitCacheDataset(here, batch_size=2, context=128, k=8, seed=3, rank=0, world_size=1)
+    got = [b["target_ids"] for b in torch_dataset.LogitCacheDataLoader(ds, num_workers=2)]
+    want = [b["target_ids"] for b in torch_dataset.LogitCacheDataLoader(local_ds, num_workers=2)]
+    assert len(got) == len(want) > 10 and all(torch.equal(x, y) for x, y in zip(got, want))
     # Options for a local path are a mistake, not silently ignored.
     with pytest.raises(TypeError):
         lc.Cache(here, remote=dict(FAST))

@@ -7,9 +7,15 @@ loader, and all are stepped in lockstep as DDP would. References come from the p
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import multiprocessing
 import os
-from typing import List, Sequence
+import shutil
+import signal
+import time
+from typing import Iterator, List, Sequence
 
 import numpy as np
 import pytest
@@ -340,3 +346,171 @@ def test_loader_errors_surface_from_the_worker(cache, workers):
         next(iter(loader))
     with pytest.raises(logitcache.LoaderError, match="batch size"):
         dataset(cache, batch_size=0)
+
+
+# -- transport: shared-memory batch slots ----------------------------------------------------
+
+
+def stream_reference(path: str, workers: int, epoch: int) -> List[dict]:
+    """One epoch of a rank with `workers` workers, from `num_workers=0` loaders of its streams
+    (rank w of `workers` is stream w), dealt in turn as the DataLoader takes its workers."""
+    per_stream = []
+    for w in range(workers):
+        ds = dataset(path, rank=w, world=workers)
+        ds.set_epoch(epoch)
+        per_stream.append(list(LogitCacheDataLoader(ds)))
+    assert len({len(s) for s in per_stream}) == 1
+    return [s[i] for i in range(len(per_stream[0])) for s in per_stream]
+
+
+def identical(got: Sequence[dict], want: Sequence[dict]) -> None:
+    """Bit for bit: keys in order, dtypes, shapes, values, ints."""
+    assert len(got) == len(want)
+    for i, (x, y) in enumerate(zip(got, want)):
+        assert list(x) == list(y), i
+        for key in ARRAY_KEYS:
+            assert x[key].dtype == y[key].dtype and x[key].shape == y[key].shape, (i, key)
+            assert np.array_equal(x[key].numpy().view(np.uint8), y[key].numpy().view(np.uint8)), (i, key)
+        assert (x["epoch"], x["index"], x["tokens"]) == (y["epoch"], y["index"], y["tokens"]), i
+
+
+def snapshot(batch: dict) -> dict:
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("workers,slots", [(1, None), (2, None), (3, None), (2, 1), (3, 1)])
+def test_workers_hand_out_the_batches_of_loaders_without_workers(cache, workers, slots):
+    """Passes cut by breaks and resumed, into the next epoch: the same batches, bit for bit, as
+    the streams read without workers; and every batch kept stays as it was handed out (the
+    slots it came through were refilled many times since)."""
+    want = stream_reference(cache, workers, 0) + stream_reference(cache, workers, 1)
+    loader = LogitCacheDataLoader(dataset(cache), num_workers=workers, slots_per_worker=slots)
+    got, at_receipt = [], []
+    for cut in (3, 1, 5, None, 4):  # None: to the end of epoch 0
+        for i, batch in enumerate(loader):
+            got.append(batch)
+            at_receipt.append(snapshot(batch))
+            if cut is not None and i + 1 == cut:
+                break
+    identical(got, want[:len(got)])
+    assert got[-1]["epoch"] == 1 and len(got) == len(want) // 2 + 4
+    identical(got, at_receipt)
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_workers_started_without_fork(cache, start_method):
+    loader = LogitCacheDataLoader(dataset(cache), num_workers=2, multiprocessing_context=start_method)
+    identical(list(loader), stream_reference(cache, 2, 0))
+
+
+def test_pin_memory_hands_out_the_same_batches(cache):
+    # Without an accelerator torch only warns and does not pin; with one the slots are copied
+    # straight into pinned memory. Either way the batches are the same.
+    loader = LogitCacheDataLoader(dataset(cache), num_workers=2, pin_memory=True)
+    with pytest.warns(UserWarning, match="pin_memory") if not torch.accelerator.is_available() \
+            else contextlib.nullcontext():
+        got = list(loader)
+    identical(got, stream_reference(cache, 2, 0))
+    if torch.accelerator.is_available():
+        assert all(b["target_ids"].is_pinned() for b in got)
+
+
+def test_slots_per_worker_below_one_is_refused(cache):
+    with pytest.raises(ValueError, match="slots_per_worker"):
+        LogitCacheDataLoader(dataset(cache), num_workers=1, slots_per_worker=0)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fails the test with TimeoutError instead of hanging when the block takes longer."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: a hang")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def new_children(before: Sequence[multiprocessing.Process]) -> List[multiprocessing.Process]:
+    return [p for p in multiprocessing.active_children() if p not in before]
+
+
+def test_an_abandoned_pass_lets_waiting_workers_exit_cleanly(cache):
+    """One slot per worker: after two batches both workers wait for the main process to free
+    their slot. Breaking off the pass must let them end at once, not leave them for torch's
+    shutdown to terminate after its 5 s join timeout per worker (their exit code is 0 either
+    way: torch's workers exit quietly on their parent's SIGTERM, so the time tells)."""
+    loader = LogitCacheDataLoader(dataset(cache), num_workers=2, slots_per_worker=1)
+    before = multiprocessing.active_children()
+    with deadline(30):
+        it = iter(loader)
+        next(it)
+        next(it)
+        workers = new_children(before)
+        assert len(workers) == 2
+        time.sleep(0.5)  # both have filled their slot by now and wait
+        t0 = time.perf_counter()
+        del it  # as a `break` does
+        for p in workers:
+            p.join(10)
+        elapsed = time.perf_counter() - t0
+    assert all(p.exitcode is not None for p in workers)
+    assert elapsed < 4, f"workers took {elapsed:.1f} s to end: they were terminated, not woken"
+    # the next pass continues after the two batches handed out
+    assert next(iter(loader))["index"] == 1
+
+
+@pytest.fixture
+def damaged_cache(cache, tmp_path) -> str:
+    """The cache with one byte flipped in a chunk 60 % into its shard: decoding the block that
+    holds it fails with CacheError (checksum mismatch), some batches into the epoch."""
+    out = str(tmp_path / "damaged")
+    shutil.copytree(cache, out)
+    shard = os.path.join(out, next(f for f in os.listdir(out) if f.endswith(".lcs")))
+    with open(shard, "r+b") as f:
+        f.seek(os.path.getsize(shard) * 6 // 10)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0xFF]))
+    return out
+
+
+def test_an_exception_in_a_worker_surfaces_in_the_main_process(damaged_cache):
+    loader = LogitCacheDataLoader(dataset(damaged_cache), num_workers=2, slots_per_worker=1)
+    before = multiprocessing.active_children()
+    with deadline(60):
+        it = iter(loader)
+        next(it)  # the damage is met mid-epoch
+        workers = new_children(before)
+        assert len(workers) == 2
+        with pytest.raises(logitcache.CacheError, match="checksum mismatch"):
+            for _ in it:
+                pass
+        del it
+        gc.collect()  # the failed pass (kept alive by the exception's traceback) shuts its workers down
+        for p in workers:
+            p.join(10)
+    assert all(p.exitcode is not None for p in workers)
+
+
+def test_a_killed_worker_surfaces_in_the_main_process(cache):
+    loader = LogitCacheDataLoader(dataset(cache), num_workers=2, slots_per_worker=1)
+    before = multiprocessing.active_children()
+    with deadline(60):
+        it = iter(loader)
+        next(it)
+        workers = new_children(before)
+        assert len(workers) == 2
+        with pytest.raises(RuntimeError, match="DataLoader worker"):
+            # torch's SIGCHLD handler may raise as soon as the kill lands
+            os.kill(workers[1].pid, signal.SIGKILL)
+            for _ in it:
+                pass
+        del it
+        gc.collect()
+        for p in workers:
+            p.join(10)
+    assert all(p.exitcode is not None for p in workers)

@@ -84,6 +84,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .. import LoaderError, StudentLoader
+from ._ring import BatchRing, Field, RingWriter
 
 __all__ = ["LogitCacheDataLoader", "LogitCacheDataset", "distributed_rank_and_world_size", "order_fingerprint"]
 
@@ -128,14 +129,14 @@ def distributed_rank_and_world_size() -> Tuple[int, int]:
 
 
 def _cache_directory(cache: Any, remote: Optional[dict] = None) -> str:
-    """The local cache directory: a path as given; a URL fetched (every shard, verified) into
-    the local directory of `logitcache.remote.ShardStore`, here in the parent process, so the
-    workers open local files."""
+    """The local cache directory: a path as given; for a URL, the local directory of
+    `logitcache.remote.ShardStore` with the verified manifest (shards are fetched on demand by
+    each stream's loader)."""
     if isinstance(cache, str) and "://" in cache:
         from .. import remote as _remote
         if _remote.is_url(cache):
             with _remote.ShardStore(cache, **(remote or {})) as store:
-                return store.materialize()
+                return store.directory
     if remote:
         raise TypeError("remote options apply to URLs only")
     if isinstance(cache, (str, os.PathLike)):
@@ -222,8 +223,9 @@ class LogitCacheDataset(IterableDataset):
 
     Args:
         cache: the cache directory (a path, or a `logitcache.Cache` whose directory is read),
-            or an fsspec URL, fetched and verified here into a local directory (`remote`: the
-            options of `logitcache.remote.ShardStore`).
+            or an fsspec URL (`remote`: the options of `logitcache.remote.ShardStore`): the
+            manifest is fetched here; each stream's loader fetches the shards it reads, verified,
+            into the store's local directory.
         batch_size, context, k, mode, temperature, seed, shuffle_buffer, remainder, student,
             decode_threads, prefetch_blocks, backend: as `logitcache.StudentLoader`; B windows
             per batch of T tokens with k target slots.
@@ -246,6 +248,9 @@ class LogitCacheDataset(IterableDataset):
                  remote: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         self.cache_directory: str = _cache_directory(cache, remote)
+        #: The cache's URL when it is remote (each stream's loader fetches shards on demand), else None.
+        self.url: Optional[str] = cache if isinstance(cache, str) and self.cache_directory != cache and "://" in cache else None
+        self.remote: Optional[Dict[str, Any]] = dict(remote) if remote else None
         self.batch_size, self.context, self.k = int(batch_size), int(context), int(k)
         self.mode, self.temperature, self.seed = str(mode), float(temperature), int(seed)
         self.shuffle_buffer, self.remainder = int(shuffle_buffer), str(remainder)
@@ -266,6 +271,9 @@ class LogitCacheDataset(IterableDataset):
         #: The cache's vocabulary size V (a student's output width).
         self.vocabulary_size: int = int(manifest["vocabularySize"])
         self._progress = _Progress()
+        # Set by LogitCacheDataLoader only while its workers start, so they take it along:
+        # then they fill its shared-memory slots instead of yielding tensors.
+        self._ring: Optional[BatchRing] = None
 
     def _check_settings(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -354,14 +362,15 @@ class LogitCacheDataset(IterableDataset):
 
     def open_stream(self, stream: int, streams: int) -> StudentLoader:
         """A `logitcache.StudentLoader` for one stream (opened in the calling process)."""
-        return StudentLoader(self.cache_directory, batch_size=self.batch_size, context=self.context, k=self.k,
+        return StudentLoader(self.url or self.cache_directory, remote=self.remote if self.url else None, batch_size=self.batch_size, context=self.context, k=self.k,
                              mode=self.mode, temperature=self.temperature, seed=self.seed, rank=stream,
                              world_size=streams, shuffle_buffer=self.shuffle_buffer, remainder=self.remainder,
                              student=self.student, decode_threads=self.decode_threads,
                              prefetch_blocks=self.prefetch_blocks, backend=self.backend)
 
-    def _stream_batches(self, plan: _Plan, stream: int) -> Iterator[Dict[str, Any]]:
-        """The batches of one stream for the rest of `plan`'s epoch, as tensors."""
+    def _stream_batches(self, plan: _Plan, stream: int, writer: Optional[RingWriter]) -> Iterator[Dict[str, Any]]:
+        """The batches of one stream for the rest of `plan`'s epoch: as tensors, or with
+        `writer` decoded into its ring's slots and announced by small messages."""
         layout, B = plan.layout, plan.layout.batch_size
         if plan.consumed[stream] % B:
             raise LoaderError(f"resume state: stream {stream} consumed {plan.consumed[stream]} windows, "
@@ -378,10 +387,16 @@ class LogitCacheDataset(IterableDataset):
             else:
                 loader.seek(plan.epoch, 0)
             for _ in range(max(0, loader.batches_in_epoch - start)):
-                batch = loader.next()
+                if writer is None:
+                    batch = loader.next()
+                else:
+                    arrays = writer.acquire()
+                    if arrays is None:  # the pass was closed: nobody reads further batches
+                        return
+                    batch = loader.next_into(arrays)
                 if batch["epoch"] != plan.epoch:  # pragma: no cover - a loader bug, not a user error
                     raise RuntimeError(f"stream {stream} left epoch {plan.epoch} early")
-                yield _to_tensors(batch)
+                yield _to_tensors(batch) if writer is None else writer.message(batch)
         finally:
             close = getattr(loader, "close", None)
             if callable(close):
@@ -391,7 +406,8 @@ class LogitCacheDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         plan = self._plan(workers)
-        return self._stream_batches(plan, plan.stream_of(self.rank, worker))
+        writer = self._ring.writer(worker) if self._ring is not None and info is not None else None
+        return self._stream_batches(plan, plan.stream_of(self.rank, worker), writer)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -476,6 +492,14 @@ class LogitCacheDataset(IterableDataset):
         self._progress = _Progress(epoch, earlier, current)
 
 
+def _batch_fields(batch_size: int, context: int, k: int) -> List[Field]:
+    """The arrays of a batch (`StudentLoader.next`'s, in its order): name, dtype, shape."""
+    B, T = batch_size, context
+    return [("windows", np.int32, (B,)), ("input_ids", np.int32, (B, T)), ("labels", np.int32, (B, T)),
+            ("target_ids", np.int32, (B, T, k)), ("target_weights", np.float32, (B, T, k)),
+            ("tail_mass", np.float32, (B, T)), ("entry_counts", np.int32, (B, T))]
+
+
 def _to_tensors(batch: Mapping[str, Any]) -> Dict[str, Any]:
     """numpy arrays -> tensors (sharing memory; each batch's arrays are its own), ints kept."""
     out: Dict[str, Any] = {}
@@ -487,6 +511,18 @@ def _to_tensors(batch: Mapping[str, Any]) -> Dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _taken_from_slots(messages: Iterator[Dict[str, int]], ring: BatchRing, pin_memory: bool) -> Iterator[Dict[str, Any]]:
+    """The batches of a pass with workers. Each message's slot is copied out and freed as soon
+    as the message arrives (the in-order freeing the ring relies on); when the pass ends, is
+    abandoned (a `break`) or fails, the ring is closed, so workers waiting for a slot end their
+    streams and torch's shutdown finds them done instead of terminating them."""
+    try:
+        for message in messages:
+            yield ring.take(message, pin_memory)
+    finally:
+        ring.close()
 
 
 class LogitCacheDataLoader(DataLoader):
@@ -502,12 +538,23 @@ class LogitCacheDataLoader(DataLoader):
     caller (one more is fetched ahead), so `state_dict()` taken after using a batch resumes
     with the next one.
 
+    **Transport.** With workers, each pass gives every worker `slots_per_worker` batch slots in
+    shared memory (default `prefetch_factor + 1`: a worker then never waits for the main process
+    while the DataLoader's prefetching keeps it busy; fewer slots save shared memory, B * T *
+    (8 k + 16) bytes per slot, at the cost of such waits). A worker decodes each batch straight
+    into its next free slot and sends only the slot's number; the main process copies the slot
+    into the batch it hands out (into pinned memory with `pin_memory`) and frees the slot, so
+    batches are the caller's to keep, equal bit for bit to those of `num_workers=0` loaders of
+    the same streams. Works with the fork, spawn and forkserver start methods.
+
     Raises ValueError for `batch_size`, `sampler`, `batch_sampler`, `shuffle`, `collate_fn`,
-    `in_order=False` (batches are counted as coming from the workers in turn) or
-    `persistent_workers=True` (workers read the position only when a pass starts).
+    `in_order=False` (batches are counted as coming from the workers in turn, and the slots are
+    freed in that order), `persistent_workers=True` (workers read the position only when a pass
+    starts) or `slots_per_worker` < 1.
     """
 
-    def __init__(self, dataset: LogitCacheDataset, num_workers: int = 0, **kwargs: Any) -> None:
+    def __init__(self, dataset: LogitCacheDataset, num_workers: int = 0, *, slots_per_worker: Optional[int] = None,
+                 **kwargs: Any) -> None:
         if not isinstance(dataset, LogitCacheDataset):
             raise TypeError(f"dataset must be a LogitCacheDataset, not {type(dataset).__name__}")
         for key in ("batch_size", "sampler", "batch_sampler", "shuffle", "collate_fn"):
@@ -519,7 +566,10 @@ class LogitCacheDataLoader(DataLoader):
         if kwargs.get("persistent_workers"):
             raise ValueError("persistent_workers=True is not supported: each pass starts its workers at the "
                              "loader's position")
+        if slots_per_worker is not None and int(slots_per_worker) < 1:
+            raise ValueError(f"slots_per_worker {slots_per_worker} must be >= 1")
         super().__init__(dataset, batch_size=None, num_workers=num_workers, **kwargs)
+        self.slots_per_worker: Optional[int] = None if slots_per_worker is None else int(slots_per_worker)
         self._passes = 0
 
     @property
@@ -537,7 +587,21 @@ class LogitCacheDataLoader(DataLoader):
         plan = ds._plan(self.workers)
         ds._begin(plan)
         self._passes += 1
-        return self._counted(super().__iter__(), plan, self._passes)
+        if self.num_workers == 0:
+            return self._counted(super().__iter__(), plan, self._passes)
+        slots = self.slots_per_worker if self.slots_per_worker is not None else self.prefetch_factor + 1
+        # The DataLoader's own context (torch.multiprocessing: the default one, when None), so
+        # the semaphores may be pickled to spawned workers.
+        context = self.multiprocessing_context if self.multiprocessing_context is not None else torch.multiprocessing
+        ring = BatchRing(_batch_fields(ds.batch_size, ds.context, ds.k), self.num_workers, slots, context)
+        ds._ring = ring
+        try:
+            it = super().__iter__()  # starts the workers, each with the dataset and so the ring
+        finally:
+            ds._ring = None
+        # torch's own decision: pin_memory asked for and an accelerator present.
+        pin = bool(getattr(it, "_pin_memory", False))
+        return self._counted(_taken_from_slots(it, ring, pin), plan, self._passes)
 
     def _counted(self, it: Iterator[Dict[str, Any]], plan: _Plan, pass_id: int) -> Iterator[Dict[str, Any]]:
         # One batch is held back so the last one of the epoch is known when it is handed out:

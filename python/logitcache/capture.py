@@ -365,14 +365,16 @@ class CaptureResult:
 
 def capture(model: str, corpus: Sequence[str], out: str, *, context: int = 512, policy: Policy = Policy(),
             temperature: float = 1.0, seed: int = 0, device: str = "cpu", dtype: str = "float32",
-            device_map: Optional[str] = None, partition: Optional[str] = None, windows_per_batch: int = 4,
+            device_map: Optional[str] = None, partition: Optional[str] = None,
+            partition_count: Optional[int] = None, windows_per_batch: int = 4,
             vocab_tile: int = 8192, tokenizer: Optional[str] = None, eot_token: Optional[str] = None,
             text_field: str = "text", blank_line_documents: bool = False, window_limit: Optional[int] = None,
             writer_options: Optional[Dict[str, Any]] = None,
             progress: Optional[Callable[[str], None]] = None) -> CaptureResult:
     """Runs the `transformers` causal LM in `model` (a directory) over `corpus` (files,
-    directories, globs) and writes partition `partition` ("i/N"; else from Slurm / Kubernetes
-    environment, else the whole corpus) of the cache `out`. A cache already there with the same
+    directories, globs) and writes partition `partition` ("i/N"; else from the Slurm job-array
+    or Kubernetes Indexed Job environment, the latter of `partition_count` parts; else the whole
+    corpus) of the cache `out`. A cache already there with the same
     settings is resumed after its published windows; one with other settings is refused.
 
     `policy`, `temperature` τ (0.001...1000) and `seed` as the Swift pass; `device` "cpu",
@@ -414,8 +416,8 @@ def capture(model: str, corpus: Sequence[str], out: str, *, context: int = 512, 
     total = stream.window_count(context)
     if total == 0:
         raise CacheError(f"corpus {list(corpus)}: no window (fewer than two tokens)")
-    part = _corpus.Partition.parse(partition) if partition else (_corpus.Partition.from_environment(os.environ)
-                                                                  or _corpus.Partition(0, 1))
+    part = _corpus.Partition.parse(partition) if partition else (
+        _corpus.Partition.from_environment(os.environ, kubernetes_count=partition_count) or _corpus.Partition(0, 1))
     owned = part.window_range(total)
     fingerprints = {"teacher": _corpus.teacher_fingerprint(model), "tokenizer": _corpus.tokenizer_fingerprint(tok_path),
                     "corpus": _corpus.corpus_fingerprint(stream, context)}

@@ -94,6 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     c.add_argument("--device-map", help="transformers device_map for multi-GPU models (e.g. auto)")
     c.add_argument("--partition", help="i/N (default: Slurm array / Kubernetes index from the environment, else 0/1)")
+    c.add_argument("--partition-count", type=int, help="parts N when the index comes from JOB_COMPLETION_INDEX (Kubernetes)")
     c.add_argument("--windows-per-batch", type=int, default=4)
     c.add_argument("--vocab-tile", type=int, default=8192, help="vocabulary rows per LM-head tile")
     c.add_argument("--eot-token", help="the token that joins documents (default: found in the tokenizer)")
@@ -142,7 +143,7 @@ def _capture(args) -> int:
     line = lambda text: print(f"\r{text}", end="", file=sys.stderr, flush=True)  # noqa: E731
     r = capture(args.model, args.corpus, args.out, context=args.context, policy=policy, temperature=args.temperature,
                 seed=args.seed, device=args.device, dtype=args.dtype, device_map=args.device_map,
-                partition=args.partition, windows_per_batch=args.windows_per_batch, vocab_tile=args.vocab_tile,
+                partition=args.partition, partition_count=args.partition_count, windows_per_batch=args.windows_per_batch, vocab_tile=args.vocab_tile,
                 tokenizer=args.tokenizer, eot_token=args.eot_token, text_field=args.text_field,
                 blank_line_documents=args.blank_line_documents, window_limit=args.benchmark, progress=line)
     print(file=sys.stderr)

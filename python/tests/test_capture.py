@@ -304,3 +304,21 @@ def test_command_line_capture_and_benchmark(tmp_path):
     assert b["tokens"] == 3 * 64 and b["tokens_per_second"] > 0 and 0 <= b["outside_forward_share"] < 1
     bad = subprocess.run(cmd[:8] + ["--out", out, "--top-p", "0.5", "--sampled", "3"], capture_output=True, text=True)
     assert bad.returncode == 1 and "choose one policy" in bad.stderr
+
+
+def test_partition_from_the_scheduler_environment(tmp_path, monkeypatch):
+    """Without --partition, a Slurm job array or a Kubernetes Indexed Job picks the part."""
+    model = builtin_model(tmp_path)
+    docs = corpus_file(tmp_path, 3)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    r = lcc.capture(model, [docs], str(tmp_path / "slurm"), context=64, policy=lcc.Policy("top-k", 4))
+    assert r.manifest["partition"] == {"index": 1, "count": 3}
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    with pytest.raises(ValueError, match="JOB_COMPLETION_INDEX"):
+        lcc.capture(model, [docs], str(tmp_path / "k8s"), context=64, policy=lcc.Policy("top-k", 4))
+    r = lcc.capture(model, [docs], str(tmp_path / "k8s"), context=64, policy=lcc.Policy("top-k", 4), partition_count=3)
+    assert r.manifest["partition"] == {"index": 2, "count": 3}

@@ -268,6 +268,35 @@ def manifest_entries(path: str) -> list:
         return json.load(f)["shards"]
 
 
+def same_batch(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            assert np.array_equal(a[key], b[key], equal_nan=True), key
+        else:
+            assert a[key] == b[key], key
+
+
+def epoch_across_a_kill(want, got, server, name: str) -> int:
+    """Takes a third of `got`'s epoch beside `want`'s, kills `server`, then goes on until the
+    first CacheError (which must name the URL as unreachable). Every batch taken must equal
+    `want`'s. Returns the number of errors (0 or 1)."""
+    n = got.batches_in_epoch
+    assert n >= 6
+    for _ in range(n // 3):
+        same_batch(next(want), next(got))
+    server.kill()
+    for _ in range(n - n // 3):
+        expected = next(want)
+        try:
+            batch = next(got)
+        except CacheError as e:
+            assert server.url(name) in str(e) and "unreachable" in str(e)
+            return 1
+        same_batch(expected, batch)
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # reading over http
 
@@ -517,23 +546,7 @@ def test_native_loader_over_a_remote_cache_mid_epoch_kill(publish, www, caches, 
         got = lc.StudentLoader(ng.url(name), remote=dict(max_bytes=2 * size + 1000, prefetch=1, retries=1, **FAST),
                                **args)
         assert got._source is not None and got._owned is not None
-        n = got.batches_in_epoch
-        assert n >= 6
-        for _ in range(n // 3):
-            a, b = next(want), next(got)
-            assert all(np.array_equal(a[key], b[key]) for key in a if isinstance(a[key], np.ndarray))
-        ng.kill()
-        errors = 0
-        for _ in range(n - n // 3):
-            expected = next(want)
-            try:
-                batch = next(got)
-            except CacheError as e:
-                assert ng.url(name) in str(e) and "unreachable" in str(e)
-                errors += 1
-                break
-            assert all(np.array_equal(expected[key], batch[key]) for key in expected
-                       if isinstance(expected[key], np.ndarray))
+        errors = epoch_across_a_kill(want, got, ng, name)
         assert errors == 1  # 8 shards through 2 shards of room: a refetch was needed
         got.close()
         want.close()
@@ -685,30 +698,7 @@ def test_student_loader_over_a_remote_cache_mid_epoch_kill(publish, www, local, 
         with open_cache(ng.url(name), max_bytes=2 * size + 1000, prefetch=1, retries=1, **FAST) as cache:
             got = StudentLoader(cache, **args)
             assert shard_files(cache.store.directory) == {}  # the window table came from footers
-            n = got.batches_in_epoch
-            assert n >= 6
-
-            def same_batch(a, b):
-                assert sorted(a) == sorted(b)
-                for key in a:
-                    if isinstance(a[key], np.ndarray):
-                        assert np.array_equal(a[key], b[key], equal_nan=True), key
-                    else:
-                        assert a[key] == b[key], key
-
-            for _ in range(n // 3):
-                same_batch(next(want), next(got))
-            ng.kill()
-            errors = 0
-            for _ in range(n - n // 3):
-                expected = next(want)
-                try:
-                    batch = next(got)
-                except CacheError as e:
-                    assert ng.url(name) in str(e) and "unreachable" in str(e)
-                    errors += 1
-                    break
-                same_batch(expected, batch)
+            errors = epoch_across_a_kill(want, got, ng, name)
             assert errors == 1  # 8 shards through a 2-shard cache: a refetch was needed
     finally:
         ng.stop()

@@ -154,6 +154,8 @@ lc_status lc_loader_open(const char *directory, const char *configuration_json, 
 /* The same loader over an open cache (a cache of lc_cache_open_source fetches shards on demand).
  * The loader keeps what it needs of `cache`; closing `cache` first is allowed. */
 lc_status lc_loader_open_cache(lc_cache *cache, const char *configuration_json, lc_loader **out);
+/* Stops the decode threads, waits for each to finish its unit, and frees the loader: nothing of
+ * it (its cache reader, a shard source's callbacks) runs after this returns. */
 void lc_loader_close(lc_loader *loader);
 
 /* This rank's batches in the current epoch, and the current epoch and batch index. */

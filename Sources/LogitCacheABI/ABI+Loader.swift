@@ -68,7 +68,12 @@ public func lc_loader_open_cache(_ cache: OpaquePointer?, _ configuration: Unsaf
 }
 
 @_cdecl("lc_loader_close")
-public func lc_loader_close(_ loader: OpaquePointer?) { release(loader) }
+public func lc_loader_close(_ loader: OpaquePointer?) {
+    // Joins the decode threads first, so nothing of the loader (its cache reader, a shard
+    // source's callbacks) runs after this returns.
+    (try? object(loader, as: StudentLoader.self, "loader"))?.close()
+    release(loader)
+}
 
 @_cdecl("lc_loader_position")
 public func lc_loader_position(_ loader: OpaquePointer?, _ epoch: UnsafeMutablePointer<Int64>?,

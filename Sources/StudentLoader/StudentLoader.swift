@@ -183,6 +183,15 @@ public final class StudentLoader {
 
     deinit { pipeline?.stop() }
 
+    /// Stops the decode threads and waits until each has finished the unit it was decoding, so
+    /// that when the caller drops the loader afterwards nothing of it lives on in other threads
+    /// (the cache reader included). ``seek(epoch:batch:)`` starts decoding again; ``next(into:)``
+    /// before that throws.
+    public func close() {
+        pipeline?.stopAndWait()
+        pipeline = nil
+    }
+
     private static func check(_ m: CacheManifest, directory: String, student s: StudentVocabulary) throws {
         guard m.fingerprints.tokenizer == s.tokenizerFingerprint else {
             throw LoaderError.tokenizerMismatch(cache: directory, cacheFingerprint: m.fingerprints.tokenizer, student: s.tokenizerFingerprint)
@@ -252,7 +261,7 @@ public final class StudentLoader {
     public func next(into out: BatchBuffers) throws -> (epoch: Int, index: Int, tokens: Int) {
         let c = configuration, B = c.batchSize
         if batchIndex >= batchesInEpoch { try seek(epoch: epoch + 1, batch: 0) }
-        guard let p = pipeline else { throw LoaderError.stateMismatch("no pipeline") }
+        guard let p = pipeline else { throw LoaderError.stateMismatch("the loader is closed (seek to start it again)") }
         let ws = order[(batchIndex * B)..<(batchIndex * B + B)]
         let rows = try p.take(ws)
         var tokens = 0
@@ -302,6 +311,7 @@ private final class Pipeline: @unchecked Sendable {
     private var ready: [Int32: WindowRows] = [:]   // converted windows not yet taken
     private var failures: [Int: Error] = [:]
     private var claimed = 0, needed = 0, stopped = false   // needed: jobs the consumer has reached
+    private var alive = 0   // worker threads not yet returned
     private let pool: RowPool
     private let depth: Int
 
@@ -316,6 +326,7 @@ private final class Pipeline: @unchecked Sendable {
             if let i = jobOfUnit[u] { j = i; jobs[j].append(w) } else { j = jobs.count; jobOfUnit[u] = j; jobs.append([w]) }
             jobOfWindow[Int(w)] = Int32(j)
         }
+        alive = c.decodeThreads
         for _ in 0..<c.decodeThreads {
             // The thread holds the loader weakly (strongly only while decoding a unit), so
             // dropping the loader runs its deinit, which stops the work.
@@ -335,7 +346,21 @@ private final class Pipeline: @unchecked Sendable {
         pool.put(rows)
     }
 
+    /// ``stop()``, then waits for every worker to return. Never call it from a worker thread.
+    func stopAndWait() {
+        stop()
+        cond.lock()
+        while alive > 0 { cond.wait() }
+        cond.unlock()
+    }
+
     private func work(_ loader: () -> StudentLoader?) {
+        defer {
+            cond.lock()
+            alive -= 1
+            cond.broadcast()
+            cond.unlock()
+        }
         let tb = TargetBatch()
         while true {
             cond.lock()

@@ -127,7 +127,7 @@ class TiledHead:
             z = z * self.scale
         if self.softcap:
             z = torch.tanh(z / self.softcap) * self.softcap
-        return z / self.temperature
+        return z / self.temperature if self.temperature != 1.0 else z
 
     def logits_at(self, h, rows, ids):
         """[M] float32 logits / τ of (row, id) pairs: rows, ids [M] int64 tensors."""
@@ -160,10 +160,15 @@ class TiledHead:
                 rows = inside.nonzero(as_tuple=True)[0]
                 target_z[rows] = z[rows, targets[rows] - v0]
             if k:
-                cz = torch.cat([best_z, z], dim=1)
-                ci = torch.cat([best_i, torch.arange(v0, v1, device=dev).expand(N, -1)], dim=1)
-                best_z, j = torch.topk(cz, min(k, cz.shape[1]), dim=1)
-                best_i = torch.gather(ci, 1, j)
+                # The tile's own top-k first, then a merge of two [N, k] lists: no [N, k + tile] copy.
+                tz_, ti_ = torch.topk(z, min(k, z.shape[1]), dim=1)
+                ti_ = ti_ + v0
+                if best_z.shape[1] == 0:
+                    best_z, best_i = tz_, ti_
+                else:
+                    cz, ci = torch.cat([best_z, tz_], dim=1), torch.cat([best_i, ti_], dim=1)
+                    best_z, j = torch.topk(cz, min(k, cz.shape[1]), dim=1)
+                    best_i = torch.gather(ci, 1, j)
         return best_i, best_z, lse, target_z
 
     def sample(self, h, lse, uniforms: np.ndarray, excluded: Optional[Any], total: np.ndarray):
@@ -351,8 +356,11 @@ class CaptureResult:
     manifest: Dict[str, Any]
     tokens: int              # tokens captured in this run
     seconds: float
-    forward_seconds: float   # inside the model's forward (the decoder; the head excluded)
+    forward_seconds: float   # inside the decoder (the model's forward without its LM head)
     mean_captured_mass: float
+    #: With `benchmark`: the model's own forward (decoder and full-logits LM head, what any
+    #: capture must compute) over the same batches, timed apart from `seconds`.
+    model_forward_seconds: Optional[float] = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -360,7 +368,10 @@ class CaptureResult:
 
     @property
     def outside_forward_share(self) -> float:
-        return 1.0 - self.forward_seconds / max(self.seconds, 1e-9)
+        """Share of the capture's time spent outside the model's forward: against the model's
+        own forward with `benchmark`, else against the decoder alone (the head counted outside)."""
+        inside = self.model_forward_seconds if self.model_forward_seconds is not None else self.forward_seconds
+        return max(0.0, 1.0 - inside / max(self.seconds, 1e-9))
 
 
 def capture(model: str, corpus: Sequence[str], out: str, *, context: int = 512, policy: Policy = Policy(),
@@ -369,6 +380,7 @@ def capture(model: str, corpus: Sequence[str], out: str, *, context: int = 512, 
             partition_count: Optional[int] = None, windows_per_batch: int = 4,
             vocab_tile: int = 8192, tokenizer: Optional[str] = None, eot_token: Optional[str] = None,
             text_field: str = "text", blank_line_documents: bool = False, window_limit: Optional[int] = None,
+            benchmark: bool = False,
             writer_options: Optional[Dict[str, Any]] = None,
             progress: Optional[Callable[[str], None]] = None) -> CaptureResult:
     """Runs the `transformers` causal LM in `model` (a directory) over `corpus` (files,
@@ -381,7 +393,9 @@ def capture(model: str, corpus: Sequence[str], out: str, *, context: int = 512, 
     "cuda", "cuda:N"; `dtype` of the weights (float32, bfloat16, float16; the head's reductions run
     in float32); `device_map` for transformers' multi-GPU placement (then `device` is where the
     head runs). `vocab_tile` vocabulary rows per head tile. `window_limit`: at most that many
-    windows (benchmarks). `progress(line)` receives a progress line about once a second.
+    windows. `benchmark`: also time the model's own forward (full logits) on every batch, apart
+    from the capture, for `CaptureResult.outside_forward_share`. `progress(line)` receives a
+    progress line about once a second.
     Raises CacheError / CorpusError / ValueError naming what is wrong."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -437,7 +451,7 @@ def capture(model: str, corpus: Sequence[str], out: str, *, context: int = 512, 
         first = owned.start + writer.resumed_sequences
         stop = owned.stop if window_limit is None else min(owned.stop, first + window_limit)
         result = _run(net, decoder, head, stream, context, policy, seed, writer, range(first, stop), windows_per_batch,
-                      head_device, progress, checked=False, total=len(owned))
+                      head_device, progress, total=len(owned), reference=benchmark)
     except BaseException:
         writer.close()  # published shards stay; a rerun resumes after them
         raise
@@ -462,10 +476,12 @@ def _check_head(net, head: TiledHead, inputs, hidden) -> None:
 
 
 def _run(net, decoder, head: TiledHead, stream, context: int, policy: Policy, seed: int, writer: CacheWriter,
-         windows: range, per_batch: int, head_device, progress, checked: bool, total: int) -> CaptureResult:
+         windows: range, per_batch: int, head_device, progress, total: int, reference: bool) -> CaptureResult:
     import torch
     start = time.monotonic()
     forward = 0.0
+    model_forward = 0.0   # the reference forward of `reference` runs, left out of the capture's time
+    checked = False
     tokens = 0
     mass_sum = 0.0
     last_line = 0.0
@@ -483,6 +499,12 @@ def _run(net, decoder, head: TiledHead, stream, context: int, policy: Policy, se
             T = batch[0].length
             ids = np.stack([stream.ids[x.start:x.start + T + 1] for x in batch]).astype(np.int64)   # [B, T+1]
             inputs = torch.from_numpy(ids[:, :-1]).to(net.device)
+            if reference:
+                r0 = time.monotonic()
+                net(input_ids=inputs).logits.float()
+                if cuda:
+                    torch.cuda.synchronize()
+                model_forward += time.monotonic() - r0
             t0 = time.monotonic()
             hidden = decoder(input_ids=inputs).last_hidden_state                                  # [B, T, C]
             if cuda:
@@ -515,10 +537,11 @@ def _run(net, decoder, head: TiledHead, stream, context: int, policy: Policy, se
             now = time.monotonic()
             if progress is not None and (now - last_line >= 1.0 or w == windows.stop):
                 last_line = now
-                rate = tokens / max(now - start, 1e-9)
+                rate = tokens / max(now - start - model_forward, 1e-9)
                 progress(f"windows {w - windows.start}/{len(windows)} ({total} in this partition), "
                          f"{rate:,.0f} tokens/s, captured mass {mass_sum / max(tokens, 1):.4f}")
-    return CaptureResult({}, tokens, time.monotonic() - start, forward, mass_sum / max(tokens, 1))
+    return CaptureResult({}, tokens, time.monotonic() - start - model_forward, forward, mass_sum / max(tokens, 1),
+                         model_forward if reference else None)
 
 
 def _concat(parts: List[Captured]) -> Captured:

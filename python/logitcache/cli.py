@@ -145,10 +145,13 @@ def _capture(args) -> int:
                 seed=args.seed, device=args.device, dtype=args.dtype, device_map=args.device_map,
                 partition=args.partition, partition_count=args.partition_count, windows_per_batch=args.windows_per_batch, vocab_tile=args.vocab_tile,
                 tokenizer=args.tokenizer, eot_token=args.eot_token, text_field=args.text_field,
-                blank_line_documents=args.blank_line_documents, window_limit=args.benchmark, progress=line)
+                blank_line_documents=args.blank_line_documents, window_limit=args.benchmark,
+                benchmark=args.benchmark is not None, progress=line)
     print(file=sys.stderr)
     report = {"tokens": r.tokens, "seconds": round(r.seconds, 3), "tokens_per_second": round(r.tokens_per_second, 1),
               "outside_forward_share": round(r.outside_forward_share, 4), "mean_captured_mass": round(r.mean_captured_mass, 6),
+              "model_forward_tokens_per_second": (round(r.tokens / r.model_forward_seconds, 1)
+                                                  if r.model_forward_seconds else None),
               "device": r.manifest.get("origin", {}).get("device")}
     print(json.dumps(report if args.benchmark else dict(report, totals=r.manifest["totals"])))
     return 0

@@ -3,7 +3,7 @@
 - parity with the Swift pass on the built-in teacher (CPU, float32): same windows, same top-K ids
   wherever neighbours differ by more than 1e-4, log-probs within one quantisation step,
   logsumexp within 1e-4; partitions of both sides merge;
-- tiny random Gemma-2 and Phi-3 models (architectures the Swift engine does not load) with a
+- tiny random Gemma-2, Phi-3 and Mixtral models (architectures the Swift engine does not load) with a
   SentencePiece-style byte-fallback tokenizer: the stored entries equal torch.topk / log_softmax
   of the model's own logits;
 - the sampling policies' rules, draws independent of the batch layout, and kill-and-rerun giving
@@ -132,6 +132,8 @@ def tiny_model(tmp_path, kind: str, text: str) -> str:
     if kind == "gemma2":
         cfg = transformers.Gemma2Config(head_dim=16, final_logit_softcapping=5.0, query_pre_attn_scalar=16,
                                         sliding_window=32, **common)
+    elif kind == "mixtral":  # a mixture of experts
+        cfg = transformers.MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **common)
     else:
         cfg = transformers.Phi3Config(**common)
     model = transformers.AutoModelForCausalLM.from_config(cfg)
@@ -141,7 +143,7 @@ def tiny_model(tmp_path, kind: str, text: str) -> str:
     return d
 
 
-@pytest.mark.parametrize("kind", ["gemma2", "phi3"])
+@pytest.mark.parametrize("kind", ["gemma2", "phi3", "mixtral"])
 def test_architectures_the_swift_engine_does_not_load(tmp_path, kind):
     text = open(corpus_file(tmp_path, 30)).read()
     model = tiny_model(tmp_path, kind, text)

@@ -31,32 +31,13 @@ import re
 import numpy as np
 
 import logitcache.reader as lr  # the installed package (tools/setup: pip install ./python)
-
-MASK64 = (1 << 64) - 1
-
-
-class SplitMix:
-    """The generator's SplitMix64 (Sources/ShardFormat/TeacherLikeGenerator.swift)."""
-
-    def __init__(self, seed: int):
-        self.state = seed & MASK64
-
-    def next(self) -> int:
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
-
-    def unit(self) -> float:
-        return (self.next() >> 11) * (1.0 / 9007199254740992.0)
-
+from logitcache._splitmix import INCREMENT, SplitMix64
 
 class GeneratorState:
     """The hidden state of TeacherLikeGenerator(vocabularySize: V, seed: seed)."""
 
     def __init__(self, V: int, seed: int):
-        rng = SplitMix(seed ^ 0x5EED0FCAC4E)
+        rng = SplitMix64(seed ^ 0x5EED0FCAC4E)
         perm = list(range(V))
         for i in range(V - 1, 0, -1):
             j = rng.next() % (i + 1)
@@ -69,12 +50,12 @@ class GeneratorState:
         t = np.power(np.arange(1, V + 1, dtype=np.float64), -0.6)
         self.topic_cdf = np.cumsum(t) / t.sum()
 
-    def draw(self, rng: SplitMix, cdf: np.ndarray) -> int:
+    def draw(self, rng: SplitMix64, cdf: np.ndarray) -> int:
         return int(self.rank_to_id[int(np.searchsorted(cdf, rng.unit(), side="left"))])
 
     def sequence_start(self, index: int):
         """Sequence `index`'s 256 topic ids and its first input id (the next draw)."""
-        rng = SplitMix(self.seed + index * 0x9E3779B97F4A7C15)
+        rng = SplitMix64(self.seed + index * INCREMENT)
         topic = [self.draw(rng, self.topic_cdf) for _ in range(256)]
         return np.array(topic, dtype=np.int64), self.draw(rng, self.zipf_cdf)
 

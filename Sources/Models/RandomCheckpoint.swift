@@ -1,3 +1,4 @@
+import Random
 import Checkpoints
 import Kernels
 
@@ -76,18 +77,8 @@ public enum RandomCheckpoint {
     }
 }
 
-/// A small, fast, seedable generator (SplitMix64) so random checkpoints are reproducible.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
+extension SplitMix64 {
+    /// Uniform in [-1, 1) with 24 random bits (random checkpoints' weights).
     mutating func nextSymmetricUnit() -> Float {
         Float(next() >> 40) * 0x1p-23 - 1
     }

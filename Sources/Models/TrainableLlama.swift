@@ -1,3 +1,4 @@
+import Random
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -1,4 +1,5 @@
 import Foundation
+import Random
 
 /// Seeded generator of teacher-like targets, for tests, `logitcache synth` and
 /// `logitcache bench format`. No model is involved; the point is data whose statistics are
@@ -55,7 +56,7 @@ public struct TeacherLikeGenerator: Sendable {
         self.vocabularySize = max(2, vocabularySize); self.k = min(k, max(2, vocabularySize)); self.seed = seed
         self.draws = draws; self.topP = topP
         let V = self.vocabularySize
-        var rng = SplitMix(seed ^ 0x5EED_0F_CAC4E)
+        var rng = SplitMix64(seed: seed ^ 0x5EED_0F_CAC4E)
         var perm = (0..<V).map { Int32($0) }
         for i in stride(from: V - 1, to: 0, by: -1) { perm.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         rankToID = perm
@@ -72,7 +73,7 @@ public struct TeacherLikeGenerator: Sendable {
 
     /// Sequence `index` of `length` tokens: document `index / 4`, window `index % 4`.
     public func sequence(_ index: Int, length: Int) -> Sequence {
-        var rng = SplitMix(seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+        var rng = SplitMix64(seed: seed &+ UInt64(index) &* SplitMix64.increment)
         let doc = index / 4
         var s = Sequence(documentKey: DocumentHash(high: seed, low: UInt64(doc) &* 0xD1B5_4A32_D192_ED03 ^ 0xABCD),
                          documentOffset: (index % 4) * length)
@@ -149,26 +150,6 @@ public struct TeacherLikeGenerator: Sendable {
             input = next
         }
         return s
-    }
-}
-
-/// SplitMix64: tiny, seeded, reproducible everywhere.
-public struct SplitMix: Sendable {
-    var state: UInt64
-    public init(_ seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    public mutating func unit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
-    /// Standard normal (Box-Muller).
-    public mutating func normal() -> Double {
-        let u = max(unit(), 1e-300), v = unit()
-        return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
     }
 }
 

@@ -1,4 +1,5 @@
 import ShardFormat
+import Random
 
 /// One training window: at most T consecutive tokens of one cache sequence.
 public struct Window: Sendable, Equatable {
@@ -86,7 +87,7 @@ public enum EpochOrder {
     }
     /// One SplitMix64 output of `a` perturbed by `b`.
     static func mix(_ a: UInt64, _ b: UInt64) -> UInt64 {
-        var r = SplitMix(a ^ (b &* 0x9E37_79B9_7F4A_7C15))
+        var r = SplitMix64(seed: a ^ (b &* SplitMix64.increment))
         return r.next()
     }
 
@@ -106,7 +107,7 @@ public enum EpochOrder {
         out.reserveCapacity(counts[rank] + B)
         var buf: [Int32] = []
         buf.reserveCapacity(S)
-        var brng = SplitMix(bufferSeed(seed: seed, epoch: epoch, rank: rank))
+        var brng = SplitMix64(seed: bufferSeed(seed: seed, epoch: epoch, rank: rank))
         for p in stride(from: rank, to: live.count, by: n) {
             let u = live[p]
             for w in table.unitStarts[u]..<table.unitStarts[u + 1] where unseen(w) {
@@ -134,7 +135,7 @@ public enum EpochOrder {
     /// The units in epoch `epoch`'s permuted order (Fisher–Yates, step 1).
     static func permutation(units U: Int, seed: UInt64, epoch: Int) -> [Int] {
         var perm = Array(0..<U)
-        var rng = SplitMix(permutationSeed(seed: seed, epoch: epoch))
+        var rng = SplitMix64(seed: permutationSeed(seed: seed, epoch: epoch))
         if U > 1 {
             for i in stride(from: U - 1, to: 0, by: -1) {
                 let j = Int(rng.next() % UInt64(i + 1))

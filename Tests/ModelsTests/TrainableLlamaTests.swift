@@ -3,6 +3,7 @@ import Testing
 import Checkpoints
 import Kernels
 @testable import Models
+import Random
 
 @Suite struct TrainableLlamaTests {
     static func tinyConfig(tied: Bool) throws -> ModelConfig {

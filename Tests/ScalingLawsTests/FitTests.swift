@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import ScalingLaws
+import Random
 
 @Suite struct OptimizerTests {
     /// f = (x - 3)^2 + 10 (y + 2)^2 + (z - 0.5)^2 on [0, 1]^3: the unconstrained minimum
@@ -56,15 +57,10 @@ import Testing
 
 /// Deterministic normal draws (SplitMix64 + Box–Muller), so the synthetic runs are reproducible.
 struct SeededNormal {
-    var state: UInt64
-    mutating func uniform() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return (Double(z >> 11) + 0.5) / 9_007_199_254_740_992.0
-    }
+    var rng: SplitMix64
+    init(state: UInt64) { rng = SplitMix64(seed: state) }
+    /// Uniform in (0, 1): never 0, so the logarithm below stays finite.
+    mutating func uniform() -> Double { (Double(rng.next() >> 11) + 0.5) * 0x1p-53 }
     mutating func next() -> Double {
         (-2 * log(uniform())).squareRoot() * cos(2 * .pi * uniform())
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import ShardFormat
+import Random
 
 /// The format 1.1 bucket filters (FORMAT.md section 6): the symbol definition against a bit-by-bit
 /// reference, exact round trips over every magnitude and chunk size, and malformed chunks that
@@ -16,7 +17,7 @@ import Testing
     }
 
     /// Values of every magnitude: all small ones, powers of two and their neighbours, random.
-    static func magnitudes(_ rng: inout SplitMix, count: Int) -> [UInt32] {
+    static func magnitudes(_ rng: inout SplitMix64, count: Int) -> [UInt32] {
         var v: [UInt32] = Array(0...70) + [.max, .max - 1]
         for b in 0..<32 { v += [1 << UInt32(b), (1 << UInt32(b)) &- 1, (1 << UInt32(b)) &+ 1] }
         for _ in 0..<count { v.append(UInt32(truncatingIfNeeded: rng.next()) >> UInt32(rng.next() % 32)) }
@@ -24,7 +25,7 @@ import Testing
     }
 
     @Test func symbolsFollowTheSpec() {
-        var rng = SplitMix(3)
+        var rng = SplitMix64(seed: 3)
         for v in Self.magnitudes(&rng, count: 5000) {
             let (s, b) = Buckets.symbol(v), ref = Self.referenceSymbol(v)
             #expect(Int(s) == ref.symbol && b == ref.bits, "value \(v)")
@@ -63,7 +64,7 @@ import Testing
     static let codecs: [Codec] = [.none, .lz4, .zstd(level: 3), .zstd(level: 19)]
 
     @Test func roundTripsOverRandomShapes() throws {
-        var rng = SplitMix(11)
+        var rng = SplitMix64(seed: 11)
         for trial in 0..<240 {
             // 1 and 2 values, then sizes up to 5000; ranks skewed to small values below a
             // vocabulary of 256 ... 262,144 (as dictionary ranks and gaps are), or any u32.
@@ -139,7 +140,7 @@ import Testing
 
     /// Random stored bytes of every size: an error or values, never a crash or an over-read.
     @Test func randomBytesNeverCrashTheDecoder() throws {
-        var rng = SplitMix(99)
+        var rng = SplitMix64(seed: 99)
         var errors = 0
         for trial in 0..<3000 {
             let size = Int(rng.next() % 200)

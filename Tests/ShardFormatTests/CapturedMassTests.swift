@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import ShardFormat
+import Random
 
 @Suite struct CapturedMassTests {
     /// Nearest-rank quantile of `v` in double: the value of rank ⌈p·n⌉ in ascending order.
@@ -39,7 +40,7 @@ import TestSupport
     @Test func knownMassesOfALosslessCache() throws {
         let dir = freshDirectory("mass")
         var masses: [Double] = [], seqs: [TeacherLikeGenerator.Sequence] = []
-        var rng = SplitMix(7)
+        var rng = SplitMix64(seed: 7)
         for q in 0..<6 {
             var s = TeacherLikeGenerator.Sequence(documentKey: .init(high: UInt64(q), low: 0), documentOffset: 0)
             for _ in 0..<500 {
@@ -65,7 +66,7 @@ import TestSupport
     /// section 5's quantiser, re-implemented in the tests).
     @Test func quantisedCacheMatchesADoubleReference() throws {
         let dir = freshDirectory("massq")
-        var rng = SplitMix(11)
+        var rng = SplitMix64(seed: 11)
         var seqs: [TeacherLikeGenerator.Sequence] = []
         for q in 0..<12 {
             var s = TeacherLikeGenerator.Sequence(documentKey: .init(high: UInt64(q), low: 1), documentOffset: 0)

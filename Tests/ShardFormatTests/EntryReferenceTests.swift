@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import ShardFormat
+import Random
 
 /// Format 1.3 entry references (FORMAT.md section 4) on rows whose entries depend on the input
 /// token, as a real teacher's do; the generator's rows (whose entries do not) keep them off.
@@ -11,7 +12,7 @@ import TestSupport
     /// a random count. Inputs come from 40 ids, or (one in four) from the previous position's
     /// entries, as next-token links need.
     static func bigramRows(seed: UInt64, vocab V: Int, k K: Int, sequences: Int, length: Int) -> [TeacherLikeGenerator.Sequence] {
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed: seed)
         let inputs = (0..<40).map { _ in Int32(rng.next() % UInt64(V)) }
         var lists: [Int32: [Int32]] = [:]
         return (0..<sequences).map { i in

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import ShardFormat
+import Random
 
 @Suite struct QuantisationTests {
     /// Every step m·2^-b bounds each entry's error by h/2 plus float32 rounding (the default
@@ -11,7 +12,7 @@ import TestSupport
     func errorNeverExceedsHalfAStep(_ step: (b: Int, m: Int)) throws {
         let (b, m) = step
         let dir = freshDirectory("q\(b)-\(m)")
-        var rng = SplitMix(UInt64(b * 256 + m))
+        var rng = SplitMix64(seed: UInt64(b * 256 + m))
         let h = Double(m) / Double(1 << b)
         var s = TeacherLikeGenerator.Sequence(documentKey: .init(high: 0, low: 0), documentOffset: 0)
         var values: [Float] = []

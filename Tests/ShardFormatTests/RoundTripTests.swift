@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import ShardFormat
+import Random
 
 @Suite struct RoundTripTests {
     struct Config: CustomTestStringConvertible, Sendable {
@@ -27,7 +28,7 @@ import TestSupport
 
     @Test(arguments: configs)
     func everyValueComesBack(_ c: Config) throws {
-        var rng = SplitMix(UInt64(c.vocab &* 31 &+ c.k))
+        var rng = SplitMix64(seed: UInt64(c.vocab &* 31 &+ c.k))
         let seqs = randomSequences(&rng, count: 24, vocab: c.vocab, k: c.k, samples: c.samples, maxLength: 40)
         let dir = freshDirectory("rt")
         defer { try? FileManager.default.removeItem(atPath: dir) }

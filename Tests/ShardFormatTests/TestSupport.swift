@@ -3,11 +3,12 @@ import Truncation
 import Testing
 @testable import ShardFormat
 import TestSupport
+import Random
 
 
 /// Random sequences of arbitrary shape (uniform ids, variable entry counts incl. 0, empty and
 /// one-token sequences), in the generator's CSR layout so writer and checks share it.
-func randomSequences(_ rng: inout SplitMix, count: Int, vocab V: Int, k K: Int, samples S: Int, maxLength: Int) -> [TeacherLikeGenerator.Sequence] {
+func randomSequences(_ rng: inout SplitMix64, count: Int, vocab V: Int, k K: Int, samples S: Int, maxLength: Int) -> [TeacherLikeGenerator.Sequence] {
     (0..<count).map { i in
         var s = TeacherLikeGenerator.Sequence(documentKey: DocumentHash(high: rng.next(), low: rng.next()), documentOffset: Int(rng.next() % 100_000))
         let T = i == 0 ? 0 : i == 1 ? 1 : Int(rng.next() % UInt64(maxLength + 1))

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ShardFormat
 @testable import StudentLoader
+import Random
 
 /// The loader's vector `expf8` must give the very bits of the scalar `expf` it replaced (so
 /// batches stay bit-identical) and be accurate on any platform.
@@ -53,7 +54,7 @@ import ShardFormat
     /// index-order double sum — on the vector path (terms in [2^-23, 1]) and on the ordered one
     /// (tiny terms, terms above 1, 128 or more terms).
     @Test func shiftedRowsMatchElementwiseAndTheOrderedSum() {
-        var rng = SplitMix(3)
+        var rng = SplitMix64(seed: 3)
         for count in [0, 1, 7, 8, 9, 16, 63, 64, 130] {
             for (spread, a) in [(Float(0.01), Float(1)), (0.3, 1 / 0.7), (3, 1), (-0.01, 1)] {
                 var v: Float = 0

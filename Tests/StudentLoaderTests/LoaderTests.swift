@@ -4,13 +4,14 @@ import Testing
 import TestSupport
 import ShardFormat
 @testable import StudentLoader
+import Random
 
 /// A small cache of generated sequences of mixed lengths (0, 1, shorter and longer than T) over
 /// several shards and many small blocks; returns the directory and the sequences as written.
 func smallCache(_ tag: String, sequences n: Int = 23, samples: Int = 0, k: Int = 8) throws -> (String, [TeacherLikeGenerator.Sequence]) {
     let dir = freshDirectory(tag)
     let g = TeacherLikeGenerator(vocabularySize: 500, k: k, seed: 11, draws: samples)
-    var rng = SplitMix(5)
+    var rng = SplitMix64(seed: 5)
     let seqs = (0..<n).map { i in g.sequence(i, length: i == 3 ? 0 : i == 4 ? 1 : Int(rng.next() % 70)) }
     let desc = CacheDescription(vocabularySize: 500, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok-a", corpus: "c"),
                                 capture: CaptureSettings(policy: samples > 0 ? .topKAndSampled(k: k, draws: samples) : .topK(k: k)))

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Tokenizers
+import Random
 
 /// Fixtures written by `tools/make_tokenizer_fixtures.py` with the `tokenizers` library.
 enum Fixtures {
@@ -151,15 +152,3 @@ func sameText(_ a: String, _ b: String) -> Bool { Array(a.utf8) == Array(b.utf8)
     }
 }
 
-/// A small deterministic generator for test inputs.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -34,31 +34,25 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import corpus as _corpus
+from ._splitmix import INCREMENT, mix_array
 from ._writer import CacheWriter
 from .reader import CacheError
 
 POLICIES = ("top-k", "top-p", "sampled", "head-tail", "top-k+sampled")
-M64 = (1 << 64) - 1
 
 
 # -- the counter-based random stream of Sources/Capture/CounterRandom.swift
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
 
 def counter_uniforms(seed: int, positions: np.ndarray, draws: int) -> np.ndarray:
     """[N, draws] uniforms in [0, 1) of `CounterRandom(seed, position)` for each position: the
     same doubles the Swift pass draws. positions: [N] corpus-stream positions."""
     with np.errstate(over="ignore"):
         s = np.uint64(seed) ^ np.uint64(0x6A09E667F3BCC909)
-        state = _mix(s + positions.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        state = mix_array(s + positions.astype(np.uint64) * np.uint64(INCREMENT))
         out = np.empty((len(positions), draws), np.float64)
         for j in range(draws):
-            state = state + np.uint64(0x9E3779B97F4A7C15)
-            out[:, j] = (_mix(state) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+            state = state + np.uint64(INCREMENT)
+            out[:, j] = (mix_array(state) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
     return out
 
 

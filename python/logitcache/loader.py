@@ -26,10 +26,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ._splitmix import INCREMENT, M64, SplitMix64
 from .reader import Cache
 
-M64 = (1 << 64) - 1
-GOLDEN = 0x9E3779B97F4A7C15
 MODES = ("renormalized", "tail", "sampled")
 
 
@@ -59,22 +58,8 @@ def _swift_double(x: float) -> str:
     return repr(float(x))
 
 
-class SplitMix:
-    """SplitMix64, as `SplitMix` in Sources/ShardFormat/TeacherLikeGenerator.swift."""
-
-    def __init__(self, seed: int):
-        self.state = seed & M64
-
-    def next(self) -> int:
-        self.state = (self.state + GOLDEN) & M64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-        return z ^ (z >> 31)
-
-
 def _mix(a: int, b: int) -> int:
-    return SplitMix(a ^ ((b * GOLDEN) & M64)).next()
+    return SplitMix64(a ^ ((b * INCREMENT) & M64)).next()
 
 
 def permutation_seed(seed: int, epoch: int) -> int:
@@ -121,7 +106,7 @@ def window_table(cache: Cache, context: int):
 def _permutation(units: int, seed: int, epoch: int) -> list:
     """Units in epoch `epoch`'s permuted order (Fisher-Yates, `EpochOrder.permutation`)."""
     perm = list(range(units))
-    rng = SplitMix(permutation_seed(seed, epoch))
+    rng = SplitMix64(permutation_seed(seed, epoch))
     for i in range(units - 1, 0, -1):
         j = rng.next() % (i + 1)
         perm[i], perm[j] = perm[j], perm[i]
@@ -148,7 +133,7 @@ def epoch_order(unit_starts, seed, epoch, rank, world, buffer, batch, remainder=
     for p, u in enumerate(live):
         counts[p % world] += int(unseen_in[u])
     out, buf = [], []
-    brng = SplitMix(buffer_seed(seed, epoch, rank))
+    brng = SplitMix64(buffer_seed(seed, epoch, rank))
     for p in range(rank, len(live), world):
         u = live[p]
         for w in range(int(starts[u]), int(starts[u + 1])):

@@ -1,5 +1,35 @@
 import Foundation
 import ScalingLaws
+import Truncation
+
+/// What one student of a sweep learns from. Serialised as the names reports have always used.
+public enum SweepArm: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    /// Supervised cross-entropy on the corpus alone (the baseline).
+    case ce
+    /// Top-k renormalised targets from the cache.
+    case topk
+    /// Exact top-k plus the tail bucket from the cache.
+    case tail
+    /// Sampled draws from the cache.
+    case sampled
+    /// The full teacher distribution computed inside the training loop.
+    case online
+
+    /// The arms that read the sweep's cache, and that `--policies` chooses from.
+    public static let cached: [SweepArm] = [.topk, .tail, .sampled]
+
+    /// What the student loader reads for a cache arm (nil for ce and online).
+    public var targetMode: TargetMode? {
+        switch self {
+        case .topk: return .renormalized
+        case .tail: return .tail
+        case .sampled: return .sampled
+        case .ce, .online: return nil
+        }
+    }
+
+    public var description: String { rawValue }
+}
 
 /// Everything a truncation sweep depends on. One teacher pass at the largest k (with sampled
 /// draws beside it when a sampled policy is asked for) feeds every student.
@@ -14,8 +44,8 @@ public struct SweepOptions: Sendable {
     public var studentConfigPath: String
     public var output: String
     public var ks: [Int] = [1, 4, 16, 64]
-    /// `topk`, `tail`, `sampled`.
-    public var policies: [String] = ["topk"]
+    /// The cache arms to train (``SweepArm/cached``).
+    public var policies: [SweepArm] = [.topk]
     public var lambdas: [Float] = [1]
     public var samples = 50
     public var seeds = 1
@@ -46,7 +76,7 @@ public struct SweepOptions: Sendable {
     public func validate() throws {
         func check(_ ok: Bool, _ m: String) throws { if !ok { throw SweepError.badOption(m) } }
         try check(!ks.isEmpty && ks.allSatisfy { $0 >= 1 && $0 <= 65535 }, "--k values must be in 1...65535")
-        try check(!policies.isEmpty && policies.allSatisfy { ["topk", "tail", "sampled"].contains($0) },
+        try check(!policies.isEmpty && policies.allSatisfy { SweepArm.cached.contains($0) },
                   "--policies must be from topk, tail, sampled")
         try check(!lambdas.isEmpty && lambdas.allSatisfy { (0...1).contains($0) }, "--lambda values must be in 0...1")
         try check(samples >= 1 && seeds >= 1 && tokens >= 1 && context >= 2 && batch >= 1 && threads >= 1 && evalWindows >= 1,
@@ -55,13 +85,12 @@ public struct SweepOptions: Sendable {
     }
 
     var maxK: Int { ks.max() ?? 1 }
-    var wantsSamples: Bool { policies.contains("sampled") }
+    var wantsSamples: Bool { policies.contains(.sampled) }
 }
 
 /// One student of the sweep.
 public struct SweepSetting: Codable, Sendable, Equatable, Hashable {
-    /// `ce` (supervised baseline), `topk`, `tail`, `sampled`, `online` (full teacher in the loop).
-    public var policy: String
+    public var policy: SweepArm
     /// Teacher entries (topk/tail) or draws (sampled); 0 for ce/online.
     public var k: Int
     public var lambda: Float
@@ -69,17 +98,17 @@ public struct SweepSetting: Codable, Sendable, Equatable, Hashable {
 
     /// Directory-safe name, e.g. `topk-k16-l0.7-s1`.
     public var name: String {
-        var n = policy
-        if policy == "topk" || policy == "tail" || policy == "sampled" { n += "-k\(k)" }
-        if policy != "ce" { n += "-l" + String(format: "%g", lambda) }
+        var n = policy.rawValue
+        if policy.targetMode != nil { n += "-k\(k)" }
+        if policy != .ce { n += "-l" + String(format: "%g", lambda) }
         return n + "-s\(seed)"
     }
 
     /// The setting without its seed, for grouping seeds.
     public var group: String {
-        var n = policy
-        if policy == "topk" || policy == "tail" || policy == "sampled" { n += " k=\(k)" }
-        if policy != "ce" && policy != "online" { n += " λ=" + String(format: "%g", lambda) }
+        var n = policy.rawValue
+        if policy.targetMode != nil { n += " k=\(k)" }
+        if policy.targetMode != nil { n += " λ=" + String(format: "%g", lambda) }
         return n
     }
 }

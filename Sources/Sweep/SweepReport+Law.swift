@@ -65,7 +65,7 @@ extension SweepReport {
         let supervised = law.supervised.loss(parameters: NS, tokens: DS)
         let distilled = law.studentLoss(studentParameters: NS, studentTokens: DS, teacherLoss: LT)
         let rows = groups.map { g -> LawComparison.Row in
-            let isBaseline = g.policy == "ce"
+            let isBaseline = g.policy == .ce
             let p = isBaseline ? supervised : distilled
             return .init(name: g.name, observed: g.evalCrossEntropy, law: isBaseline ? "Eq. 1" : "Eq. 8", predicted: p,
                          relativeError: p.map { ($0 - g.evalCrossEntropy) / g.evalCrossEntropy })
@@ -101,8 +101,8 @@ extension SweepReport {
     }
 
     static func measuredCompute(results: [SettingResult], teacherPassFLOPs: Double) -> [MeasuredCompute] {
-        let cached = results.filter { ["topk", "tail", "sampled"].contains($0.setting.policy) }.map(\.flops)
-        let online = results.filter { $0.setting.policy == "online" }.map(\.flops)
+        let cached = results.filter { $0.setting.policy.targetMode != nil }.map(\.flops)
+        let online = results.filter { $0.setting.policy == .online }.map(\.flops)
         var out: [MeasuredCompute] = []
         var c = teacherPassFLOPs, o = 0.0
         for n in 1..<(max(cached.count, online.count) + 1) {

@@ -7,7 +7,7 @@ public struct SweepReport: Codable, Sendable {
     /// Mean and spread over seeds of one setting.
     public struct Group: Codable, Sendable {
         public var name: String
-        public var policy: String
+        public var policy: SweepArm
         public var k: Int
         public var lambda: Float
         public var seeds: Int
@@ -59,7 +59,7 @@ public struct SweepReport: Codable, Sendable {
         createdAt = ISO8601DateFormatter().string(from: Date())
         settings = ["teacher": o.teacherDirectory, "student": o.studentConfigPath, "corpus": o.corpus.joined(separator: " "),
                     "eval": o.evalCorpus.joined(separator: " "), "k": o.ks.map(String.init).joined(separator: ","),
-                    "policies": o.policies.joined(separator: ","), "lambda": o.lambdas.map { String(format: "%g", $0) }.joined(separator: ","),
+                    "policies": o.policies.map(\.rawValue).joined(separator: ","), "lambda": o.lambdas.map { String(format: "%g", $0) }.joined(separator: ","),
                     "samples": "\(o.samples)", "seeds": "\(o.seeds)", "tokens_per_student": "\(o.tokens)",
                     "context": "\(o.context)", "batch": "\(o.batch)", "lr": String(format: "%g", o.learningRate),
                     "eval_windows": "\(o.evalWindows)", "threads": "\(o.threads)"]
@@ -93,11 +93,11 @@ public struct SweepReport: Codable, Sendable {
         }
         // Compute for n students: one cached pass + n students, against n students each running
         // the teacher over its own training tokens.
-        let cacheStudents = results.filter { !["online"].contains($0.setting.policy) }
+        let cacheStudents = results.filter { $0.setting.policy != .online }
         let studentFLOPs = mean(cacheStudents.map(\.flops))
         let studentTokens = mean(cacheStudents.map { Double($0.tokens) })
         let teacherPerToken = teacherPass.flops / Double(max(teacherPass.tokens, 1))
-        let onlinePerStudent = results.first { $0.setting.policy == "online" }?.flops ?? (studentFLOPs + teacherPerToken * studentTokens)
+        let onlinePerStudent = results.first { $0.setting.policy == .online }?.flops ?? (studentFLOPs + teacherPerToken * studentTokens)
         amortisation = (1...32).map { n in
             AmortisationPoint(students: n, cachedFLOPs: teacherPass.flops + Double(n) * studentFLOPs,
                               onlineFLOPs: Double(n) * onlinePerStudent)
@@ -123,13 +123,13 @@ public struct SweepReport: Codable, Sendable {
         var out: [String] = []
         func f(_ v: Double) -> String { String(format: "%.3f", v) }
         out.append("Teacher eval CE \(f(teacher.teacherEval.crossEntropy)) nats/token; supervised student baseline \(f(baseline)).")
-        let distilled = groups.filter { $0.policy != "ce" }
+        let distilled = groups.filter { $0.policy != .ce }
         if let best = distilled.min(by: { $0.evalCrossEntropy < $1.evalCrossEntropy }) {
             out.append(best.evalCrossEntropy < baseline
                        ? "Best distilled student: \(best.name) at \(f(best.evalCrossEntropy)), \(f(baseline - best.evalCrossEntropy)) nats below the supervised baseline."
                        : "No distilled student beat the supervised baseline (best: \(best.name) at \(f(best.evalCrossEntropy)) vs \(f(baseline))): at this budget distillation did not help.")
         }
-        let topk = distilled.filter { $0.policy == "topk" && $0.lambda == 1 }.sorted { $0.k < $1.k }
+        let topk = distilled.filter { $0.policy == .topk && $0.lambda == 1 }.sorted { $0.k < $1.k }
         if topk.count >= 2, let lo = topk.first, let hi = topk.last {
             out.append("Top-k renormalised (λ=1): k=\(lo.k) gives \(f(lo.evalCrossEntropy)), k=\(hi.k) gives \(f(hi.evalCrossEntropy))"
                        + (lo.evalCrossEntropy > hi.evalCrossEntropy ? " — more entries help, as Busbridge et al. (App. G.4) report." : " — truncation did not cost loss here, unlike Busbridge et al. (App. G.4)."))
@@ -145,13 +145,13 @@ public struct SweepReport: Codable, Sendable {
                 out.append("Against the untruncated online teacher (\(f(reference))): top-\(hi.k) renormalised is \(String(format: "%+.3f", hi.evalCrossEntropy - reference)) nats.")
             }
         }
-        for g in distilled where g.lambda < 1 && g.policy == "topk" {
+        for g in distilled where g.lambda < 1 && g.policy == .topk {
             if let same = topk.first(where: { $0.k == g.k }) {
                 out.append("λ=\(String(format: "%g", g.lambda)) at k=\(g.k): \(f(g.evalCrossEntropy)) vs \(f(same.evalCrossEntropy)) at λ=1"
                            + (g.evalCrossEntropy < same.evalCrossEntropy ? " — mixing in hard labels recovers loss, as in App. G.4." : " — mixing in hard labels did not help here."))
             }
         }
-        if let sampled = distilled.first(where: { $0.policy == "sampled" }) {
+        if let sampled = distilled.first(where: { $0.policy == .sampled }) {
             let comparable = topk.min { abs($0.cacheBytesPerToken - sampled.cacheBytesPerToken) < abs($1.cacheBytesPerToken - sampled.cacheBytesPerToken) }
             var line = "Sampled (\(sampled.k) draws): \(f(sampled.evalCrossEntropy)) at \(String(format: "%.1f", sampled.cacheBytesPerToken)) B/token"
             if let c = comparable {
@@ -215,13 +215,13 @@ public struct SweepReport: Codable, Sendable {
 
     func plots() -> [(String, SVGPlot)] {
         var references: [SVGPlot.Reference] = []
-        if let b = groups.first(where: { $0.policy == "ce" }) { references.append(.init(label: "supervised", y: b.evalCrossEntropy)) }
-        if let r = groups.first(where: { $0.policy == "online" }) { references.append(.init(label: "online full teacher", y: r.evalCrossEntropy)) }
+        if let b = groups.first(where: { $0.policy == .ce }) { references.append(.init(label: "supervised", y: b.evalCrossEntropy)) }
+        if let r = groups.first(where: { $0.policy == .online }) { references.append(.init(label: "online full teacher", y: r.evalCrossEntropy)) }
         references.append(.init(label: "teacher", y: teacherPass.teacherEval.crossEntropy))
         var byK: [String: [(x: Double, y: Double)]] = [:], byBytes: [String: [(x: Double, y: Double)]] = [:]
         var labels: [String] = []
-        for g in groups where ["topk", "tail", "sampled"].contains(g.policy) {
-            let label = g.policy == "sampled" ? "sampled" : "\(g.policy) λ=\(String(format: "%g", g.lambda))"
+        for g in groups where g.policy.targetMode != nil {
+            let label = g.policy == .sampled ? "sampled" : "\(g.policy) λ=\(String(format: "%g", g.lambda))"
             if byK[label] == nil { labels.append(label) }
             byK[label, default: []].append((Double(g.k), g.evalCrossEntropy))
             byBytes[label, default: []].append((g.cacheBytesPerToken, g.evalCrossEntropy))

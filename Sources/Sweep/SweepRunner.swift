@@ -58,14 +58,14 @@ public final class SweepRunner {
         let o = options
         var out: [SweepSetting] = []
         for seed in 1...o.seeds {
-            out.append(SweepSetting(policy: "ce", k: 0, lambda: 0, seed: seed))
+            out.append(SweepSetting(policy: .ce, k: 0, lambda: 0, seed: seed))
             for p in o.policies {
                 for l in o.lambdas {
-                    if p == "sampled" { out.append(SweepSetting(policy: p, k: o.samples, lambda: l, seed: seed)); continue }
+                    if p == .sampled { out.append(SweepSetting(policy: p, k: o.samples, lambda: l, seed: seed)); continue }
                     for k in o.ks.sorted() { out.append(SweepSetting(policy: p, k: k, lambda: l, seed: seed)) }
                 }
             }
-            if o.online { out.append(SweepSetting(policy: "online", k: 0, lambda: 1, seed: seed)) }
+            if o.online { out.append(SweepSetting(policy: .online, k: 0, lambda: 1, seed: seed)) }
         }
         return out
     }
@@ -94,10 +94,10 @@ public final class SweepRunner {
 
         // 2. Byte cost and captured mass per read setting (exact: each is a real cache).
         var bytes: [String: Double] = [:], mass: [String: Double] = [:]
-        for s in settings where ["topk", "tail", "sampled"].contains(s.policy) {
-            let key = s.policy == "sampled" ? "sampled" : "k\(s.k)"
+        for s in settings where s.policy.targetMode != nil {
+            let key = s.policy == .sampled ? "sampled" : "k\(s.k)"
             if bytes[key] != nil { continue }
-            let (b, m) = try prefixCacheCost(k: s.policy == "sampled" ? 0 : s.k, samples: s.policy == "sampled")
+            let (b, m) = try prefixCacheCost(k: s.policy == .sampled ? 0 : s.k, samples: s.policy == .sampled)
             bytes[key] = b; mass[key] = m
         }
 
@@ -106,7 +106,7 @@ public final class SweepRunner {
         for (i, s) in settings.enumerated() {
             log("student \(i + 1)/\(settings.count): \(s.name)")
             var r = try train(s, config: studentConfig, evalTokens: evalTokens, teacher: teacher, pass: manifest)
-            let key = s.policy == "sampled" ? "sampled" : "k\(s.k)"
+            let key = s.policy == .sampled ? "sampled" : "k\(s.k)"
             r.cacheBytesPerToken = bytes[key] ?? 0
             r.capturedMass = mass[key]
             results.append(r)
@@ -220,7 +220,7 @@ public final class SweepRunner {
         let dir = o.output + "/students/" + s.name
         let resultPath = dir + "/result.json"
         let steps = max(1, o.tokens / (o.batch * o.context))
-        let settings = TrainingSettings(steps: steps, learningRate: o.learningRate, lambda: s.policy == "ce" ? 0 : s.lambda)
+        let settings = TrainingSettings(steps: steps, learningRate: o.learningRate, lambda: s.policy == .ce ? 0 : s.lambda)
         if let r = try finishedResult(in: dir, fingerprint: studentFingerprint(s, config: config, settings: settings,
                                                                                 evalTokens: evalTokens, pass: pass)) {
             log("  finished earlier: eval CE \(String(format: "%.4f", r.evaluation.crossEntropy))")
@@ -229,15 +229,16 @@ public final class SweepRunner {
         let model = try TrainableLlama(config: config, seed: UInt64(s.seed))
         let source: TrainingSource
         switch s.policy {
-        case "online":
+        case .online:
             let ids = try corpusTokens(corpus: o.corpus, tokenizerPath: o.tokenizerPath, vocabularySize: config.vocabSize)
             source = try CorpusSource(tokens: ids, batchSize: o.batch, length: o.context, seed: UInt64(s.seed),
                                       vocabularySize: config.vocabSize,
                                       teacher: OnlineTeacher(model: teacher, mode: .full, seed: UInt64(s.seed), pool: pool))
         default:
             // Every cache student (and the CE baseline) reads the same windows in the same order.
-            let mode: TargetMode = s.policy == "tail" ? .tail : s.policy == "sampled" ? .sampled : .renormalized
-            let k = s.policy == "ce" ? 1 : s.k
+            // The CE baseline reads the same windows at k = 1 and ignores the targets.
+            let mode = s.policy.targetMode ?? .renormalized
+            let k = s.policy == .ce ? 1 : s.k
             let loader = try StudentLoader(cache: cacheDirectory,
                                            configuration: LoaderConfiguration(batchSize: o.batch, contextLength: o.context, k: k,
                                                                               mode: mode, seed: UInt64(s.seed)),

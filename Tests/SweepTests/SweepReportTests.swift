@@ -10,9 +10,9 @@ import Testing
         Evaluation(crossEntropy: ce, tokens: 1000, accuracy: 0.3, calibrationError: 0.02, overconfidence: 0.01, klToTeacher: 0.5)
     }
 
-    static func result(_ policy: String, k: Int = 0, lambda: Float = 1, seed: Int = 1, ce: Double, flops: Double) -> SettingResult {
+    static func result(_ policy: SweepArm, k: Int = 0, lambda: Float = 1, seed: Int = 1, ce: Double, flops: Double) -> SettingResult {
         SettingResult(setting: SweepSetting(policy: policy, k: k, lambda: lambda, seed: seed), evaluation: evaluation(ce),
-                      trainLoss: ce, tokens: 102_400, seconds: 1, flops: flops, cacheBytesPerToken: policy == "ce" ? 0 : 10,
+                      trainLoss: ce, tokens: 102_400, seconds: 1, flops: flops, cacheBytesPerToken: policy == .ce ? 0 : 10,
                       capturedMass: nil)
     }
 
@@ -25,8 +25,8 @@ import Testing
         if let law { o.law = law; o.lawSource = "test coefficients" }
         let pass = TeacherPassSummary(policy: "top-k", tokens: 300_000, bytes: 30_000_000, seconds: 60, flops: 2e15,
                                       parameters: 5_000_000, teacherEval: evaluation(3.9))
-        let rs = results ?? [result("ce", ce: 4.8, flops: 1e15), result("topk", k: 1, ce: 6.2, flops: 1.1e15),
-                             result("topk", k: 64, ce: 4.5, flops: 1.2e15), result("online", ce: 4.4, flops: 3e15)]
+        let rs = results ?? [result(.ce, ce: 4.8, flops: 1e15), result(.topk, k: 1, ce: 6.2, flops: 1.1e15),
+                             result(.topk, k: 64, ce: 4.5, flops: 1.2e15), result(.online, ce: 4.4, flops: 3e15)]
         return SweepReport(options: o, teacherPass: pass, results: rs, studentParameters: 1_420_000, sizes: sizes)
     }
 
@@ -77,9 +77,9 @@ import Testing
     }
 
     @Test func measuredComputeAccumulatesTheRealStudents() throws {
-        let r = Self.report(results: [Self.result("ce", ce: 4.8, flops: 1e15), Self.result("topk", k: 1, ce: 6, flops: 1e15),
-                                      Self.result("tail", k: 4, ce: 5, flops: 2e15), Self.result("sampled", k: 50, ce: 5, flops: 4e15),
-                                      Self.result("online", ce: 4.4, flops: 3e15), Self.result("online", seed: 2, ce: 4.4, flops: 5e15)])
+        let r = Self.report(results: [Self.result(.ce, ce: 4.8, flops: 1e15), Self.result(.topk, k: 1, ce: 6, flops: 1e15),
+                                      Self.result(.tail, k: 4, ce: 5, flops: 2e15), Self.result(.sampled, k: 50, ce: 5, flops: 4e15),
+                                      Self.result(.online, ce: 4.4, flops: 3e15), Self.result(.online, seed: 2, ce: 4.4, flops: 5e15)])
         let m = try #require(r.measuredCompute)
         #expect(m.map(\.students) == [1, 2, 3])
         // The supervised baseline reads no cache and is not a cache student.

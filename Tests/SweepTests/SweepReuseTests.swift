@@ -36,7 +36,7 @@ import Testing
         let config = try ModelSpec.load(path: r.options.studentConfigPath)
         let settings = TrainingSettings(steps: max(1, r.options.tokens / (r.options.batch * r.options.context)),
                                         learningRate: r.options.learningRate, lambda: 1)
-        return r.studentFingerprint(SweepSetting(policy: "topk", k: k, lambda: 1, seed: 1), config: config, settings: settings,
+        return r.studentFingerprint(SweepSetting(policy: .topk, k: k, lambda: 1, seed: 1), config: config, settings: settings,
                                   evalTokens: eval, pass: m)
     }
 
@@ -60,7 +60,7 @@ import Testing
         // First run: nothing finished; the settings are recorded.
         #expect(try r.finishedResult(in: student, fingerprint: fp) == nil)
         #expect(try String(contentsOfFile: student + "/sweep-settings.txt", encoding: .utf8) == fp)
-        let result = SweepReportTests.result("topk", k: 4, ce: 5.0, flops: 1e12)
+        let result = SweepReportTests.result(.topk, k: 4, ce: 5.0, flops: 1e12)
         try JSONEncoder().encode(result).write(to: URL(fileURLWithPath: student + "/result.json"))
         #expect(try r.finishedResult(in: student, fingerprint: fp) == result)
         // Other --tokens: refused, naming the training settings; nothing is changed.
@@ -83,7 +83,7 @@ import Testing
         let d = try Self.scratch(); defer { try? FileManager.default.removeItem(atPath: d) }
         let student = d + "/students/ce-s1"
         try FileManager.default.createDirectory(atPath: student, withIntermediateDirectories: true)
-        let result = SweepReportTests.result("ce", ce: 5.5, flops: 1e12)
+        let result = SweepReportTests.result(.ce, ce: 5.5, flops: 1e12)
         try JSONEncoder().encode(result).write(to: URL(fileURLWithPath: student + "/result.json"))
         var lines: [String] = []
         var o = SweepOptions(teacherDirectory: "t", tokenizerPath: "tok", corpus: ["c"], evalCorpus: ["e"],

@@ -69,7 +69,12 @@ struct SweepCommand: ParsableCommand {
             return v.map { $0! }
         }
         o.ks = try list(k, "k") { Int($0) }
-        o.policies = try list(policies, "policies") { $0 }
+        o.policies = try list(policies, "policies") { $0 }.map { p in
+            guard let arm = SweepArm(rawValue: p), SweepArm.cached.contains(arm) else {
+                throw ValidationError("--policies \(p): expected topk, tail or sampled")
+            }
+            return arm
+        }
         o.lambdas = try list(lambda, "lambda") { Float($0) }
         o.samples = samples; o.seeds = seeds; o.tokens = tokens; o.context = context; o.batch = batch
         o.learningRate = lr; o.evalWindows = evalWindows; o.online = online; o.threads = threads
@@ -112,10 +117,10 @@ struct DemoCommand: ParsableCommand {
         o.threads = threads
         o.context = 256; o.batch = 8
         if quick {
-            o.ks = [1, 16]; o.policies = ["topk"]; o.tokens = 81_920; o.teacherWindowLimit = 200; o.evalWindows = 16
+            o.ks = [1, 16]; o.policies = [.topk]; o.tokens = 81_920; o.teacherWindowLimit = 200; o.evalWindows = 16
             o.learningRate = 4e-3
         } else {
-            o.ks = [1, 8, 64]; o.policies = ["topk", "sampled"]; o.tokens = 409_600; o.evalWindows = 64
+            o.ks = [1, 8, 64]; o.policies = [.topk, .sampled]; o.tokens = 409_600; o.evalWindows = 64
             o.learningRate = 3e-3
         }
         logLine("demo: built-in teacher \(d)/teacher, corpus \(d)/corpus -> \(output)\(quick ? " (quick)" : "")")

@@ -6,6 +6,7 @@ import Darwin
 import Capture
 import Kernels
 import Models
+import Truncation
 
 /// Batches of windows cut from a token stream: window w holds tokens [w·T, w·T + T) as inputs
 /// and the tokens one position later as labels, so every window has T labels. Windows are
@@ -42,7 +43,7 @@ public final class CorpusSource: TrainingSource {
 
     public var batchesInEpoch: Int { windowCount / batchSize }
     public var summary: String {
-        "corpus \(tokens.count) tokens, \(windowCount) windows" + (teacher.map { ", online teacher \($0.mode)" } ?? "")
+        "corpus \(tokens.count) tokens, \(windowCount) windows" + (teacher.map { ", online teacher \($0.targetsDescription)" } ?? "")
     }
     public var teacherFLOPsPerBatch: Double {
         teacher.map { $0.model.forwardFLOPs(batch: batchSize, length: length) } ?? 0
@@ -97,52 +98,35 @@ public final class CorpusSource: TrainingSource {
 
 /// A teacher model run inside the training loop, producing targets per batch.
 public final class OnlineTeacher {
-    /// What the student learns from.
-    public enum Mode: Sendable, Equatable, CustomStringConvertible {
-        /// The full distribution at τ (no truncation: the reference).
-        case full
-        /// Top-k renormalised.
-        case topK(Int)
-        /// Exact top-k probabilities plus the uncovered mass as one class.
-        case tail(Int)
-        /// `draws` samples with replacement, weights count/draws.
-        case sampled(Int)
-
-        public var description: String {
-            switch self {
-            case .full: return "full"
-            case .topK(let k): return "top-k \(k)"
-            case .tail(let k): return "top-k \(k) + tail"
-            case .sampled(let n): return "sampled \(n)"
-            }
-        }
-    }
-
     public let model: Transformer
-    public let mode: Mode
+    /// What the student learns from: what a loader of this mode reads at `k` (entries; draws
+    /// for sampled), or the full distribution at τ when nil (no truncation: the reference).
+    public let mode: TargetMode?
+    /// Entries (renormalized, tail) or draws (sampled); 0 for the full distribution.
+    public let k: Int
     public let temperature: Float
     public let seed: UInt64
     let pool: ThreadPool
 
-    public init(model: Transformer, mode: Mode, temperature: Float = 1, seed: UInt64 = 0, pool: ThreadPool) {
-        self.model = model; self.mode = mode; self.temperature = temperature; self.seed = seed; self.pool = pool
+    public init(model: Transformer, mode: TargetMode?, k: Int = 0, temperature: Float = 1, seed: UInt64 = 0,
+                pool: ThreadPool) {
+        self.model = model; self.mode = mode; self.k = mode == nil ? 0 : k
+        self.temperature = temperature; self.seed = seed; self.pool = pool
     }
 
-    var kind: DistillationTargetKind {
+    /// `full`, `top-k 16`, `top-k 16 + tail`, `sampled 50`.
+    public var targetsDescription: String {
         switch mode {
-        case .full: return .dense
-        case .topK, .sampled: return .sparse
-        case .tail: return .sparseWithTail
+        case nil: return "full"
+        case .renormalized?: return "top-k \(k)"
+        case .tail?: return "top-k \(k) + tail"
+        case .sampled?: return "sampled \(k)"
         }
     }
 
-    var slots: Int {
-        switch mode {
-        case .full: return 0
-        case .topK(let k), .tail(let k): return k
-        case .sampled(let n): return n
-        }
-    }
+    var kind: DistillationTargetKind { mode.map(CacheSource.kind(of:)) ?? .dense }
+
+    var slots: Int { k }
 
     /// Runs the teacher on `batch.inputs` and writes the targets.
     func fill(_ batch: TrainingBatch, positions: [UInt64]) throws {
@@ -151,14 +135,14 @@ public final class OnlineTeacher {
         let invT = 1 / temperature
         if temperature != 1 { for i in logits.indices { logits[i] *= invT } }
         switch mode {
-        case .full:
+        case nil:
             logits.withUnsafeBufferPointer { z in
                 batch.weights.withUnsafeMutableBufferPointer { w in
                     // Safe because both buffers hold N·V floats.
                     softmaxForward(out: w.baseAddress!, input: z.baseAddress!, rows: N, columns: V, pool: pool)
                 }
             }
-        case .topK(let k), .tail(let k):
+        case .renormalized?, .tail?:
             var lse = [Float](repeating: 0, count: N), top = [Float](repeating: 0, count: N * k)
             logits.withUnsafeBufferPointer { z in
                 topKLogsumexp(logits: z.baseAddress!, rows: N, vocab: V, k: k, topIds: &batch.ids, topLogits: &top,
@@ -166,16 +150,17 @@ public final class OnlineTeacher {
             }
             for r in 0..<N {
                 var norm = lse[r]
-                if case .topK = mode { norm = top.withUnsafeBufferPointer { logsumexp($0.baseAddress! + r * k, count: k) } }  // Safe because row r holds k logits.
+                if mode == .renormalized { norm = top.withUnsafeBufferPointer { logsumexp($0.baseAddress! + r * k, count: k) } }  // Safe because row r holds k logits.
                 var mass: Float = 0
                 for j in 0..<k {
                     let p = expf(top[r * k + j] - norm)
                     batch.weights[r * k + j] = p
                     mass += p
                 }
-                if case .tail = mode { batch.tail[r] = max(0, 1 - mass) }
+                if mode == .tail { batch.tail[r] = max(0, 1 - mass) }
             }
-        case .sampled(let draws):
+        case .sampled?:
+            let draws = k
             var capturer = try Capturer(policy: .sampled(draws: draws), temperature: 1, seed: seed, vocabularySize: V)
             var captured = CapturedTargets()
             for r in 0..<N {

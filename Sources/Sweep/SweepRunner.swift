@@ -233,7 +233,7 @@ public final class SweepRunner {
             let ids = try corpusTokens(corpus: o.corpus, tokenizerPath: o.tokenizerPath, vocabularySize: config.vocabSize)
             source = try CorpusSource(tokens: ids, batchSize: o.batch, length: o.context, seed: UInt64(s.seed),
                                       vocabularySize: config.vocabSize,
-                                      teacher: OnlineTeacher(model: teacher, mode: .full, seed: UInt64(s.seed), pool: pool))
+                                      teacher: OnlineTeacher(model: teacher, mode: nil, seed: UInt64(s.seed), pool: pool))
         default:
             // Every cache student (and the CE baseline) reads the same windows in the same order.
             // The CE baseline reads the same windows at k = 1 and ignores the targets.

@@ -106,9 +106,9 @@ func params(_ m: TrainableLlama) -> [Float] { Array(UnsafeBufferPointer(start: m
         try teacherModel.export(to: dir)
         let teacher = try Transformer(directory: dir, pool: pool)
         let data = patternTokens(600)
-        for mode in [OnlineTeacher.Mode.full, .topK(5), .tail(5), .sampled(20)] {
+        for (mode, k) in [(nil, 0), (.renormalized, 5), (.tail, 5), (.sampled, 20)] as [(TargetMode?, Int)] {
             let source = try CorpusSource(tokens: data, batchSize: 2, length: 16, seed: 1, vocabularySize: 50,
-                                          teacher: OnlineTeacher(model: teacher, mode: mode, pool: pool))
+                                          teacher: OnlineTeacher(model: teacher, mode: mode, k: k, pool: pool))
             let b = TrainingBatch()
             try source.next(into: b)
             let logits = try teacher.logits(tokens: b.inputs, batch: 2, pool: pool)
@@ -116,22 +116,22 @@ func params(_ m: TrainableLlama) -> [Float] { Array(UnsafeBufferPointer(start: m
                 let z = Array(logits[(r * 50)..<(r * 50 + 50)])
                 let lse = Double(z.map { exp(Double($0)) }.reduce(0, +)).log()
                 switch mode {
-                case .full:
+                case nil:
                     for j in 0..<50 { #expect(abs(Double(b.weights[r * 50 + j]) - exp(Double(z[j]) - lse)) < 1e-6) }
-                case .topK(let k), .tail(let k):
+                case .renormalized?, .tail?:
                     let w = (0..<k).map { Double(b.weights[r * k + $0]) }
                     let top = z.enumerated().sorted { $0.element > $1.element }.prefix(k).map { Int32($0.offset) }
                     #expect(Array(b.ids[(r * k)..<(r * k + k)]) == top)
-                    if case .tail = mode {
+                    if mode == .tail {
                         #expect(abs(w.reduce(0, +) + Double(b.tail[r]) - 1) < 1e-5)
                         #expect(abs(w[0] - exp(Double(z[Int(top[0])]) - lse)) < 1e-5)
                     } else {
                         #expect(abs(w.reduce(0, +) - 1) < 1e-5)
                     }
-                case .sampled(let n):
-                    let w = (0..<n).map { b.weights[r * n + $0] }
+                case .sampled?:
+                    let w = (0..<k).map { b.weights[r * k + $0] }
                     #expect(abs(w.reduce(0, +) - 1) < 1e-5)
-                    #expect(w.allSatisfy { ($0 * Float(n)).rounded() == $0 * Float(n) })
+                    #expect(w.allSatisfy { ($0 * Float(k)).rounded() == $0 * Float(k) })
                 }
             }
         }
@@ -146,7 +146,7 @@ func params(_ m: TrainableLlama) -> [Float] { Array(UnsafeBufferPointer(start: m
         for _ in 0..<40 { _ = try teacherTrainer.trainStep() }
         try teacherTrainer.model.export(to: dir)
         let teacher = try Transformer(directory: dir, pool: pool)
-        let student = try makeTrainer(steps: 30, tokens: data, teacher: OnlineTeacher(model: teacher, mode: .full, pool: pool))
+        let student = try makeTrainer(steps: 30, tokens: data, teacher: OnlineTeacher(model: teacher, mode: nil, pool: pool))
         let held = Array(data[2000...])
         let before = try evaluate(model: student.model, tokens: held, length: 16, batch: 4, teacher: teacher, pool: pool)
         for _ in 0..<30 { _ = try student.trainStep() }

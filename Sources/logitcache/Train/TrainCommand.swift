@@ -103,9 +103,10 @@ struct TrainCommand: ParsableCommand {
                 guard t.config.vocabSize == V else {
                     throw ValidationError("teacher \(teacher) has vocabulary \(t.config.vocabSize), the student \(V)")
                 }
-                let mode: OnlineTeacher.Mode = l == "full" ? .full : l == "tail" ? .tail(k) : l == "sampled" ? .sampled(samples) : .topK(k)
+                let mode: TargetMode? = l == "full" ? nil : l == "tail" ? .tail : l == "sampled" ? .sampled : .renormalized
                 if l == "ce" { lambda = 0 } else {
-                    online = OnlineTeacher(model: t, mode: mode, temperature: temperature, seed: seed, pool: pool)
+                    online = OnlineTeacher(model: t, mode: mode, k: mode == .sampled ? samples : k, temperature: temperature,
+                                           seed: seed, pool: pool)
                 }
             }
             source = try CorpusSource(tokens: ids, batchSize: batch, length: T, seed: seed, vocabularySize: V, teacher: online)

@@ -27,9 +27,8 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import xxhash

@@ -1,10 +1,15 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Numeric modules are compiled for the CPU that builds them: without a target CPU,
-// Swift lowers `SIMD.addingProduct` to per-lane library calls instead of vector FMAs.
-// `-target-cpu native` works on x86-64 (AVX2 / AVX-512) and arm64 alike.
-let native: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "native"])]
+// Numeric modules are compiled for a target CPU: without one, Swift lowers
+// `SIMD.addingProduct` to per-lane library calls instead of vector FMAs.
+// LOGITCACHE_TARGET_CPU chooses it: `native` (the default: the CPU that builds, x86-64 or
+// arm64), a portable level for binaries that run elsewhere (`haswell`: AVX2 and FMA, on every
+// x86-64 CPU since Intel Haswell (2013) and AMD Zen; `neoverse-n1` or `apple-m1` on arm64), or empty for no flag at all, as a
+// package that depends on these libraries needs (unsafe flags are refused in dependencies;
+// pass `-Xswiftc -target-cpu ...` to that build instead).
+let targetCPU = Context.environment["LOGITCACHE_TARGET_CPU"] ?? "native"
+let native: [SwiftSetting] = targetCPU.isEmpty ? [] : [.unsafeFlags(["-target-cpu", targetCPU])]
 
 let package = Package(
     name: "LogitCache",
@@ -30,8 +35,8 @@ let package = Package(
 
         // Layers, lowest first, in the order of ARCHITECTURE.md's module table, which says what
         // each may import (tools/check_layers.py checks it).
-        .target(name: "Truncation"),
         .target(name: "Random"),
+        .target(name: "Truncation"),
         .target(name: "Kernels", swiftSettings: native),
         .target(name: "Checkpoints"),
         .target(name: "Tokenizers"),

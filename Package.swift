@@ -10,6 +10,9 @@ import PackageDescription
 // pass `-Xswiftc -target-cpu ...` to that build instead).
 let targetCPU = Context.environment["LOGITCACHE_TARGET_CPU"] ?? "native"
 let native: [SwiftSetting] = targetCPU.isEmpty ? [] : [.unsafeFlags(["-target-cpu", targetCPU])]
+// Dynamic exclusivity checks on the format's per-value loops cost ~half the time; the flag that
+// removes them is unsafe too, so it goes with the target CPU's.
+let uncheckedExclusivity: [SwiftSetting] = targetCPU.isEmpty ? [] : [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
 
 let package = Package(
     name: "LogitCache",
@@ -42,9 +45,8 @@ let package = Package(
         .target(name: "Tokenizers"),
         .target(name: "ScalingLaws"),
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints", "Random"], swiftSettings: native),
-        // Dynamic exclusivity checks on the writer's and reader's per-value loops cost ~half the time.
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash", "Truncation", "Random"],
-                swiftSettings: native + [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
+                swiftSettings: native + uncheckedExclusivity),
         .target(name: "Capture", dependencies: ["Kernels", "Truncation", "Random"], swiftSettings: native),
         .target(name: "StudentLoader", dependencies: ["ShardFormat", "Truncation", "Random"], swiftSettings: native),
         .target(name: "TeacherPass", dependencies: ["Truncation", "CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),

@@ -310,14 +310,16 @@ def device_name(device) -> str:
     return d.type
 
 
-def forward_flops(model, tokens: int, context: int) -> float:
-    """2 FLOPs per parameter per token (the head included) plus causal attention's
-    2·layers·T·width per token: the accounting of the Swift pass's `forwardFLOPs`."""
+def forward_flops(model) -> Callable[[int, int], float]:
+    """`flops(tokens, T)` of the model's forward over windows of T: 2 FLOPs per parameter per
+    token (the head included) plus causal attention's 2·layers·T·width per token, the accounting
+    of the Swift pass's `forwardFLOPs`. The parameters are counted once, here."""
     cfg = getattr(model.config, "text_config", None) or model.config
     params = model.num_parameters(exclude_embeddings=True) + model.get_output_embeddings().weight.numel()
-    width = getattr(cfg, "num_attention_heads", 0) * (getattr(cfg, "head_dim", None) or
-                                                      cfg.hidden_size // max(1, getattr(cfg, "num_attention_heads", 1)))
-    return 2.0 * params * tokens + 2.0 * getattr(cfg, "num_hidden_layers", 0) * context * width * tokens
+    heads = getattr(cfg, "num_attention_heads", 0)
+    width = heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // max(1, heads))
+    attention = 2.0 * getattr(cfg, "num_hidden_layers", 0) * width
+    return lambda tokens, T: (2.0 * params + attention * T) * tokens
 
 
 def _refuse_different_cache(out: str, vocabulary_size: int, fingerprints: Dict[str, str], capture: Dict[str, Any],
@@ -479,6 +481,7 @@ def _run(net, decoder, head: TiledHead, stream, context: int, policy: Policy, se
     mass_sum = 0.0
     last_line = 0.0
     cuda = head_device.type == "cuda"
+    flops = forward_flops(net)
     rows_per_chunk = max(1, (1 << 26) // head.tile)   # bounds a chunk's [rows, tile] float32 logits
     w = windows.start
     with torch.inference_mode():
@@ -523,7 +526,7 @@ def _run(net, decoder, head: TiledHead, stream, context: int, policy: Policy, se
                               got.entry_logprobs[rows], **extra)
                 writer.end_sequence()
             seconds = time.monotonic() - t0
-            writer.add_cost(len(batch) * T, forward_flops(net, len(batch) * T, T), seconds)
+            writer.add_cost(len(batch) * T, flops(len(batch) * T, T), seconds)
             tokens += len(batch) * T
             mass_sum += float(got.mass.sum())
             w += len(batch)

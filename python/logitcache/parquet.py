@@ -244,10 +244,11 @@ def import_parquet(path: PathLike, directory: PathLike, *, vocabulary_size: Opti
     manifest = json.loads(meta[MANIFEST_KEY]) if MANIFEST_KEY in meta else None
     K = S = 0
     if manifest is None or capture is not None:
-        stats = pq.read_table(path, columns=["topk_ids"] + (["sample_ids"] if samples else []))
-        K = int(pa.compute.max(pa.compute.list_value_length(stats["topk_ids"])).as_py() or 0)
-        if samples:
-            S = int(pa.compute.max(pa.compute.list_value_length(stats["sample_ids"])).as_py() or 0)
+        # The longest lists, one record batch at a time (memory stays bounded).
+        for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=["topk_ids"] + (["sample_ids"] if samples else [])):
+            K = max(K, int(pa.compute.max(pa.compute.list_value_length(batch.column(0))).as_py() or 0))
+            if samples:
+                S = max(S, int(pa.compute.max(pa.compute.list_value_length(batch.column(1))).as_py() or 0))
     settings = _writer_settings(manifest, vocabulary_size, fingerprints, capture, K, S, path)
     settings.update(writer_options)
     origin = {"tool": "logitcache import-parquet", "teacher": os.path.basename(path)}

@@ -950,7 +950,7 @@ class NativeShardSource:
         from . import _native
         text = (str(error) or type(error).__name__).encode("utf-8", "replace")[:max(0, capacity)]
         ctypes.memmove(message_buffer, text + b"\0", len(text) + 1)
-        return getattr(error, "status", _native.ERR_IO) if isinstance(error, CacheError) else _native.ERR_IO
+        return getattr(error, "status", _native.ERR_IO)  # a native CacheError keeps its lc_status
 
     def _tail(self, _context, index, name, size, buffer, capacity, length, message, message_capacity) -> int:
         try:

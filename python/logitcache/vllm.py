@@ -151,28 +151,26 @@ def import_vllm(path: PathLike, directory: PathLike, *, vocabulary_size: int, to
     (`"xxh3:" + XXH3-64 of tokenizer.json` as the Swift pass records it, see
     `tokenizer_file_fingerprint`); `teacher` names the model (recorded as fingerprint
     `vllm:<teacher>` and in `origin`). K is `max_entries`, else the longest top list in the file
-    (read once before writing). Resumable as `CacheWriter`. Raises CacheError naming the file, line
-    and position of anything malformed."""
+    (every record is read and checked once before writing). Resumable as `CacheWriter`. Raises
+    CacheError naming the file, line and position of anything malformed."""
     path, directory = os.fspath(path), os.fspath(directory)
-    if max_entries is None:
-        max_entries = 0
-        for where, obj in _records(path):
-            _, top_ids, _, _ = _prompt(where, obj, top_n)
-            max_entries = max([max_entries] + [len(r) for r in top_ids])
-    K = int(max_entries)
-    if K < 1:
-        raise CacheError(f"{path}: no position has a top entry")
+    # One pass before writing: every record checked, K found, the corpus fingerprinted.
+    longest = 0
     corpus = xxhash.xxh3_64()
     keys = xxhash.xxh3_64()
     prompts = []
     for where, obj in _records(path):
-        ids = obj.get("prompt_token_ids") if isinstance(obj, Mapping) else None
-        if isinstance(ids, list) and len(ids) >= 2:
+        ids, top_ids, _, _ = _prompt(where, obj, top_n)
+        longest = max([longest] + [len(r) for r in top_ids])
+        if len(ids) >= 2:
             data = np.asarray(ids, dtype="<u4").tobytes()
             corpus.update(data)
             key = xxhash.xxh3_128_intdigest(data)
             keys.update(key.to_bytes(16, "big"))
             prompts.append(key)
+    K = int(longest if max_entries is None else max_entries)
+    if K < 1:
+        raise CacheError(f"{path}: no position has a top entry")
     fingerprints = {"teacher": f"vllm:{teacher}", "tokenizer": tokenizer_fingerprint,
                     "corpus": _fingerprint(corpus.intdigest(), keys.intdigest())}
     capture = {"policy": "top-k", "k": K, "temperature": 1.0}

@@ -128,23 +128,23 @@ def distributed_rank_and_world_size() -> Tuple[int, int]:
     return 0, 1
 
 
-def _cache_directory(cache: Any, remote: Optional[dict] = None) -> str:
-    """The local cache directory: a path as given; for a URL, the local directory of
-    `logitcache.remote.ShardStore` with the verified manifest (shards are fetched on demand by
-    each stream's loader)."""
+def _cache_directory(cache: Any, remote: Optional[dict] = None) -> Tuple[str, Optional[str]]:
+    """(the local cache directory, the cache's URL or None): a path as given; for a URL, the
+    local directory of `logitcache.remote.ShardStore` with the verified manifest (shards are
+    fetched on demand by each stream's loader)."""
     if isinstance(cache, str) and "://" in cache:
         from .. import remote as _remote
         if _remote.is_url(cache):
             with _remote.ShardStore(cache, **(remote or {})) as store:
-                return store.directory
+                return store.directory, cache
     if remote:
         raise TypeError("remote options apply to URLs only")
     if isinstance(cache, (str, os.PathLike)):
-        return os.fspath(cache)
+        return os.fspath(cache), None
     for name in ("directory", "path", "root"):
         value = getattr(cache, name, None)
         if isinstance(value, (str, os.PathLike)):
-            return os.fspath(value)
+            return os.fspath(value), None
     raise TypeError(f"cache must be a directory path or a logitcache.Cache, not {type(cache).__name__}")
 
 
@@ -247,9 +247,10 @@ class LogitCacheDataset(IterableDataset):
                  backend: str = "auto", rank: Optional[int] = None, world_size: Optional[int] = None,
                  remote: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        self.cache_directory: str = _cache_directory(cache, remote)
         #: The cache's URL when it is remote (each stream's loader fetches shards on demand), else None.
-        self.url: Optional[str] = cache if isinstance(cache, str) and self.cache_directory != cache and "://" in cache else None
+        self.url: Optional[str]
+        self.cache_directory: str
+        self.cache_directory, self.url = _cache_directory(cache, remote)
         self.remote: Optional[Dict[str, Any]] = dict(remote) if remote else None
         self.batch_size, self.context, self.k = int(batch_size), int(context), int(k)
         self.mode, self.temperature, self.seed = str(mode), float(temperature), int(seed)

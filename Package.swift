@@ -48,17 +48,18 @@ let package = Package(
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash", "Truncation", "Random"],
                 swiftSettings: native + uncheckedExclusivity),
         .target(name: "Capture", dependencies: ["Kernels", "Truncation", "Random"], swiftSettings: native),
+        .target(name: "Corpus", dependencies: ["CXXHash", "CZstd", "ShardFormat", "Tokenizers"]),
         .target(name: "StudentLoader", dependencies: ["ShardFormat", "Truncation", "Random"], swiftSettings: native),
-        .target(name: "TeacherPass", dependencies: ["Truncation", "CXXHash", "CZstd", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
-        .target(name: "Distillation", dependencies: ["Truncation", "Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
-        .target(name: "Sweep", dependencies: ["Truncation", "TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints", "ScalingLaws"], swiftSettings: native),
+        .target(name: "TeacherPass", dependencies: ["Truncation", "Corpus", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
+        .target(name: "Distillation", dependencies: ["Truncation", "Corpus", "Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
+        .target(name: "Sweep", dependencies: ["Truncation", "Corpus", "TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints", "ScalingLaws"], swiftSettings: native),
 
         .target(name: "LogitCacheABI", dependencies: ["ShardFormat", "StudentLoader", "Truncation"], swiftSettings: native),
 
         .executableTarget(
             name: "logitcache",
             dependencies: [
-                "Truncation", "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "TeacherPass", "StudentLoader", "Distillation", "Sweep",
+                "Truncation", "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "Corpus", "TeacherPass", "StudentLoader", "Distillation", "Sweep",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),
@@ -70,7 +71,8 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Random"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws", "Random"]),
-        .testTarget(name: "TeacherPassTests", dependencies: ["TestSupport", "Truncation", "TeacherPass", "Capture", "Checkpoints", "Models", "ShardFormat", "Kernels"], swiftSettings: native),
+        .testTarget(name: "CorpusTests", dependencies: ["TestSupport", "Corpus", "ShardFormat"]),
+        .testTarget(name: "TeacherPassTests", dependencies: ["TestSupport", "Truncation", "Corpus", "TeacherPass", "Capture", "Checkpoints", "Models", "ShardFormat", "Kernels"], swiftSettings: native),
         .testTarget(name: "StudentLoaderTests", dependencies: ["TestSupport", "Truncation", "StudentLoader", "ShardFormat", "Random"], swiftSettings: native),
         .testTarget(name: "DistillationTests", dependencies: ["TestSupport", "Truncation", "Distillation", "Models", "Kernels", "Checkpoints", "StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "CaptureTests", dependencies: ["Truncation", "Capture"], swiftSettings: native),

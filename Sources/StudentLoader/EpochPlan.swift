@@ -1,17 +1,6 @@
 import ShardFormat
 import Random
 
-/// One training window: at most T consecutive tokens of one cache sequence.
-public struct Window: Sendable, Equatable {
-    /// Global index of the first token (``CacheReader`` token order).
-    public var firstToken: Int
-    /// Tokens in the window, 1...T.
-    public var length: Int
-    /// Global index one past the last token of the window's sequence: the label of the last
-    /// token is the next input id only when `firstToken + length < sequenceEnd`.
-    public var sequenceEnd: Int
-}
-
 /// Every window of a cache for a context length T, grouped into decode units.
 ///
 /// Sequences are cut, in cache order, into windows of T tokens (the last one shorter); empty

@@ -1,4 +1,5 @@
 import Foundation
+import Corpus
 import Truncation
 import Capture
 import Checkpoints

@@ -3,8 +3,6 @@ public enum TeacherPassError: Error, CustomStringConvertible {
     case vocabularyMismatch(tokenizer: Int, model: Int, tokenizerPath: String, modelDirectory: String)
     case contextTooLong(context: Int, modelMaximum: Int)
     case badContext(Int)
-    case noEndOfTextToken(tokenizerPath: String)
-    case tokenOutOfVocabulary(id: Int32, vocabulary: Int, source: String)
     case settingsDiffer(cache: String, field: String, existing: String, requested: String)
     case failed(String)
 
@@ -14,9 +12,6 @@ public enum TeacherPassError: Error, CustomStringConvertible {
             return "tokenizer \(tp) has \(t) ids but the model \(md) has a vocabulary of \(m): they do not belong together"
         case .contextTooLong(let c, let m): return "--context \(c) is longer than the model allows (\(m) positions)"
         case .badContext(let c): return "--context \(c) must be at least 1"
-        case .noEndOfTextToken(let p):
-            return "\(p): no end-of-text token found (looked for <|endoftext|>, <|end_of_text|>, </s>, <eos>); name one with --eot-token"
-        case .tokenOutOfVocabulary(let id, let v, let s): return "\(s): token id \(id) is outside the model's vocabulary of \(v)"
         case .settingsDiffer(let c, let f, let e, let r):
             return "\(c) already holds a cache made with different settings: \(f) is \(e) there, \(r) now. Use another --out, or the same settings to resume"
         case .failed(let m): return m

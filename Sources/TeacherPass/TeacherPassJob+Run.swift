@@ -1,4 +1,5 @@
 import Capture
+import Corpus
 import Foundation
 import Kernels
 import Models
@@ -59,8 +60,8 @@ extension TeacherPassJob {
         let T = first.length
         b.inputs.removeAll(keepingCapacity: true); b.nexts.removeAll(keepingCapacity: true)
         for win in b.windows {
-            b.inputs += stream.ids[win.start ..< win.start + T]
-            b.nexts += stream.ids[win.start + 1 ..< win.start + T + 1]
+            b.inputs += stream.ids[win.firstToken ..< win.firstToken + T]
+            b.nexts += stream.ids[win.firstToken + 1 ..< win.firstToken + T + 1]
         }
     }
 
@@ -106,7 +107,7 @@ extension TeacherPassJob {
         head.size(rows: N, k: K, vocabulary: V, fullRows: o.policy.needsFullRow)
         if o.policy.needsFullRow {
             try head.full.withUnsafeMutableBufferPointer { try model.headLogits(activations: a, out: $0, pool: pool) }
-            let starts = b.windows.map(\.start)
+            let starts = b.windows.map(\.firstToken)
             try head.full.withUnsafeBufferPointer { rows in
                 try b.nexts.withUnsafeBufferPointer { nexts in
                     try captureInParallel(b, rows: N, capturers: &capturers) { capturer, r, out in
@@ -167,8 +168,8 @@ extension TeacherPassJob {
         for part in b.parts {
             for q in 0..<part.count {
                 if r % T == 0 {
-                    let win = b.windows[r / T]
-                    try writer.beginSequence(documentKey: win.documentKey, documentOffset: win.documentOffset)
+                    let doc = stream.document(at: b.windows[r / T].firstToken)
+                    try writer.beginSequence(documentKey: doc.key, documentOffset: doc.offset)
                 }
                 let e = part.entries(q), s = part.samples(q)
                 try writer.appendToken(inputID: b.inputs[r], nextTokenLogProb: part.nextTokenLogProb[q],

@@ -1,5 +1,6 @@
 import Truncation
 import Capture
+import Corpus
 import Foundation
 import Kernels
 import Models
@@ -93,11 +94,10 @@ public final class TeacherPassJob {
         try o.policy.validate(vocabularySize: V)
         guard o.temperature.isFinite, o.temperature > 0 else { throw CaptureError.badTemperature(o.temperature) }
 
-        let eot = try TeacherPassJob.endOfText(tokenizer, named: o.endOfTextToken, path: o.tokenizerPath)
+        let eot = try endOfTextID(tokenizer, named: o.endOfTextToken, tokenizerPath: o.tokenizerPath)
         var options = o.corpusOptions
         if options.endOfTextID == nil { options.endOfTextID = eot }
-        stream = try TeacherPassJob.tokenize(corpus: o.corpus, tokenizer: tokenizer, endOfText: eot,
-                                             options: options, vocabulary: V)
+        stream = try TokenStream(corpus: o.corpus, tokenizer: tokenizer, endOfText: eot, options: options, vocabulary: V)
         let total = stream.windowCount(context: o.context)
         guard total > 0 else { throw CorpusError.emptyCorpus(paths: o.corpus) }
         let owned = o.partition.windowRange(total: total)
@@ -105,7 +105,7 @@ public final class TeacherPassJob {
 
         let fingerprints = Fingerprints(
             teacher: try Fingerprint.teacher(directory: o.modelDirectory),
-            tokenizer: Fingerprint.render(try Fingerprint.file(o.tokenizerPath)),
+            tokenizer: try Fingerprint.tokenizer(path: o.tokenizerPath),
             corpus: Fingerprint.corpus(stream, context: o.context))
         description = CacheDescription(vocabularySize: V, fingerprints: fingerprints,
                                        capture: TeacherPassJob.captureSettings(o),
@@ -114,37 +114,8 @@ public final class TeacherPassJob {
         try TeacherPassJob.refuseDifferentCache(in: o.output, description: description, partitionCount: o.partition.count)
     }
 
-    static func endOfText(_ t: Tokenizer, named: String?, path: String) throws -> Int32 {
-        let candidates = named.map { [$0] } ?? ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>"]
-        for c in candidates { if let id = t.id(forToken: c) { return Int32(id) } }
-        if let named { throw TeacherPassError.failed("\(path): --eot-token \"\(named)\" is not a token of this tokenizer (give the token's text, such as </s>, not its id)") }
-        throw TeacherPassError.noEndOfTextToken(tokenizerPath: path)
-    }
-
     static func captureSettings(_ o: TeacherPassOptions) -> CaptureSettings {
         CaptureSettings(policy: o.policy, temperature: Double(o.temperature), seed: o.seed)
-    }
-
-    /// Reads every corpus file and builds the token stream, documents in file order.
-    static func tokenize(corpus: [String], tokenizer: Tokenizer, endOfText: Int32, options: CorpusOptions,
-                         vocabulary V: Int) throws -> TokenStream {
-        var stream = TokenStream()
-        var encoder = tokenizer.makeEncoder()
-        for path in try expandCorpusPaths(corpus) {
-            for doc in try readDocuments(path: path, options: options) {
-                switch doc.content {
-                case .text(let text):
-                    let ids = encoder.encode(text).map { Int32(bitPattern: $0) }
-                    stream.append(ids, key: doc.key, endOfText: endOfText)
-                case .tokens(let ids):
-                    if let bad = ids.first(where: { $0 < 0 || Int($0) >= V }) {
-                        throw TeacherPassError.tokenOutOfVocabulary(id: bad, vocabulary: V, source: doc.source)
-                    }
-                    stream.append(ids, key: doc.key, endOfText: nil)
-                }
-            }
-        }
-        return stream
     }
 
     /// A cache already in `directory` must have been made by the same teacher, tokenizer,

@@ -1,4 +1,5 @@
 import Capture
+import Corpus
 import Checkpoints
 import Foundation
 import Truncation
@@ -6,6 +7,7 @@ import Kernels
 import Models
 import ShardFormat
 import Testing
+import TestSupport
 @testable import TeacherPass
 
 /// A tiny random Llama teacher whose vocabulary matches the committed GPT-2-style fixture
@@ -84,9 +86,9 @@ func decodedContent(_ dir: String, k: Int) throws -> [String] {
         for i in 0..<reader.sequenceCount {
             let s = try reader.sequence(i)
             let w = job.stream.window(i, context: 32)
-            #expect(s.length == w.length && s.documentOffset == w.documentOffset)
+            #expect(s.length == w.length && s.documentOffset == job.stream.document(at: w.firstToken).offset)
             try reader.decode(tokens: s.firstToken ..< s.firstToken + s.length, k: 8, samples: false, into: batch)
-            let inputs = Array(job.stream.ids[w.start ..< w.start + w.length])
+            let inputs = Array(job.stream.ids[w.firstToken ..< w.firstToken + w.length])
             #expect(batch.inputIDs == inputs)
             // What `logitcache logits --top-k 8` computes for the same window.
             let ref = try job.model.topK(tokens: inputs, batch: 1, k: 8, pool: .serial)
@@ -98,7 +100,7 @@ func decodedContent(_ dir: String, k: Int) throws -> [String] {
                     #expect(batch.entryLogProbs[t * 8 + j] == ref.logits[t * 8 + j] - ref.logsumexp[t])
                 }
                 #expect(batch.logSumExps[t] == ref.logsumexp[t])
-                let next = Int(job.stream.ids[w.start + t + 1])
+                let next = Int(job.stream.ids[w.firstToken + t + 1])
                 #expect(abs(batch.nextTokenLogProbs[t] - (full[t * V + next] - ref.logsumexp[t])) < 1e-5)
             }
         }

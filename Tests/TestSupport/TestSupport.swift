@@ -11,6 +11,28 @@ public func freshDirectory(_ tag: String) -> String {
     return d
 }
 
+/// A fresh temporary directory per test, removed when the test ends, with helpers that write
+/// files into it.
+public final class TempDir {
+    public let path: String
+    public init() {
+        path = NSTemporaryDirectory() + "logitcache-test-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    public func file(_ name: String, _ contents: String) -> String {
+        let p = (path as NSString).appendingPathComponent(name)
+        try! FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try! contents.write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+    public func bytes(_ name: String, _ data: [UInt8]) -> String {
+        let p = (path as NSString).appendingPathComponent(name)
+        try! Data(data).write(to: URL(fileURLWithPath: p))
+        return p
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
 /// Why the `logitcache` command could not be found.
 public struct MissingBinary: Error, CustomStringConvertible {
     public let description: String

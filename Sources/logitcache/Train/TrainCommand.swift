@@ -1,4 +1,5 @@
 import ArgumentParser
+import Corpus
 import Checkpoints
 import Distillation
 import Foundation
@@ -86,7 +87,7 @@ struct TrainCommand: ParsableCommand {
             let mode: TargetMode = l == "tail" ? .tail : l == "sampled" ? .sampled : .renormalized
             if l == "ce" { lambda = 0 }
             let student = try tokenizer.map {
-                StudentVocabulary(tokenizerFingerprint: try tokenizerFingerprint(path: $0), vocabularySize: V)
+                StudentVocabulary(tokenizerFingerprint: try Fingerprint.tokenizer(path: $0), vocabularySize: V)
             }
             let loaderConfig = LoaderConfiguration(batchSize: batch, contextLength: T, k: k, mode: mode,
                                                    temperature: Double(temperature), seed: seed)

@@ -27,10 +27,6 @@ extension DocumentHash {
     }
 }
 
-/// The former name of a document's key in this module.
-@available(*, deprecated, renamed: "DocumentHash")
-public typealias DocumentKey = DocumentHash
-
 /// One corpus document: text to tokenise, or ids already tokenised.
 public struct CorpusDocument: Sendable {
     public enum Content: Sendable, Equatable {

@@ -1,28 +1,8 @@
 import Foundation
 import ShardFormat
 import Testing
-@testable import TeacherPass
-
-/// A fresh temporary directory per test, removed when the test ends.
-final class TempDir {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "logitcache-test-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func file(_ name: String, _ contents: String) -> String {
-        let p = (path as NSString).appendingPathComponent(name)
-        try! FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try! contents.write(toFile: p, atomically: true, encoding: .utf8)
-        return p
-    }
-    func bytes(_ name: String, _ data: [UInt8]) -> String {
-        let p = (path as NSString).appendingPathComponent(name)
-        try! Data(data).write(to: URL(fileURLWithPath: p))
-        return p
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
+@testable import Corpus
+import TestSupport
 
 @Suite struct CorpusTests {
     @Test func directoriesAndGlobsExpandInByteOrder() throws {
@@ -113,9 +93,11 @@ final class TempDir {
                 let win = s.window(w, context: context)
                 #expect(win.length >= 1 && win.length <= context)
                 #expect(w == n - 1 || win.length == context)
-                covered += Array(win.start ..< win.start + win.length)
-                let doc = s.documentStarts.lastIndex { $0 <= win.start }!
-                #expect(win.documentKey.low == UInt64(doc) && win.documentOffset == win.start - s.documentStarts[doc])
+                #expect(win.sequenceEnd == s.ids.count)
+                covered += Array(win.firstToken ..< win.firstToken + win.length)
+                let doc = s.documentStarts.lastIndex { $0 <= win.firstToken }!
+                let found = s.document(at: win.firstToken)
+                #expect(found.key.low == UInt64(doc) && found.offset == win.firstToken - s.documentStarts[doc])
             }
             // Every position that has a next token is an input exactly once.
             #expect(covered == Array(0 ..< s.ids.count - 1), "context \(context)")

@@ -13,6 +13,9 @@ public enum CorpusError: Error, Equatable, CustomStringConvertible {
     case emptyCorpus(paths: [String])
     case badPartition(String)
     case badSplit(String)
+    case noEndOfTextToken(tokenizerPath: String)
+    case unknownEndOfTextToken(tokenizerPath: String, token: String)
+    case tokenOutOfVocabulary(id: Int32, vocabulary: Int, source: String)
 
     public var description: String {
         switch self {
@@ -27,6 +30,11 @@ public enum CorpusError: Error, Equatable, CustomStringConvertible {
         case .emptyCorpus(let ps): return "corpus is empty: no documents in \(ps.joined(separator: ", "))"
         case .badPartition(let m): return "bad partition: \(m)"
         case .badSplit(let m): return "bad split: \(m)"
+        case .noEndOfTextToken(let p):
+            return "\(p): no end-of-text token found (looked for <|endoftext|>, <|end_of_text|>, </s>, <eos>); name one with --eot-token"
+        case .unknownEndOfTextToken(let p, let t):
+            return "\(p): --eot-token \"\(t)\" is not a token of this tokenizer (give the token's text, such as </s>, not its id)"
+        case .tokenOutOfVocabulary(let id, let v, let s): return "\(s): token id \(id) is outside the model's vocabulary of \(v)"
         }
     }
 }

@@ -32,32 +32,23 @@ public struct TokenStream: Sendable, Equatable {
 
     /// Window `w`: inputs `ids[s ..< s+L]`, next tokens `ids[s+1 ..< s+L+1]`, where
     /// `s = w * context` and `L = min(context, count - 1 - s)`; only the last window is short.
-    /// The document key and offset name the document the window starts in.
+    /// Every window's last label exists (`sequenceEnd` is the stream's length).
     public func window(_ w: Int, context: Int) -> Window {
         let start = w * context
         let length = min(context, ids.count - 1 - start)
         precondition(w >= 0 && length > 0, "window \(w) out of range")
-        // The last document starting at or before `start`.
+        return Window(firstToken: start, length: length, sequenceEnd: ids.count)
+    }
+
+    /// The document that position `p` of the stream lies in: its key, and `p`'s offset inside
+    /// it in tokens (the key and offset a cache records for a sequence starting at `p`).
+    public func document(at p: Int) -> (key: DocumentHash, offset: Int) {
+        // The last document starting at or before `p`.
         var lo = 0, hi = documentStarts.count - 1
         while lo < hi {
             let mid = (lo + hi + 1) / 2
-            if documentStarts[mid] <= start { lo = mid } else { hi = mid - 1 }
+            if documentStarts[mid] <= p { lo = mid } else { hi = mid - 1 }
         }
-        return Window(index: w, start: start, length: length,
-                      documentKey: documentKeys[lo], documentOffset: start - documentStarts[lo])
+        return (documentKeys[lo], p - documentStarts[lo])
     }
-}
-
-/// One training window of the token stream.
-public struct Window: Sendable, Equatable {
-    /// Position of the window in the whole corpus's window order.
-    public var index: Int
-    /// First input token's position in the stream.
-    public var start: Int
-    /// Number of input tokens (= number of next-token targets).
-    public var length: Int
-    /// Key of the document the window starts in.
-    public var documentKey: DocumentHash
-    /// Offset of the window's first token inside that document, in tokens.
-    public var documentOffset: Int
 }

@@ -1,3 +1,4 @@
+import Distillation
 import Foundation
 import ScalingLaws
 import Truncation
@@ -18,15 +19,19 @@ public enum SweepArm: String, Codable, Sendable, CaseIterable, CustomStringConve
     /// The arms that read the sweep's cache, and that `--policies` chooses from.
     public static let cached: [SweepArm] = [.topk, .tail, .sampled]
 
-    /// What the student loader reads for a cache arm (nil for ce and online).
-    public var targetMode: TargetMode? {
+    /// The loss its students train with (online students learn the full distribution).
+    public var loss: TrainingLoss {
         switch self {
-        case .topk: return .renormalized
+        case .ce: return .ce
+        case .topk: return .topk
         case .tail: return .tail
         case .sampled: return .sampled
-        case .ce, .online: return nil
+        case .online: return .full
         }
     }
+
+    /// What the student loader reads for a cache arm (nil for ce and online).
+    public var targetMode: TargetMode? { self == .online ? nil : loss.targetMode }
 
     public var description: String { rawValue }
 }

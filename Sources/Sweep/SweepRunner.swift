@@ -228,46 +228,37 @@ public final class SweepRunner {
             return r
         }
         let model = try TrainableLlama(config: config, seed: UInt64(s.seed))
-        let source: TrainingSource
+        let data: TrainingData
         switch s.policy {
         case .online:
-            let ids = try corpusTokens(corpus: o.corpus, tokenizerPath: o.tokenizerPath, vocabularySize: config.vocabSize)
-            source = try CorpusSource(tokens: ids, batchSize: o.batch, length: o.context, seed: UInt64(s.seed),
-                                      vocabularySize: config.vocabSize,
-                                      teacher: OnlineTeacher(model: teacher, mode: nil, seed: UInt64(s.seed), pool: pool))
+            data = try .corpus(paths: o.corpus, tokenizerPath: o.tokenizerPath, vocabularySize: config.vocabSize,
+                               teacher: OnlineTeacher(model: teacher, mode: nil, seed: UInt64(s.seed), pool: pool))
         default:
             // Every cache student (and the CE baseline) reads the same windows in the same order.
             // The CE baseline reads the same windows at k = 1 and ignores the targets.
-            let mode = s.policy.targetMode ?? .renormalized
-            let k = s.policy == .ce ? 1 : s.k
-            let loader = try StudentLoader(cache: cacheDirectory,
-                                           configuration: LoaderConfiguration(batchSize: o.batch, contextLength: o.context, k: k,
-                                                                              mode: mode, seed: UInt64(s.seed)),
-                                           student: nil)
-            source = CacheSource(loader: loader, vocabularySize: config.vocabSize)
+            data = .cache(directory: cacheDirectory, mode: s.policy.targetMode ?? .renormalized, k: s.policy == .ce ? 1 : s.k,
+                          student: nil)
         }
+        let source = try data.source(batchSize: o.batch, contextLength: o.context, seed: UInt64(s.seed),
+                                     vocabularySize: config.vocabSize)
         let trainer = try Trainer(model: model, source: source, settings: settings, pool: pool)
         let run = try TrainingRun(directory: dir, trainer: trainer, fingerprint: "\(s.name); \(settings); \(o.batch)x\(o.context)")
-        let resumed = try run.resumeIfPossible()
-        let started = Date()
-        var last: StepRecord?
+        let start: [String: Any] = ["parameters": model.parameterCount, "loss_kind": s.policy.loss.rawValue,
+                                    "lambda": Double(settings.lambda), "k": s.k, "steps": steps, "batch": o.batch,
+                                    "context": o.context, "data": source.summary, "seed": s.seed]
         var lastLog = Date()
-        while trainer.step < steps {
-            let r = try trainer.trainStep()
-            last = r
-            try run.log(["step": r.step, "loss": r.loss, "ce": r.crossEntropy, "kd": r.distillation])
-            if r.step % 100 == 0 || r.step == steps { try run.save(seconds: Date().timeIntervalSince(started)) }
-            if Date().timeIntervalSince(lastLog) > 10 {
-                lastLog = Date()
-                log(String(format: "  step %d/%d loss %.4f", r.step, steps, r.loss))
-            }
+        let outcome = try run.train(schedule: TrainingSchedule(steps: steps, checkpointEvery: 100), start: start, evaluate: {
+            try evaluate(model: model, tokens: evalTokens, length: o.context, batch: o.batch, maxWindows: o.evalWindows,
+                         teacher: teacher, pool: self.pool)
+        }) { event in
+            guard case let .step(r, _) = event, Date().timeIntervalSince(lastLog) > 10 else { return }
+            lastLog = Date()
+            self.log(String(format: "  step %d/%d loss %.4f", r.step, steps, r.loss))
         }
-        if resumed >= steps { try run.save(seconds: 0) }
-        let e = try evaluate(model: model, tokens: evalTokens, length: o.context, batch: o.batch, maxWindows: o.evalWindows,
-                             teacher: teacher, pool: pool)
-        let seconds = run.previousSeconds + Date().timeIntervalSince(started)
-        let result = SettingResult(setting: s, evaluation: e, trainLoss: last?.loss ?? .nan, tokens: trainer.tokensSeen,
-                                   seconds: seconds, flops: trainer.flops, cacheBytesPerToken: 0, capturedMass: nil)
+        // Safe because an evaluator was given.
+        let e = outcome.evaluation!
+        let result = SettingResult(setting: s, evaluation: e, trainLoss: outcome.last?.loss ?? .nan, tokens: trainer.tokensSeen,
+                                   seconds: outcome.seconds, flops: trainer.flops, cacheBytesPerToken: 0, capturedMass: nil)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(result).write(to: URL(fileURLWithPath: resultPath), options: .atomic)

@@ -7,7 +7,6 @@ import Truncation
 import Kernels
 import Models
 import StudentLoader
-import TeacherPass
 
 /// `logitcache train`: train a Llama-style model from a cache, a corpus, or a teacher run
 /// inside the loop.
@@ -64,14 +63,31 @@ struct TrainCommand: ParsableCommand {
         guard batch >= 1, threads >= 1, k >= 1, checkpointEvery >= 1, evalEvery >= 0 else {
             throw ValidationError("--batch, --threads, --k and --checkpoint-every must be >= 1")
         }
-        let l = lossName
-        let allowed = cache != nil ? ["ce", "topk", "tail", "sampled"] : teacher != nil ? ["ce", "topk", "tail", "sampled", "full"] : ["ce"]
-        guard allowed.contains(l) else {
-            throw ValidationError("--loss \(l) is not available here; with \(cache != nil ? "--cache" : teacher != nil ? "--teacher" : "--corpus alone") use one of \(allowed.joined(separator: ", "))")
+        let allowed: [TrainingLoss] = cache != nil ? [.ce, .topk, .tail, .sampled] : teacher != nil ? TrainingLoss.allCases : [.ce]
+        guard let l = TrainingLoss(rawValue: lossName), allowed.contains(l) else {
+            throw ValidationError("--loss \(lossName) is not available here; with \(cache != nil ? "--cache" : teacher != nil ? "--teacher" : "--corpus alone") use one of \(allowed.map(\.rawValue).joined(separator: ", "))")
         }
     }
 
     var lossName: String { loss ?? (cache != nil ? "topk" : teacher != nil ? "full" : "ce") }
+
+    /// The batches: the cache's targets, or the corpus with the teacher run inside the loop.
+    func data(_ l: TrainingLoss, vocabularySize V: Int, pool: ThreadPool) throws -> TrainingData {
+        if let cache {
+            let student = try tokenizer.map { StudentVocabulary(tokenizerFingerprint: try Fingerprint.tokenizer(path: $0), vocabularySize: V) }
+            return .cache(directory: cache, mode: l.targetMode ?? .renormalized, k: k, student: student)
+        }
+        var online: OnlineTeacher?
+        if let teacher, l != .ce {
+            let t = try Transformer(directory: teacher, pool: pool)
+            guard t.config.vocabSize == V else {
+                throw ValidationError("teacher \(teacher) has vocabulary \(t.config.vocabSize), the student \(V)")
+            }
+            online = OnlineTeacher(model: t, mode: l.targetMode, k: l == .sampled ? samples : k, temperature: temperature,
+                                   seed: seed, pool: pool)
+        }
+        return try .corpus(paths: corpus, tokenizerPath: tokenizer!, vocabularySize: V, teacher: online)
+    }
 
     func run() throws {
         let pool = ThreadPool(threadCount: threads)
@@ -80,38 +96,10 @@ struct TrainCommand: ParsableCommand {
         let model = try initFrom.map { try TrainableLlama(directory: $0) } ?? TrainableLlama(config: modelConfig, seed: seed)
         let T = context ?? modelConfig.maxPositions
         let V = modelConfig.vocabSize
-        let l = lossName
-        let source: TrainingSource
-        var lambda = self.lambda
-        if let cache {
-            let mode: TargetMode = l == "tail" ? .tail : l == "sampled" ? .sampled : .renormalized
-            if l == "ce" { lambda = 0 }
-            let student = try tokenizer.map {
-                StudentVocabulary(tokenizerFingerprint: try Fingerprint.tokenizer(path: $0), vocabularySize: V)
-            }
-            let loaderConfig = LoaderConfiguration(batchSize: batch, contextLength: T, k: k, mode: mode,
-                                                   temperature: Double(temperature), seed: seed)
-            let loader = try StudentLoader(cache: cache, configuration: loaderConfig, student: student)
-            guard loader.reader.manifest.vocabularySize == V else {
-                throw ValidationError("cache \(cache) has vocabulary \(loader.reader.manifest.vocabularySize), the student \(V)")
-            }
-            source = CacheSource(loader: loader, vocabularySize: V)
-        } else {
-            let ids = try corpusTokens(corpus: corpus, tokenizerPath: tokenizer!, vocabularySize: V)
-            var online: OnlineTeacher?
-            if let teacher {
-                let t = try Transformer(directory: teacher, pool: pool)
-                guard t.config.vocabSize == V else {
-                    throw ValidationError("teacher \(teacher) has vocabulary \(t.config.vocabSize), the student \(V)")
-                }
-                let mode: TargetMode? = l == "full" ? nil : l == "tail" ? .tail : l == "sampled" ? .sampled : .renormalized
-                if l == "ce" { lambda = 0 } else {
-                    online = OnlineTeacher(model: t, mode: mode, k: mode == .sampled ? samples : k, temperature: temperature,
-                                           seed: seed, pool: pool)
-                }
-            }
-            source = try CorpusSource(tokens: ids, batchSize: batch, length: T, seed: seed, vocabularySize: V, teacher: online)
-        }
+        let l = TrainingLoss(rawValue: lossName)!  // Safe because validate() parsed it.
+        let source = try data(l, vocabularySize: V, pool: pool)
+            .source(batchSize: batch, contextLength: T, temperature: temperature, seed: seed, vocabularySize: V)
+        let lambda = l == .ce ? 0 : self.lambda
         let stepCount = steps ?? max(1, tokens! / (batch * T))
         let settings = TrainingSettings(steps: stepCount, learningRate: lr, warmupSteps: warmup, weightDecay: weightDecay,
                                         gradientClip: clip, lambda: lambda, temperature: temperature, zLoss: zLoss)
@@ -120,62 +108,42 @@ struct TrainCommand: ParsableCommand {
 
         let fingerprint = Self.fingerprint([
             "config": JSONValue.object(modelConfig.jsonObject).serialized, "init": initFrom ?? "seed \(seed)", "data": source.summary,
-            "loss": l, "k": "\(k)", "batch": "\(batch)", "context": "\(T)", "seed": "\(seed)",
+            "loss": l.rawValue, "k": "\(k)", "batch": "\(batch)", "context": "\(T)", "seed": "\(seed)",
             "settings": String(describing: settings),
         ])
         let run = try TrainingRun(directory: out, trainer: trainer, fingerprint: fingerprint)
-        let resumed = try run.resumeIfPossible()
         let params = Double(model.parameterCount)
         FileHandle.standardError.write(Data("""
             train: \(modelConfig.layerCount) layers × \(modelConfig.hiddenSize), \(humanCount(params)) parameters; \
             \(source.summary); loss \(l) λ=\(lambda) τ=\(temperature); \(stepCount) steps of \(batch)×\(T) tokens; \
-            \(threads) threads -> \(out)\(resumed > 0 ? " (resumed at step \(resumed))" : "")\n
+            \(threads) threads -> \(out)\n
             """.utf8))
-        if resumed == 0 {
-            try run.log(["event": "start", "step": 0, "parameters": model.parameterCount, "loss_kind": l, "lambda": Double(lambda),
-                         "temperature": Double(temperature), "k": k, "steps": stepCount, "batch": batch, "context": T,
-                         "data": source.summary, "seed": Int(seed)])
+        let start: [String: Any] = ["parameters": model.parameterCount, "loss_kind": l.rawValue, "lambda": Double(lambda),
+                                    "temperature": Double(temperature), "k": k, "steps": stepCount, "batch": batch, "context": T,
+                                    "data": source.summary, "seed": Int(seed)]
+        let evaluator = evalTokens.map { tokens in
+            { try evaluate(model: model, tokens: tokens, length: T, batch: self.batch, maxWindows: self.evalWindows, pool: pool) }
         }
         let line = ProgressLine()
-        let started = Date()
-        var windowTokens = 0, windowStart = Date(), lastRecord: StepRecord?
-        func evaluateNow() throws -> Evaluation? {
-            guard let evalTokens else { return nil }
-            return try evaluate(model: model, tokens: evalTokens, length: T, batch: batch, maxWindows: evalWindows, pool: pool)
-        }
-        while trainer.step < stepCount {
-            let r = try trainer.trainStep()
-            lastRecord = r
-            windowTokens += r.tokens
-            let rate = Double(windowTokens) / max(Date().timeIntervalSince(windowStart), 1e-9)
-            try run.log(["step": r.step, "loss": r.loss, "ce": r.crossEntropy, "kd": r.distillation,
-                         "lr": Double(r.learningRate), "grad_norm": Double(r.gradientNorm), "tokens": trainer.tokensSeen,
-                         "tokens_per_s": rate, "seconds": run.previousSeconds + Date().timeIntervalSince(started)])
-            line.update(String(format: "step %d/%d  loss %.4f  ce %.4f  lr %.2e  %@ tok/s  ETA %@", r.step, stepCount, r.loss,
-                               r.crossEntropy, r.learningRate, humanCount(rate),
-                               humanDuration(Double(stepCount - r.step) * Double(batch * T) / max(rate, 1e-9))),
-                        force: r.step == stepCount)
-            if r.step % 50 == 0 { windowTokens = 0; windowStart = Date() }
-            if evalEvery > 0, r.step % evalEvery == 0, r.step < stepCount, let e = try evaluateNow() {
-                try run.log(["step": r.step, "event": "eval", "eval_ce": e.crossEntropy, "eval_tokens": e.tokens])
-                line.update(String(format: "step %d  eval ce %.4f", r.step, e.crossEntropy), force: true)
-            }
-            if r.step % checkpointEvery == 0 || r.step == stepCount {
-                try run.save(seconds: Date().timeIntervalSince(started))
+        let outcome = try run.train(schedule: TrainingSchedule(steps: stepCount, checkpointEvery: checkpointEvery, evaluateEvery: evalEvery),
+                                    start: start, evaluate: evaluator) { event in
+            switch event {
+            case let .resumed(step):
+                line.update("resumed at step \(step)", force: true)
+            case let .step(r, rate):
+                line.update(String(format: "step %d/%d  loss %.4f  ce %.4f  lr %.2e  %@ tok/s  ETA %@", r.step, stepCount, r.loss,
+                                   r.crossEntropy, r.learningRate, humanCount(rate),
+                                   humanDuration(Double(stepCount - r.step) * Double(batch * T) / max(rate, 1e-9))),
+                            force: r.step == stepCount)
+            case let .evaluation(step, e):
+                line.update(String(format: "step %d  eval ce %.4f", step, e.crossEntropy), force: true)
             }
         }
         line.finish()
-        if resumed >= stepCount { try run.save(seconds: 0) }
-        var summary: [String: Any] = ["event": "end", "step": trainer.step, "tokens": trainer.tokensSeen, "flops": trainer.flops,
-                                      "seconds": run.previousSeconds + Date().timeIntervalSince(started)]
-        if let r = lastRecord { summary["train_loss"] = r.loss }
-        if let e = try evaluateNow() {
-            summary["eval_ce"] = e.crossEntropy; summary["eval_tokens"] = e.tokens
-            summary["eval_accuracy"] = e.accuracy; summary["eval_ece"] = e.calibrationError
+        if let e = outcome.evaluation {
             print(String(format: "eval cross-entropy %.4f nats/token over %d tokens (accuracy %.3f, ECE %.3f)",
                          e.crossEntropy, e.tokens, e.accuracy, e.calibrationError))
         }
-        try run.log(summary)
         print("wrote \(out)/model.safetensors (step \(trainer.step), \(humanCount(Double(trainer.tokensSeen))) tokens)")
     }
 

@@ -15,7 +15,7 @@ Models (bits summed over the rows, shown as bytes/token):
   equal (sum of log2(g!) over runs of g equal values), an upper bound on that saving;
 - for caches written by `logitcache synth` (teacher fingerprint `synthetic-SEED`): an oracle
   that knows the generator's hidden state (its unigram permutation, each sequence's 256 topic
-  ids, the source mixture; Schemas/FORMAT.md appendix A) and codes each position's ids in rank
+  ids, the source mixture; docs/format-design.md appendix A) and codes each position's ids in rank
   order by their mixture probability, renormalised after each id. No coder that has to learn
   that state from the data can do better on average, up to the order information the oracle
   ignores (which the per-rank contexts above capture).

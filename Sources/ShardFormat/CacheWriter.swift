@@ -420,7 +420,7 @@ final class ShardBuilder {
             try put("next_logprob_delta", deltas, buckets: .buckets)
         }
         // Compressed blocks store entry ids as ranks into a dictionary of the block's distinct
-        // ids by descending frequency (FORMAT.md section 4): frequent ids get small ranks, whose
+        // ids by descending frequency (docs/format-design.md): frequent ids get small ranks, whose
         // byte planes code far better than the ids' own (which carry no frequency order).
         let useDict = options.codec != .none && !entIDs.isEmpty
         if useDict {
@@ -445,7 +445,7 @@ final class ShardBuilder {
             bandIDs.append(ids); bandLPs.append(lps)
         }
         // Frequency ranks and quantised gaps are small and skewed: bucket symbols code them
-        // near their order-0 entropy (FORMAT.md section 6).
+        // near their order-0 entropy (docs/format-design.md).
         for j in bandIDs.indices {
             try put("entry_ids.\(j)", bandIDs[j], buckets: .buckets)
             if let refs = bandRefs[j] { try put("entry_refs.\(j)", refs, buckets: .buckets) }

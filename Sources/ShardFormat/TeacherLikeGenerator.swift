@@ -5,7 +5,7 @@ import Random
 /// `logitcache bench format`. No model is involved; the point is data whose statistics are
 /// close enough to a real teacher's that compression ratios mean something.
 ///
-/// The model (also in Schemas/FORMAT.md, appendix A), per sequence i (its own RNG stream, so
+/// The model (also in docs/format-design.md, appendix A), per sequence i (its own RNG stream, so
 /// sequence i can be generated without the ones before it):
 /// - **Unigram frequencies** follow Zipf with exponent 1.0 over frequency ranks; rank -> id is
 ///   a seeded random permutation. Real BPE vocabularies give low ids to frequent tokens (merge

@@ -19,6 +19,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "logitcache", targets: ["logitcache"]),
+        // Side-by-side benchmarks, apart from the product command line.
+        .executable(name: "logitcache-bench", targets: ["logitcache-bench"]),
         .library(name: "ShardFormat", targets: ["ShardFormat"]),
         .library(name: "Models", targets: ["Models"]),
         // The C ABI (`Schemas/logitcache.h`): the library the Python package and C/C++/Rust load.
@@ -48,35 +50,49 @@ let package = Package(
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash", "Truncation", "Random"],
                 swiftSettings: native + uncheckedExclusivity),
         .target(name: "Capture", dependencies: ["Kernels", "Truncation", "Random"], swiftSettings: native),
+        .target(name: "SyntheticData", dependencies: ["ShardFormat", "Truncation", "Random"], swiftSettings: native),
         .target(name: "Corpus", dependencies: ["CXXHash", "CZstd", "ShardFormat", "Tokenizers"]),
         .target(name: "StudentLoader", dependencies: ["ShardFormat", "Truncation", "Random"], swiftSettings: native),
-        .target(name: "TeacherPass", dependencies: ["Truncation", "Corpus", "ShardFormat", "Capture", "Models", "Tokenizers"], swiftSettings: native),
+        .target(name: "TeacherPass", dependencies: ["Truncation", "Corpus", "ShardFormat", "Kernels", "Capture", "Models", "Tokenizers"], swiftSettings: native),
         .target(name: "Distillation", dependencies: ["Truncation", "Corpus", "Models", "Capture", "StudentLoader", "Kernels", "Checkpoints"], swiftSettings: native),
         .target(name: "Sweep", dependencies: ["Truncation", "Corpus", "TeacherPass", "Distillation", "StudentLoader", "ShardFormat", "Models", "Capture", "Kernels", "Checkpoints", "ScalingLaws"], swiftSettings: native),
 
         .target(name: "LogitCacheABI", dependencies: ["ShardFormat", "StudentLoader", "Truncation"], swiftSettings: native),
 
+        // Helpers the two command lines share: JSON output, errors, progress lines, loader flags.
+        .target(name: "CommandLineSupport", dependencies: [
+            "ShardFormat", "StudentLoader", "Truncation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(
             name: "logitcache",
             dependencies: [
-                "Truncation", "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "Corpus", "TeacherPass", "StudentLoader", "Distillation", "Sweep",
+                "Truncation", "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "ScalingLaws", "Capture", "Corpus",
+                "TeacherPass", "StudentLoader", "Distillation", "Sweep", "SyntheticData", "CommandLineSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: native),
+        .executableTarget(
+            name: "logitcache-bench",
+            dependencies: [
+                "Truncation", "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "Capture", "Corpus",
+                "TeacherPass", "StudentLoader", "Distillation", "SyntheticData", "CommandLineSupport", "Random",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),
 
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "ShardFormatTests", dependencies: ["TestSupport", "Truncation", "ShardFormat", "Random"], exclude: ["Fixtures"], swiftSettings: native),
+        .testTarget(name: "ShardFormatTests", dependencies: ["SyntheticData", "TestSupport", "Truncation", "ShardFormat", "Random"], exclude: ["Fixtures"], swiftSettings: native),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Random"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws", "Random"]),
         .testTarget(name: "CorpusTests", dependencies: ["TestSupport", "Corpus", "ShardFormat"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TestSupport", "Truncation", "Corpus", "TeacherPass", "Capture", "Checkpoints", "Models", "ShardFormat", "Kernels"], swiftSettings: native),
-        .testTarget(name: "StudentLoaderTests", dependencies: ["TestSupport", "Truncation", "StudentLoader", "ShardFormat", "Random"], swiftSettings: native),
-        .testTarget(name: "DistillationTests", dependencies: ["TestSupport", "Truncation", "Distillation", "Models", "Kernels", "Checkpoints", "StudentLoader", "ShardFormat"], swiftSettings: native),
+        .testTarget(name: "StudentLoaderTests", dependencies: ["SyntheticData", "TestSupport", "Truncation", "StudentLoader", "ShardFormat", "Random"], swiftSettings: native),
+        .testTarget(name: "DistillationTests", dependencies: ["SyntheticData", "TestSupport", "Truncation", "Distillation", "Models", "Kernels", "Checkpoints", "StudentLoader", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "CaptureTests", dependencies: ["Truncation", "Capture"], swiftSettings: native),
-        .testTarget(name: "SweepTests", dependencies: ["Truncation", "Sweep", "Distillation", "ScalingLaws", "ShardFormat"], swiftSettings: native),
+        .testTarget(name: "SweepTests", dependencies: ["SyntheticData", "Truncation", "Sweep", "Distillation", "ScalingLaws", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints", "Random"],
                     exclude: ["Fixtures"], swiftSettings: native),
     ],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU baseline for `logitcache bench forward`.
+"""PyTorch CPU baseline for `logitcache-bench forward`.
 
 Loads the Hugging Face model directory the bench wrote (same random weights, float32) and
 times eager forwards (no torch.compile) over one batch of windows at a given thread count.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""numpy/OpenBLAS sgemm baseline for `logitcache bench gemm`.
+"""numpy/OpenBLAS sgemm baseline for `logitcache-bench gemm`.
 
 Reads a JSON list of cases on stdin, each {"name", "form", "m", "n", "k"} with form one of
   forward         y  = x · Wᵀ   x (m,k), W (n,k)

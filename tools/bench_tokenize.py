@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Baseline for `logitcache bench tokenize`: encodes the same documents with the Hugging Face
+"""Baseline for `logitcache-bench tokenize`: encodes the same documents with the Hugging Face
 `tokenizers` library and prints JSON rows {name, threads, seconds, tokens, tokensPerSecond,
 megabytesPerSecond, idsFNV1a}. 1 thread: `encode` per document; 2 threads: `encode_batch`
 with RAYON_NUM_THREADS=2 (set before the library loads)."""

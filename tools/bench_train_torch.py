@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch CPU baseline for `logitcache bench train`.
+"""PyTorch CPU baseline for `logitcache-bench train`.
 
 Loads the Hugging Face model directory the bench wrote (the Swift trainer's initial weights,
-float32) and trains it the way `logitcache bench train` trains it in Swift: eager (no
+float32) and trains it the way `logitcache-bench train` trains it in Swift: eager (no
 torch.compile), sdpa attention, hard-label cross-entropy averaged over the batch's tokens,
 torch.optim.AdamW (betas 0.9/0.95, eps 1e-8, weight decay on matrices only, constant
 learning rate), clip_grad_norm_ before every update. The batch is the one window set the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bytes/token of real teacher caches against Parquet+zstd on the same rows.
 
-`logitcache bench format` compares on generated rows; this compares on a real teacher pass.
+`logitcache-bench format` compares on generated rows; this compares on a real teacher pass.
 Run the pass twice over the same corpus, once `--lossless` (the exact rows, from which the
 Parquet baseline is written exactly as tools/parquet_bench.py writes it: list<int32> ids,
 list<float16> log-probs, zstd) and once or more with the encodings to compare, then:

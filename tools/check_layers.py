@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks that Package.swift's targets import only what ARCHITECTURE.md allows.
 
-Reads the "may import" column of ARCHITECTURE.md's module table and every `.target(...)` /
+Reads the "may import" column of ARCHITECTURE.md's module table (which must list only modules above
+each one), the `import`s of every Sources/TARGET file, and every `.target(...)` /
 `.executableTarget(...)` in Package.swift; prints each dependency that is not allowed (one
 that points up or sideways) and exits 1 if there is any. Test targets (and targets under
 Tests/) are not checked.
@@ -21,7 +22,7 @@ def allowed(architecture: str) -> dict:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 3 or not cells[0].startswith("`"):
             continue
-        names = re.findall(r"`([A-Za-z0-9_]+)`", cells[0])
+        names = re.findall(r"`([A-Za-z0-9_-]+)`", cells[0])
         deps = set() if cells[2] in ("—", "-", "") else {d.strip() for d in re.split(r",", cells[2])}
         deps = {d.split()[0] for d in deps if d}
         if "every module above" in cells[2]:
@@ -45,12 +46,41 @@ def targets(package: str) -> dict:
     return out
 
 
+SYSTEM = {"Foundation", "Glibc", "Musl", "Darwin", "Dispatch", "Synchronization", "ArgumentParser", "os"}
+
+
+def source_imports(repo: Path, name: str) -> set:
+    """Modules the Swift files of Sources/NAME import (system modules left out): SwiftPM lets a
+    target import any module built before it, so the sources are checked, not only Package.swift."""
+    found = set()
+    for f in (repo / "Sources" / name).rglob("*.swift"):
+        for m in re.finditer(r"^\s*(?:@testable\s+|@_implementationOnly\s+)?import\s+(?:struct\s+|class\s+|enum\s+)?([A-Za-z0-9_]+)",
+                             f.read_text(), re.M):
+            if m.group(1) not in SYSTEM:
+                found.add(m.group(1))
+    return found
+
+
+def order_problems(architecture: str, rules: dict) -> list:
+    """Allowed imports that are not above the module in the table (the table is lowest first)."""
+    order = []
+    for line in architecture.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            order += re.findall(r"`([A-Za-z0-9_-]+)`", cells[0])
+    rank = {n: i for i, n in enumerate(order)}
+    return [f"{n} may import {d}, which is not above it in ARCHITECTURE.md's table"
+            for n in order for d in sorted(rules.get(n, ())) if d in rank and rank[d] >= rank[n]]
+
+
 def main() -> int:
     repo = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent)
     rules = allowed((repo / "ARCHITECTURE.md").read_text())
     found = targets((repo / "Package.swift").read_text())
     problems = []
+    problems += order_problems((repo / "ARCHITECTURE.md").read_text(), rules)
     for name, deps in sorted(found.items()):
+        deps = sorted(set(deps) | (source_imports(repo, name) - {name}))
         if name not in rules:
             problems.append(f"{name}: not in ARCHITECTURE.md's module table")
             continue

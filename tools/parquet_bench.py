@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Parquet+zstd baseline for `logitcache bench format`.
+"""Parquet+zstd baseline for `logitcache-bench format`.
 
-Reads the plain arrays written by `logitcache bench format --dump DIR` (see dumpRows in
+Reads the plain arrays written by `logitcache-bench format --dump DIR` (see dumpRows in
 Sources/logitcache/Format/BenchFormatCommand.swift), writes them as one Parquet file with zstd
 (columns: input_id int32, next_logprob float32, logsumexp float32, ids list<int32>,
 logprobs list<float16>), and prints JSON: {"bytes", "write_seconds", "read_seconds"} where

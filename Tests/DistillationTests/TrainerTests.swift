@@ -1,5 +1,6 @@
 import Foundation
 import Truncation
+import SyntheticData
 import Testing
 import TestSupport
 import Checkpoints

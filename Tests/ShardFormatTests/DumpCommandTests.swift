@@ -1,4 +1,5 @@
 import Foundation
+import SyntheticData
 import Testing
 import TestSupport
 @testable import ShardFormat

@@ -1,5 +1,6 @@
 import Foundation
 import Truncation
+import SyntheticData
 import Testing
 @testable import ShardFormat
 import TestSupport

@@ -1,5 +1,6 @@
 import Truncation
 import Foundation
+import SyntheticData
 import Testing
 import TestSupport
 import ShardFormat

@@ -9,7 +9,8 @@ vs its pure-numpy backend.
 Every measured run is a fresh process doing the same thing on the same cache and settings
 (B, T, k, mode renormalized, seed, one decode thread, shuffle buffer 64, prefetch 4):
 
-* swift: `logitcache bench loader --worker CACHE --worker-k k --batch B --context T --seed S`,
+* swift: `logitcache-bench loader --worker CACHE --worker-k k --batch B --context T --seed S`
+  (the `logitcache-bench` beside --logitcache),
   which opens a `StudentLoader` on CACHE, takes one epoch with `next(into: Batch)` (one reused
   batch) and prints JSON. Its CPU is the process CPU clock from before the loader opens to
   the epoch's last batch (decode threads + consumer thread), its wall time starts after open.
@@ -218,8 +219,10 @@ def python_run(cache, loader, k, batch, context, seed, batches):
 
 
 def swift_run(binary, cache, k, batch, context, seed):
-    """One epoch of the Swift loader in `logitcache bench loader --worker`."""
-    cmd = [binary, "bench", "loader", "--worker", cache, "--worker-k", str(k), "--batch", str(batch),
+    """One epoch of the Swift loader in `logitcache-bench loader --worker` (the benchmark binary
+    beside the `logitcache` one)."""
+    bench = os.path.join(os.path.dirname(os.path.abspath(shutil.which(binary) or binary)), "logitcache-bench")
+    cmd = [bench, "loader", "--worker", cache, "--worker-k", str(k), "--batch", str(batch),
            "--context", str(context), "--seed", str(seed)]
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tools_testing import logitcache_bin
+from tools_testing import bench_bin, logitcache_bin
 
 
 @pytest.fixture(scope="session")
@@ -13,4 +13,12 @@ def lc_bin():
     path = logitcache_bin()
     if not os.access(path, os.X_OK):
         pytest.fail(f"no logitcache binary at {path}: set LOGITCACHE_BIN (tools/test does)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bench():
+    path = bench_bin()
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"no logitcache-bench binary at {path}: build it beside LOGITCACHE_BIN (tools/test does)")
     return path

@@ -1,4 +1,4 @@
-"""`logitcache bench teacher`: both sides over the same windows, JSON results, argument errors."""
+"""`logitcache-bench teacher`: both sides over the same windows, JSON results, argument errors."""
 
 import json
 import os
@@ -8,8 +8,8 @@ from tools_testing import TOOLS, run
 REPO = os.path.dirname(TOOLS)
 
 
-def test_json_reports_both_sides_on_the_same_tokens(lc_bin):
-    out = run(lc_bin, "bench", "teacher", "--tokenizer", os.path.join(REPO, "Data/tokenizer.json"),
+def test_json_reports_both_sides_on_the_same_tokens(bench):
+    out = run(bench, "teacher", "--tokenizer", os.path.join(REPO, "Data/tokenizer.json"),
               "--corpus", os.path.join(REPO, "Data/corpus/eval.jsonl.zst"),
               "--windows", 3, "--batch", 2, "--context", 32, "--threads", 1, 2, "--repeats", 1, "--json").stdout
     r = json.loads(out)
@@ -24,9 +24,9 @@ def test_json_reports_both_sides_on_the_same_tokens(lc_bin):
         assert abs(row["overhead"] - (row["passSeconds"] / row["forwardSeconds"] - 1)) < 1e-12
 
 
-def test_a_random_shape_and_a_model_directory_are_refused_together(lc_bin, tmp_path):
-    p = run(lc_bin, "bench", "teacher", "--model", tmp_path, "--shape", "smollm-135m", check=False)
+def test_a_random_shape_and_a_model_directory_are_refused_together(bench, tmp_path):
+    p = run(bench, "teacher", "--model", tmp_path, "--shape", "smollm-135m", check=False)
     assert p.returncode != 0
     assert "--shape" in p.stderr and "--model" in p.stderr
-    p = run(lc_bin, "bench", "teacher", "--shape", "huge", check=False)
+    p = run(bench, "teacher", "--shape", "huge", check=False)
     assert p.returncode != 0 and "huge" in p.stderr

@@ -17,6 +17,11 @@ def logitcache_bin() -> str:
     return os.environ.get("LOGITCACHE_BIN") or os.path.join(TOOLS, os.pardir, ".build", "release", "logitcache")
 
 
+def bench_bin() -> str:
+    """`logitcache-bench` beside the `logitcache` binary (the same build makes both)."""
+    return os.path.join(os.path.dirname(logitcache_bin()), "logitcache-bench")
+
+
 def run(binary, *args, check=True):
     proc = subprocess.run([binary, *map(str, args)], capture_output=True, text=True)
     if check and proc.returncode != 0:

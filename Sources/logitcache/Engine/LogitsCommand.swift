@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import CommandLineSupport
 import Kernels
 import Models
 
@@ -89,17 +91,3 @@ struct LogitsCommand: ParsableCommand {
     }
 }
 
-/// A float as JSON: the shortest round-tripping decimal; non-finite values become null.
-func jsonNumber(_ x: Float) -> String { x.isFinite ? "\(x)" : "null" }
-
-func format(_ x: Float, _ digits: Int) -> String { String(format: "%.\(digits)f", Double(x)) }
-func format(_ x: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", x) }
-
-/// Right-aligns `value` in `width` columns; a negative width left-aligns.
-func pad(_ value: Any, _ width: Int) -> String {
-    let s = "\(value)"
-    let fill = String(repeating: " ", count: max(0, abs(width) - s.count))
-    return width < 0 ? s + fill : fill + s
-}
-
-import Foundation

@@ -1,53 +1,15 @@
 import ArgumentParser
+import CommandLineSupport
 import Foundation
 import Truncation
 import ShardFormat
+import SyntheticData
 
-/// Commands of the cache format (inspect, verify, synth, dump, merge, bench format, bench read) area.
+/// Commands of the cache format (inspect, verify, synth, dump, merge) area.
 enum FormatCommands {
     static var top: [ParsableCommand.Type] {
         [InspectCommand.self, VerifyCommand.self, SynthCommand.self, DumpCommand.self, MergeCommand.self]
     }
-    static var bench: [ParsableCommand.Type] { [BenchFormatCommand.self, BenchReadCommand.self] }
-}
-
-/// Prints a JSON object (sorted keys) on one line to stdout. Non-finite numbers, which JSON
-/// cannot express, are written as the strings of ``jsonFloatValue(_:)``; anything else that is not
-/// JSON (a programming error) ends the process with a message rather than a trap.
-func printJSON(_ value: Any) {
-    let v = JSONSerialization.isValidJSONObject(value) ? value : jsonSanitized(value)
-    do {
-        let data = try JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .withoutEscapingSlashes])
-        print(String(decoding: data, as: UTF8.self))
-    } catch {
-        FileHandle.standardError.write(Data("logitcache: cannot write JSON output: \(error)\n".utf8))
-        exit(2)
-    }
-}
-
-/// A float for JSON output: the number itself when finite, else the string `"inf"`, `"-inf"` or
-/// `"nan"` (Python's `float()` reads all three back; NaN payload bits are not kept).
-func jsonFloatValue(_ x: Double) -> Any {
-    x.isFinite ? x : x.isNaN ? "nan" : x < 0 ? "-inf" : "inf"
-}
-func jsonFloatValue(_ x: Float) -> Any { jsonFloatValue(Double(x)) }
-
-/// `value` with every non-finite number replaced by ``jsonFloatValue(_:)`` (arrays and dictionaries
-/// walked recursively).
-func jsonSanitized(_ value: Any) -> Any {
-    switch value {
-    case let d as [String: Any]: return d.mapValues(jsonSanitized)
-    case let a as [Any]: return a.map(jsonSanitized)
-    case let x as Double: return jsonFloatValue(x)
-    case let x as Float: return jsonFloatValue(x)
-    default: return value
-    }
-}
-
-/// Exits with a one-line error naming the problem.
-func fail(_ error: Error) -> ExitCode {
-    FileHandle.standardError.write(Data("logitcache: \(error)\n".utf8))
-    return ExitCode(2)
 }
 
 struct VerifyCommand: ParsableCommand {
@@ -110,26 +72,15 @@ struct SynthCommand: ParsableCommand {
 
     func run() throws {
         guard let c = Codec(parsing: codec) else { throw ValidationError("unknown codec \(codec) (none, lz4, zstd, zstd:LEVEL)") }
-        guard tokens >= 0, seqLen >= 1, k >= 0, vocab >= 2 else { throw ValidationError("need tokens >= 0, seq-len >= 1, k >= 0, vocab >= 2") }
         do {
-            let g = TeacherLikeGenerator(vocabularySize: vocab, k: k, seed: seed, draws: sampled ? draws : 0, topP: topP)
-            let desc = CacheDescription(
-                vocabularySize: vocab,
-                fingerprints: Fingerprints(teacher: "synthetic-\(seed)", tokenizer: "synthetic-vocab-\(vocab)", corpus: "synthetic-\(seed)-\(tokens)"),
-                capture: CaptureSettings(policy: sampled ? (g.k > 0 ? .topKAndSampled(k: g.k, draws: draws) : .sampled(draws: draws))
-                                                    : (topP < 1 ? .topP(p: topP, maxK: g.k) : .topK(k: g.k)),
-                                         temperature: 1, seed: seed))
             let opts = WriterOptions(codec: c, logProbs: try logProbEncoding(lossless: lossless, stepLog2: stepLog2, stepMultiplier: stepMultiplier),
                                      blockTokens: blockTokens, targetShardBytes: shardBytes, formatMinorVersion: formatMinor)
-            let w = try CacheWriter(directory: out, description: desc, options: opts, partition: partition, partitionCount: partitions)
-            let nSeq = (tokens + seqLen - 1) / seqLen
-            let mine = stride(from: partition, to: nSeq, by: partitions).map { $0 }
-            for i in mine.dropFirst(w.resumedSequences) {
-                try w.append(g.sequence(i, length: min(seqLen, tokens - i * seqLen)))
-            }
-            let m = try w.finish()
+            let synthetic = SyntheticCache(vocabularySize: vocab, tokens: tokens, sequenceLength: seqLen, k: k, seed: seed,
+                                           draws: sampled ? draws : 0, topP: topP, writer: opts, partition: partition,
+                                           partitionCount: partitions)
+            let (m, resumed) = try synthetic.write(to: out)
             print("wrote \(m.totals.tokens) tokens, \(m.totals.sequences) sequences, \(m.shards.count) shards, \(m.totals.bytes) bytes to \(out)" +
-                  (w.resumedSequences > 0 ? " (resumed after \(w.resumedSequences) sequences)" : ""))
+                  (resumed > 0 ? " (resumed after \(resumed) sequences)" : ""))
         } catch { throw fail(error) }
     }
 }
@@ -180,17 +131,3 @@ struct DumpCommand: ParsableCommand {
     }
 }
 
-/// The log-prob encoding that `--lossless`, `--step-log2 N` and `--step-multiplier M` ask for,
-/// or nil for the writer's default.
-func logProbEncoding(lossless: Bool, stepLog2: Int?, stepMultiplier: Int?) throws -> LogProbEncoding? {
-    if lossless {
-        guard stepLog2 == nil, stepMultiplier == nil else { throw ValidationError("--lossless stores exact float32: drop --step-log2/--step-multiplier") }
-        return .float32
-    }
-    if stepLog2 == nil && stepMultiplier == nil { return nil }
-    guard let b = stepLog2 else { throw ValidationError("--step-multiplier needs --step-log2") }
-    guard (0...20).contains(b) else { throw ValidationError("--step-log2 \(b) outside 0...20") }
-    let m = stepMultiplier ?? 1
-    guard (1...255).contains(m) else { throw ValidationError("--step-multiplier \(m) outside 1...255") }
-    return .quantized(stepLog2: b, multiplier: m)
-}

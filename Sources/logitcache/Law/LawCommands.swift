@@ -3,7 +3,6 @@ import ArgumentParser
 /// Commands of the scaling laws (law …) area.
 enum LawCommands {
     static var top: [ParsableCommand.Type] { [LawCommand.self] }
-    static var bench: [ParsableCommand.Type] { [] }
 }
 
 /// `logitcache law …`: the distillation scaling law of Busbridge et al. (2025) and the compute

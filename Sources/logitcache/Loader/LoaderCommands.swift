@@ -1,36 +1,13 @@
 import ArgumentParser
+import CommandLineSupport
 import Foundation
 import Truncation
 import ShardFormat
 import StudentLoader
 
-/// Commands of the student loader area (batches, bench loader).
+/// Commands of the student loader area (batches).
 enum LoaderCommands {
     static var top: [ParsableCommand.Type] { [BatchesCommand.self] }
-    static var bench: [ParsableCommand.Type] { [BenchLoaderCommand.self] }
-}
-
-/// Loader options shared by `batches` and `bench loader`.
-struct LoaderOptions: ParsableArguments {
-    @Option(help: "B: windows per batch.") var batch: Int = 8
-    @Option(help: "T: tokens per window.") var context: Int = 1024
-    @Option(help: "k: target slots per token (prefix of the cache's K).") var k: Int = 8
-    @Option(help: "Targets: renormalized, tail or sampled.") var mode: String = "renormalized"
-    @Option(help: "τ applied to the stored log-probs.") var temperature: Double = 1
-    @Option(help: "Seed of the order.") var seed: UInt64 = 0
-    @Option(help: "Data-parallel rank.") var rank: Int = 0
-    @Option(help: "Data-parallel world size.") var worldSize: Int = 1
-    @Option(help: "Windows in the shuffle buffer.") var shuffleBuffer: Int = 64
-    @Flag(help: "Drop the remainder instead of padding with empty windows.") var dropRemainder = false
-    @Option(help: "Decode threads.") var threads: Int = 1
-    @Option(help: "Blocks decoded ahead.") var prefetch: Int = 4
-
-    func configuration() throws -> LoaderConfiguration {
-        guard let m = TargetMode(rawValue: mode) else { throw ValidationError("unknown mode \(mode) (renormalized, tail, sampled)") }
-        return LoaderConfiguration(batchSize: batch, contextLength: context, k: k, mode: m, temperature: temperature, seed: seed,
-                                   rank: rank, worldSize: worldSize, shuffleBuffer: shuffleBuffer,
-                                   remainder: dropRemainder ? .drop : .pad, decodeThreads: threads, prefetchBlocks: prefetch)
-    }
 }
 
 struct BatchesCommand: ParsableCommand {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import Foundation
 import Kernels
 import Sweep
@@ -6,7 +7,6 @@ import Sweep
 /// Commands of the sweep area (sweep, demo).
 enum SweepCommands {
     static var top: [ParsableCommand.Type] { [SweepCommand.self, DemoCommand.self] }
-    static var bench: [ParsableCommand.Type] { [] }
 }
 
 func logLine(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -1,7 +1,6 @@
 import ArgumentParser
 
-/// Commands of the teacher-pass area (teacher, split, bench teacher).
+/// Commands of the teacher-pass area (teacher, split).
 enum TeacherCommands {
     static var top: [ParsableCommand.Type] { [TeacherCommand.self, SplitCommand.self] }
-    static var bench: [ParsableCommand.Type] { [BenchTeacherCommand.self] }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import Corpus
 import Checkpoints
 import Distillation

@@ -1,7 +1,6 @@
 import ArgumentParser
 
-/// Commands of the training area (train, eval, bench train).
+/// Commands of the training area (train, eval).
 enum TrainCommands {
     static var top: [ParsableCommand.Type] { [TrainCommand.self, EvalCommand.self] }
-    static var bench: [ParsableCommand.Type] { [BenchTrainCommand.self] }
 }

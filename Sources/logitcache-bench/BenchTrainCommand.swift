@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import Capture
 import Checkpoints
 import Distillation
@@ -6,7 +7,7 @@ import Foundation
 import Kernels
 import Models
 
-/// `logitcache bench train`: training tokens/s of the Swift trainer beside PyTorch CPU eager
+/// `logitcache-bench train`: training tokens/s of the Swift trainer beside PyTorch CPU eager
 /// training of the same model, batch, loss, optimizer and thread count.
 struct BenchTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,9 +32,8 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(help: "Python interpreter with torch and transformers for the baseline.")
     var python: String = "python3"
 
-    @Option(help: "Baseline script (default: tools/bench_train_torch.py of this checkout).")
-    var script: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../../tools/bench_train_torch.py").standardized.path
+    @Option(help: "Baseline script (default: tools/bench_train_torch.py under the working directory).")
+    var script = "tools/bench_train_torch.py"
 
     @Flag(help: "Skip the PyTorch baseline.")
     var noBaseline = false

@@ -1,10 +1,12 @@
 import ArgumentParser
+import CommandLineSupport
 import Foundation
 import Truncation
 import ShardFormat
+import SyntheticData
 import StudentLoader
 
-/// `logitcache bench loader`: loss-ready tokens/s of the student loader on a synthetic K=64
+/// `logitcache-bench loader`: loss-ready tokens/s of the student loader on a synthetic K=64
 /// cache against the bare reader (sequential `CacheReader.decode` into [T, k] arrays), with
 /// 1 and 2 decode threads, one loader's memory, and 4 loader processes reading one cache.
 ///
@@ -137,7 +139,7 @@ struct BenchLoaderCommand: ParsableCommand {
         for _ in 0..<processes {
             let p = Process(), out = Pipe()
             p.executableURL = exe
-            p.arguments = ["bench", "loader", "--worker", dir, "--worker-k", "64", "--batch", "\(batch)", "--context", "\(context)", "--seed", "\(seed)"]
+            p.arguments = ["loader", "--worker", dir, "--worker-k", "64", "--batch", "\(batch)", "--context", "\(context)", "--seed", "\(seed)"]
             p.standardOutput = out
             try p.run()
             ps.append((p, out))

@@ -5,15 +5,15 @@ import Glibc
 
 /// Progress for long work: a line redrawn in place on a terminal, plain periodic log lines
 /// otherwise (batch logs, Slurm output files).
-final class ProgressLine {
-    let isTerminal = isatty(STDERR_FILENO) != 0
+public final class ProgressLine {
+    public let isTerminal = isatty(STDERR_FILENO) != 0
     private var lastPrint = Date.distantPast
     private let interval: TimeInterval
 
-    init(logInterval: TimeInterval = 10) { interval = logInterval }
+    public init(logInterval: TimeInterval = 10) { interval = logInterval }
 
     /// Shows `text`; on a terminal at most 10 times a second, else every `logInterval` seconds.
-    func update(_ text: String, force: Bool = false) {
+    public func update(_ text: String, force: Bool = false) {
         let now = Date()
         guard force || now.timeIntervalSince(lastPrint) >= (isTerminal ? 0.1 : interval) else { return }
         lastPrint = now
@@ -22,11 +22,11 @@ final class ProgressLine {
     }
 
     /// Ends an in-place line.
-    func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }
+    public func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }
 }
 
 /// `1234567` → `1.23M`.
-func humanCount(_ x: Double) -> String {
+public func humanCount(_ x: Double) -> String {
     switch abs(x) {
     case 1e9...: return String(format: "%.2fG", x / 1e9)
     case 1e6...: return String(format: "%.2fM", x / 1e6)
@@ -36,7 +36,7 @@ func humanCount(_ x: Double) -> String {
 }
 
 /// Seconds as `1h02m`, `3m05s` or `12s`.
-func humanDuration(_ s: Double) -> String {
+public func humanDuration(_ s: Double) -> String {
     guard s.isFinite, s >= 0 else { return "?" }
     let t = Int(s.rounded())
     if t >= 3600 { return String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) }

@@ -1,8 +1,9 @@
 import ArgumentParser
+import CommandLineSupport
 import Foundation
 import ShardFormat
 
-/// `logitcache bench read CACHE`: an existing cache's rows (a real teacher's, say) written again
+/// `logitcache-bench read CACHE`: an existing cache's rows (a real teacher's, say) written again
 /// in the current format and in format 1.2 (no next-token links, no entry references), side by
 /// side: bytes/token, write tokens/s (1 core) and read tokens/s into loss-ready arrays at each
 /// k with 1 and 2 threads.

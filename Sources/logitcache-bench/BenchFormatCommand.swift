@@ -1,9 +1,11 @@
 import ArgumentParser
+import CommandLineSupport
 import Foundation
 import Truncation
 import ShardFormat
+import SyntheticData
 
-/// `logitcache bench format`: our cache (default and lossless) against raw int32+float16 and
+/// `logitcache-bench format`: our cache (default and lossless) against raw int32+float16 and
 /// Parquet+zstd on the same generated teacher-like rows (see ``TeacherLikeGenerator``).
 struct BenchFormatCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,6 +16,7 @@ struct BenchFormatCommand: ParsableCommand {
     @Option(help: "Vocabulary sizes, comma separated.") var vocabs: String = "32000,128000"
     @Option(help: "Seed.") var seed: UInt64 = 7
     @Option(help: "Python with pyarrow for the Parquet baseline (else n/a).") var python: String?
+    @Option(help: "Parquet baseline script (default: tools/parquet_bench.py under the working directory).") var script: String?
     @Option(help: "Directory for the raw row dump read by tools/parquet_bench.py (default: a temp dir).") var dump: String?
     @Flag(help: "Machine-readable output.") var json = false
 
@@ -106,7 +109,7 @@ struct BenchFormatCommand: ParsableCommand {
         if let py = python {
             let dir = dump.map { $0 + "/vocab-\(V)" } ?? tmp + "/dump"
             try dumpRows(seqs, to: dir)
-            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../tools/parquet_bench.py").standardized.path
+            let script = try baselineScript(script, default: "parquet_bench.py")
             let p = Process()
             p.executableURL = URL(fileURLWithPath: py)
             p.arguments = [script, dir]

@@ -8,7 +8,7 @@ import Models
 import TeacherPass
 import Tokenizers
 
-/// `logitcache bench teacher`: the whole teacher pass beside the forward pass alone, on the
+/// `logitcache-bench teacher`: the whole teacher pass beside the forward pass alone, on the
 /// same model, windows, batching and threads.
 struct BenchTeacherCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,10 +1,11 @@
 import ArgumentParser
+import CommandLineSupport
 import Checkpoints
 import Foundation
 import Kernels
 import Models
 
-/// `logitcache bench forward`: teacher forward speed against PyTorch CPU eager on the same
+/// `logitcache-bench forward`: teacher forward speed against PyTorch CPU eager on the same
 /// random-weight models, at equal thread counts.
 struct BenchForwardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

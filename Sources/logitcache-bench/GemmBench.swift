@@ -2,7 +2,7 @@ import Dispatch
 import Foundation
 import Kernels
 
-/// The GEMM benchmark behind `logitcache bench gemm`, reusable by other benchmarks (e.g.
+/// The GEMM benchmark behind `logitcache-bench gemm`, reusable by other benchmarks (e.g.
 /// `bench forward` reports the same table for its model's shapes).
 ///
 /// Forms (all float32, row-major, as the engine uses them):

@@ -1,9 +1,10 @@
 import ArgumentParser
+import CommandLineSupport
 import Dispatch
 import Foundation
 import Tokenizers
 
-/// `logitcache bench tokenize`: encoding speed of our tokenizer, and with `--python` of the
+/// `logitcache-bench tokenize`: encoding speed of our tokenizer, and with `--python` of the
 /// Hugging Face `tokenizers` library on the same documents (via `tools/bench_tokenize.py`),
 /// side by side, with a check that both produced the same ids.
 struct BenchTokenizeCommand: ParsableCommand {
@@ -13,7 +14,7 @@ struct BenchTokenizeCommand: ParsableCommand {
         discussion: """
             The text is cut into documents at blank lines ("\\n\\n"); each document is encoded on
             its own, without special tokens, on 1 thread and on 2 threads.
-              logitcache bench tokenize --tokenizer Data/tokenizer.json --text-file corpus.txt \\
+              logitcache-bench tokenize --tokenizer Data/tokenizer.json --text-file corpus.txt \\
                   --python /work/venv/bin/python
             """)
 
@@ -25,6 +26,9 @@ struct BenchTokenizeCommand: ParsableCommand {
 
     @Option(help: "Python interpreter with the `tokenizers` package, to run tools/bench_tokenize.py as the baseline.")
     var python: String?
+
+    @Option(help: "Baseline script (default: tools/bench_tokenize.py under the working directory).")
+    var script: String?
 
     @Option(help: "Timed repetitions; the best is reported.")
     var repeats = 3
@@ -149,8 +153,7 @@ struct BenchTokenizeCommand: ParsableCommand {
     }
 
     func runBaseline(python: String) throws -> [Row] {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../../tools/bench_tokenize.py").standardized.path
+        let script = try baselineScript(self.script, default: "bench_tokenize.py")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = [script, "--tokenizer", tokenizer, "--text-file", textFile, "--repeats", String(repeats)]

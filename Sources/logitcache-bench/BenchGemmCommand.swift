@@ -1,8 +1,9 @@
 import ArgumentParser
+import CommandLineSupport
 import Foundation
 import Kernels
 
-/// `logitcache bench gemm`: GFLOP/s of our packed SIMD GEMM on the transformer shapes of
+/// `logitcache-bench gemm`: GFLOP/s of our packed SIMD GEMM on the transformer shapes of
 /// SmolLM-135M (forward and both backward forms), beside numpy/OpenBLAS sgemm at the same
 /// thread counts, plus the fused LM head (top-K + logsumexp) against the plain head GEMM.
 struct BenchGemmCommand: ParsableCommand {
@@ -13,11 +14,14 @@ struct BenchGemmCommand: ParsableCommand {
             Shapes: 512 positions through hidden 576, k/v 192, intermediate 1536, vocabulary 49152;
             forward y = x·Wᵀ (weights packed beforehand, as at load), backward dX = dY·W and
             dW = dYᵀ·X (packing timed). Best of repeated runs.
-              logitcache bench gemm --python python3
+              logitcache-bench gemm --python python3
             """)
 
     @Option(help: "Python interpreter with numpy, to run tools/bench_gemm_numpy.py as the baseline.")
     var python: String?
+
+    @Option(help: "Baseline script (default: tools/bench_gemm_numpy.py under the working directory).")
+    var script: String?
 
     @Option(help: "Comma-separated thread counts.")
     var threads = "1,2"
@@ -47,8 +51,7 @@ struct BenchGemmCommand: ParsableCommand {
         var rows = GemmBench.run(cases, threads: counts, minSeconds: minSeconds, clock: clock)
         var baseline: GemmBench.Baseline?
         if let python {
-            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-                .appendingPathComponent("../../../tools/bench_gemm_numpy.py").standardized.path
+            let script = try baselineScript(self.script, default: "bench_gemm_numpy.py")
             baseline = try GemmBench.numpyBaseline(python: python, script: script, cases: cases, threads: counts,
                                                    minSeconds: minSeconds, clock: clock)
             GemmBench.attach(baseline!, to: &rows)

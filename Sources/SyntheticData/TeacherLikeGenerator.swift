@@ -1,8 +1,9 @@
 import Foundation
 import Random
+import ShardFormat
 
 /// Seeded generator of teacher-like targets, for tests, `logitcache synth` and
-/// `logitcache bench format`. No model is involved; the point is data whose statistics are
+/// `logitcache-bench format`. No model is involved; the point is data whose statistics are
 /// close enough to a real teacher's that compression ratios mean something.
 ///
 /// The model (also in docs/format-design.md, appendix A), per sequence i (its own RNG stream, so
@@ -50,6 +51,12 @@ public struct TeacherLikeGenerator: Sendable {
         public var sampleIDs: [Int32] = []         // [S]
         public var sampleDraws: [UInt32] = []      // [S]
         public var count: Int { inputIDs.count }
+
+        /// An empty sequence of a document, filled by appending to its arrays.
+        public init(documentKey: DocumentHash, documentOffset: Int) {
+            self.documentKey = documentKey
+            self.documentOffset = documentOffset
+        }
     }
 
     public init(vocabularySize: Int, k: Int, seed: UInt64, draws: Int = 0, topP: Double = 1) {

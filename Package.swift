@@ -82,7 +82,7 @@ let package = Package(
 
         // Test targets: one per module. Fixtures live beside the tests and are found via #filePath.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "ShardFormatTests", dependencies: ["SyntheticData", "TestSupport", "Truncation", "ShardFormat", "Random"], exclude: ["Fixtures"], swiftSettings: native),
+        .testTarget(name: "ShardFormatTests", dependencies: ["SyntheticData", "TestSupport", "Truncation", "ShardFormat", "Random"], swiftSettings: native),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: native),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Random"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(name: "CaptureTests", dependencies: ["Truncation", "Capture"], swiftSettings: native),
         .testTarget(name: "SweepTests", dependencies: ["SyntheticData", "Truncation", "Sweep", "Distillation", "ScalingLaws", "ShardFormat"], swiftSettings: native),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints", "Random"],
-                    exclude: ["Fixtures"], swiftSettings: native),
+                    swiftSettings: native),
     ],
     swiftLanguageModes: [.v5]
 )

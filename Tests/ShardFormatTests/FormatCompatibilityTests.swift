@@ -9,9 +9,9 @@ import TestSupport
 /// writing them bit for bit.
 @Suite struct FormatCompatibilityTests {
     /// A cache written by the format 1.0 writer (commit 4bbb930, before the bucket filters) with
-    /// `logitcache synth Fixtures/format-1.0-cache --vocab 1000 --tokens 600 --seq-len 200 --k 8
+    /// `logitcache synth format-1.0-historical --vocab 1000 --tokens 600 --seq-len 200 --k 8
     ///  --sampled --draws 6 --block-tokens 128 --seed 3`.
-    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/format-1.0-cache").path
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../Golden/format-1.0-historical").standardized.path
     static let generator = TeacherLikeGenerator(vocabularySize: 1000, k: 8, seed: 3, draws: 6)
     static let sequences = (0..<3).map { generator.sequence($0, length: 200) }
 

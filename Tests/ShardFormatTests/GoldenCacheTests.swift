@@ -48,14 +48,17 @@ import Testing
         return nil
     }
 
-    /// `got` equals the dumped floats `want` (JSON doubles are the stored float32s widened, so
+    /// `got` equals the dumped float `want` (JSON doubles are the stored float32s widened, so
     /// the conversion back is exact); NaN equals NaN.
-    static func same(_ got: [Float], _ want: Any?) -> Bool {
+    static func sameFloat(_ got: Float, _ want: Any?) -> Bool {
+        guard let d = number(want) else { return false }
+        return got.isNaN ? d.isNaN : got == Float(d)
+    }
+
+    /// `got` equals the dumped array of floats `want`, element by element.
+    static func sameFloats(_ got: [Float], _ want: Any?) -> Bool {
         guard let a = want as? [Any], a.count == got.count else { return false }
-        return zip(got, a).allSatisfy { g, w in
-            guard let d = number(w) else { return false }
-            return g.isNaN ? d.isNaN : g == Float(d)
-        }
+        return zip(got, a).allSatisfy { sameFloat($0, $1) }
     }
 
     @Test func everyFormatMinorVersionHasAGolden() {
@@ -92,7 +95,8 @@ import Testing
         let lines = try Self.expected(dir)
         let r = try CacheReader(directory: dir)
         #expect(r.sequenceCount == lines.count, "\(name): sequences")
-        #expect(r.tokenCount > 0 && r.tokenCount == lines.reduce(0) { $0 + (Self.integer($1["length"]) ?? 0) }, "\(name): tokens")
+        let tokenCount = lines.reduce(0) { $0 + (Self.integer($1["length"]) ?? 0) }
+        #expect(r.tokenCount > 0 && r.tokenCount == tokenCount, "\(name): tokens")
         let b = TargetBatch()
         for (i, line) in lines.enumerated() where i < r.sequenceCount {
             let s = try r.sequence(i)
@@ -109,14 +113,18 @@ import Testing
             for (t, tok) in tokens.enumerated() where t < s.length {
                 let where_ = "\(at) token \(t)"
                 #expect(Self.integer(tok["input"]) == Int(b.inputIDs[t]), "\(where_): input id")
-                #expect(Self.same([b.nextTokenLogProbs[t]], [tok["next"] as Any]), "\(where_): next-token log-prob")
-                #expect(Self.same([b.logSumExps[t]], [tok["lse"] as Any]), "\(where_): logsumexp")
+                #expect(Self.sameFloat(b.nextTokenLogProbs[t], tok["next"]), "\(where_): next-token log-prob")
+                #expect(Self.sameFloat(b.logSumExps[t], tok["lse"]), "\(where_): logsumexp")
                 let c = Int(b.entryCounts[t])
-                #expect(Self.integers(tok["ids"]) == (0..<c).map { Int(b.entryIDs[t * K + $0]) }, "\(where_): entry ids")
-                #expect(Self.same(Array(b.entryLogProbs[(t * K)..<(t * K + c)]), tok["logprobs"]), "\(where_): entry log-probs")
-                let samples = r.maxSamples > 0 ? b.sampleOffsets[t]..<b.sampleOffsets[t + 1] : 0..<0
-                #expect(Self.integers(tok["sample_ids"] ?? [Any]()) == samples.map { Int(b.sampleIDs[$0]) }, "\(where_): sample ids")
-                #expect(Self.integers(tok["sample_draws"] ?? [Any]()) == samples.map { Int(b.sampleDraws[$0]) }, "\(where_): sample draws")
+                let ids: [Int] = (0..<c).map { Int(b.entryIDs[t * K + $0]) }
+                let logProbs: [Float] = Array(b.entryLogProbs[(t * K)..<(t * K + c)])
+                #expect(Self.integers(tok["ids"]) == ids, "\(where_): entry ids")
+                #expect(Self.sameFloats(logProbs, tok["logprobs"]), "\(where_): entry log-probs")
+                let samples: Range<Int> = r.maxSamples > 0 ? b.sampleOffsets[t]..<b.sampleOffsets[t + 1] : 0..<0
+                let sampleIDs: [Int] = samples.map { Int(b.sampleIDs[$0]) }
+                let sampleDraws: [Int] = samples.map { Int(b.sampleDraws[$0]) }
+                #expect(Self.integers(tok["sample_ids"]) == sampleIDs, "\(where_): sample ids")
+                #expect(Self.integers(tok["sample_draws"]) == sampleDraws, "\(where_): sample draws")
             }
         }
     }

@@ -9,15 +9,8 @@ import os
 
 import pytest
 
-from lc_testing import logitcache_bin  # helpers live in lc_testing (a unique module name: tools/tests has a conftest too)
-
-
-@pytest.fixture(scope="session")
-def lc_bin():
-    path = logitcache_bin()
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"no logitcache binary at {path}: set LOGITCACHE_BIN (tools/test does)")
-    return path
+# Helpers live in lc_testing (a unique module name: tools/tests has a conftest too), fixtures too.
+from lc_testing import lc_bin  # noqa: F401
 
 
 @pytest.fixture(scope="session")

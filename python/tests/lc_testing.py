@@ -17,6 +17,35 @@ def logitcache_bin() -> str:
     return os.environ.get("LOGITCACHE_BIN") or os.path.join(REPO, ".build", "release", "logitcache")
 
 
+def bench_bin() -> str:
+    """`logitcache-bench` beside the `logitcache` binary (the same build makes both)."""
+    return os.path.join(os.path.dirname(logitcache_bin()), "logitcache-bench")
+
+
+def _executable(path, what):
+    import pytest
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"no {what} binary at {path}: set LOGITCACHE_BIN (tools/test does)")
+    return path
+
+
+def _session_fixture(function):
+    import pytest
+    return pytest.fixture(scope="session")(function)
+
+
+@_session_fixture
+def lc_bin():
+    """The Swift `logitcache` binary (a fixture; conftest files import it)."""
+    return _executable(logitcache_bin(), "logitcache")
+
+
+@_session_fixture
+def bench():
+    """The `logitcache-bench` binary built beside it (a fixture; conftest files import it)."""
+    return _executable(bench_bin(), "logitcache-bench")
+
+
 def run(binary, *args, check=True):
     proc = subprocess.run([binary, *map(str, args)], capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -29,12 +58,74 @@ def synth(binary, out, *args):
     return str(out)
 
 
-def swift_dump(binary, cache):
-    """`logitcache dump --json`: one JSON object per sequence."""
-    out = run(binary, "dump", cache, "--json").stdout
+def parse_dump(text):
+    """The output of `logitcache dump --json` (JSON Lines): one JSON object per sequence."""
     # "-0" (a quantised log-prob of exactly 0 is -0.0) must stay a negative zero, not int 0.
     parse_int = lambda text: -0.0 if text == "-0" else int(text)
-    return [json.loads(line, parse_int=parse_int) for line in out.splitlines() if line.strip()]
+    return [json.loads(line, parse_int=parse_int) for line in text.splitlines() if line.strip()]
+
+
+def swift_dump(binary, cache):
+    """`logitcache dump --json`: one JSON object per sequence."""
+    return parse_dump(run(binary, "dump", cache, "--json").stdout)
+
+
+def flatten_dump(lines):
+    """A dump (`parse_dump`) as flat arrays in global token order (plus per-sequence metadata)."""
+    import numpy as np
+    meta, inp, nxt, lse = [], [], [], []
+    ecount, eids, elps, scount, sids, sdraws = [], [], [], [], [], []
+    for i, seq in enumerate(lines):
+        assert seq["sequence"] == i
+        assert len(seq["tokens"]) == seq["length"]
+        meta.append((seq["document_key"], seq["document_offset"], seq["length"]))
+        for tok in seq["tokens"]:
+            inp.append(tok["input"])
+            nxt.append(tok["next"])
+            lse.append(tok["lse"])
+            ecount.append(len(tok["ids"]))
+            assert len(tok["ids"]) == len(tok["logprobs"])
+            eids += tok["ids"]
+            elps += tok["logprobs"]
+            scount.append(len(tok.get("sample_ids", [])))
+            sids += tok.get("sample_ids", [])
+            sdraws += tok.get("sample_draws", [])
+    # JSON doubles are widened float32s; non-finite values come as the strings "inf", "-inf", "nan".
+    f32 = lambda xs: np.array([float(x) for x in xs], dtype=np.float64).astype(np.float32)
+    return meta, dict(input_ids=np.array(inp, np.int64), next_logprob=f32(nxt), logsumexp=f32(lse),
+                      entry_counts=np.array(ecount, np.int64), entry_ids=np.array(eids, np.int64),
+                      entry_logprobs=f32(elps), sample_counts=np.array(scount, np.int64),
+                      sample_ids=np.array(sids, np.int64), sample_draws=np.array(sdraws, np.int64))
+
+
+def assert_same_floats(ours, theirs, what):
+    import numpy as np
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape, what
+    same = ours.view(np.uint32) == theirs.view(np.uint32)  # bit-exact, down to the sign of zero
+    assert same.all(), f"{what}: first difference at {int(np.argmin(same))}: {ours[~same][:5]} vs {theirs[~same][:5]}"
+
+
+def assert_matches_dump(cache, lines):
+    """Every value the pure reader `cache` (a `logitcache.reader.Cache`) decodes equals the dump
+    `lines`; returns its rows."""
+    import numpy as np
+    meta, want = flatten_dump(lines)
+    assert cache.sequences == len(meta)
+    for i, (key, offset, length) in enumerate(meta):
+        info = cache.sequence_info(i)
+        assert (info.document_key, info.document_offset, info.length) == (key, offset, length), f"sequence {i}"
+    rows = cache.read()
+    assert rows.tokens == cache.tokens == len(want["input_ids"])
+    assert np.array_equal(rows.input_ids, want["input_ids"])
+    assert_same_floats(rows.next_logprob, want["next_logprob"], "next_logprob")
+    assert_same_floats(rows.logsumexp, want["logsumexp"], "logsumexp")
+    assert np.array_equal(rows.entry_counts, want["entry_counts"])
+    assert np.array_equal(rows.entry_ids, want["entry_ids"])
+    assert_same_floats(rows.entry_logprobs, want["entry_logprobs"], "entry log-probs")
+    assert np.array_equal(rows.sample_counts, want["sample_counts"])
+    assert np.array_equal(rows.sample_ids, want["sample_ids"])
+    assert np.array_equal(rows.sample_draws, want["sample_draws"])
+    return rows
 
 
 FINGERPRINTS = {"teacher": "test-teacher", "tokenizer": "test-tokenizer", "corpus": "test-corpus"}

@@ -15,7 +15,7 @@ import logitcache as lc
 import cache_edit
 from lc_testing import REPO, probe, synth
 
-FORMAT_1_0_FIXTURE = os.path.join(REPO, "Tests", "ShardFormatTests", "Fixtures", "format-1.0-cache")
+FORMAT_1_0_FIXTURE = os.path.join(REPO, "Tests", "Golden", "format-1.0-historical")
 
 # Every format minor version the writer makes (0: byte planes, 1: bucket filters, 2: steps m*2^-b,
 # 3: next-token links and entry references), lossless and quantised, with samples, top-p, K = 0,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from lc_testing import probe, run, swift_dump, synth
+from lc_testing import assert_matches_dump, assert_same_floats, probe, run, swift_dump, synth
 import cache_edit
 import logitcache
 import logitcache.reader as lr
@@ -64,59 +64,6 @@ def caches(lc_bin, tmp_path_factory):
     run(lc_bin, "merge", merged)
     out["partitions-merged"] = str(merged)
     return out
-
-
-def flatten_dump(lines):
-    """The Swift dump as flat arrays in global token order (plus per-sequence metadata)."""
-    meta, inp, nxt, lse = [], [], [], []
-    ecount, eids, elps, scount, sids, sdraws = [], [], [], [], [], []
-    for i, seq in enumerate(lines):
-        assert seq["sequence"] == i
-        assert len(seq["tokens"]) == seq["length"]
-        meta.append((seq["document_key"], seq["document_offset"], seq["length"]))
-        for tok in seq["tokens"]:
-            inp.append(tok["input"])
-            nxt.append(tok["next"])
-            lse.append(tok["lse"])
-            ecount.append(len(tok["ids"]))
-            assert len(tok["ids"]) == len(tok["logprobs"])
-            eids += tok["ids"]
-            elps += tok["logprobs"]
-            scount.append(len(tok.get("sample_ids", [])))
-            sids += tok.get("sample_ids", [])
-            sdraws += tok.get("sample_draws", [])
-    # JSON doubles are widened float32s; non-finite values come as the strings "inf", "-inf", "nan".
-    f32 = lambda xs: np.array([float(x) for x in xs], dtype=np.float64).astype(np.float32)
-    return meta, dict(input_ids=np.array(inp, np.int64), next_logprob=f32(nxt), logsumexp=f32(lse),
-                      entry_counts=np.array(ecount, np.int64), entry_ids=np.array(eids, np.int64),
-                      entry_logprobs=f32(elps), sample_counts=np.array(scount, np.int64),
-                      sample_ids=np.array(sids, np.int64), sample_draws=np.array(sdraws, np.int64))
-
-
-def assert_same_floats(ours, theirs, what):
-    assert ours.dtype == np.float32 and ours.shape == theirs.shape, what
-    same = ours.view(np.uint32) == theirs.view(np.uint32)  # bit-exact, down to the sign of zero
-    assert same.all(), f"{what}: first difference at {int(np.argmin(same))}: {ours[~same][:5]} vs {theirs[~same][:5]}"
-
-
-def assert_matches_dump(cache, lines):
-    meta, want = flatten_dump(lines)
-    assert cache.sequences == len(meta)
-    for i, (key, offset, length) in enumerate(meta):
-        info = cache.sequence_info(i)
-        assert (info.document_key, info.document_offset, info.length) == (key, offset, length), f"sequence {i}"
-    rows = cache.read()
-    assert rows.tokens == cache.tokens == len(want["input_ids"])
-    assert np.array_equal(rows.input_ids, want["input_ids"])
-    assert_same_floats(rows.next_logprob, want["next_logprob"], "next_logprob")
-    assert_same_floats(rows.logsumexp, want["logsumexp"], "logsumexp")
-    assert np.array_equal(rows.entry_counts, want["entry_counts"])
-    assert np.array_equal(rows.entry_ids, want["entry_ids"])
-    assert_same_floats(rows.entry_logprobs, want["entry_logprobs"], "entry log-probs")
-    assert np.array_equal(rows.sample_counts, want["sample_counts"])
-    assert np.array_equal(rows.sample_ids, want["sample_ids"])
-    assert np.array_equal(rows.sample_draws, want["sample_draws"])
-    return rows
 
 
 def test_a_real_teachers_references_and_links_match_swift_dump(lc_bin, tmp_path):
@@ -288,7 +235,7 @@ def test_empty_sequences(lc_bin, tmp_path, caches):
 
 
 FORMAT_1_0_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
-                                  "Tests", "ShardFormatTests", "Fixtures", "format-1.0-cache")
+                                  "Tests", "Golden", "format-1.0-historical")
 
 
 def test_a_committed_format_1_0_cache_reads(lc_bin):

@@ -13,16 +13,6 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
          "--context", "32", "--checkpoint-every", "2", "--lr", "5e-3", "--seed", "4"]
     }
 
-    func run(_ args: [String]) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        return p
-    }
-
     func loggedSteps(_ dir: String) -> Int {
         guard let text = try? String(contentsOfFile: dir + "/log.jsonl", encoding: .utf8) else { return 0 }
         return text.split(separator: "\n").filter { $0.contains("\"loss\"") }.count
@@ -36,17 +26,17 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         let config = root + "/student.json"
         try Data(#"{"layers": 1, "hidden": 32, "heads": 2, "ffn": 64, "vocab": 8000, "context": 32}"#.utf8)
             .write(to: URL(fileURLWithPath: config))
-        let straight = try run(arguments(config: config, out: root + "/a"))
+        let straight = try launchLogitcache(arguments(config: config, out: root + "/a"))
         straight.waitUntilExit()
         #expect(straight.terminationStatus == 0)
 
-        let killed = try run(arguments(config: config, out: root + "/b"))
+        let killed = try launchLogitcache(arguments(config: config, out: root + "/b"))
         let deadline = Date().addingTimeInterval(120)
         while loggedSteps(root + "/b") < 7 && killed.isRunning && Date() < deadline { usleep(2000) }
         kill(killed.processIdentifier, SIGKILL)
         killed.waitUntilExit()
         #expect(loggedSteps(root + "/b") < 16, "the run finished before it could be killed")
-        let rerun = try run(arguments(config: config, out: root + "/b"))
+        let rerun = try launchLogitcache(arguments(config: config, out: root + "/b"))
         rerun.waitUntilExit()
         #expect(rerun.terminationStatus == 0)
 
@@ -58,7 +48,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         // Other settings in the same directory are refused; the checkpoint stays.
         var other = arguments(config: config, out: root + "/b")
         other[other.firstIndex(of: "--lr")! + 1] = "1e-3"
-        let refused = try run(other)
+        let refused = try launchLogitcache(other)
         refused.waitUntilExit()
         #expect(refused.terminationStatus != 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: root + "/b/model.safetensors")) == b)

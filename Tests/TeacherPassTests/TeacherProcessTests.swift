@@ -4,20 +4,9 @@ import Testing
 import TestSupport
 @testable import TeacherPass
 
-/// Starts `logitcache` with arguments, output discarded.
-func launch(_ args: [String]) throws -> Process {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
-    p.arguments = args
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    return p
-}
-
 @discardableResult
 func runToEnd(_ args: [String]) throws -> Int32 {
-    let p = try launch(args)
+    let p = try launchLogitcache(args)
     p.waitUntilExit()
     return p.terminationStatus
 }
@@ -41,7 +30,7 @@ func runToEnd(_ args: [String]) throws -> Int32 {
 
         var kills = 0
         for fraction in [0.35, 0.55, 0.75, 0.9] {
-            let p = try launch(arguments(f, out: killed))
+            let p = try launchLogitcache(arguments(f, out: killed))
             Thread.sleep(forTimeInterval: duration * fraction)
             if p.isRunning { kill(p.processIdentifier, SIGKILL); kills += 1 }
             p.waitUntilExit()
@@ -60,7 +49,7 @@ func runToEnd(_ args: [String]) throws -> Int32 {
         let f = try TeacherFixture(documents: 80)
         let single = f.dir.path + "/single", parts = f.dir.path + "/parts"
         #expect(try runToEnd(arguments(f, out: single)) == 0)
-        let processes = try (0..<4).map { try launch(arguments(f, out: parts) + ["--partition", "\($0)/4"]) }
+        let processes = try (0..<4).map { try launchLogitcache(arguments(f, out: parts) + ["--partition", "\($0)/4"]) }
         for p in processes { p.waitUntilExit(); #expect(p.terminationStatus == 0) }
         #expect(try runToEnd(["merge", parts]) == 0)
         #expect(try runToEnd(["verify", parts]) == 0)

@@ -62,6 +62,17 @@ public struct CommandResult {
     public var failedCleanly: Bool { reason == .exit && status != 0 }
 }
 
+/// Starts `logitcache` with `arguments`, its output discarded (for tests that kill it midway).
+public func launchLogitcache(_ arguments: [String]) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try logitcacheBinary())
+    p.arguments = arguments
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    return p
+}
+
 /// Runs `logitcache` with `arguments` to the end, standard output discarded.
 public func runLogitcache(_ arguments: [String]) throws -> CommandResult {
     let p = Process()

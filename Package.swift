@@ -75,7 +75,7 @@ let package = Package(
             name: "logitcache-bench",
             dependencies: [
                 "Truncation", "Kernels", "Checkpoints", "Tokenizers", "Models", "ShardFormat", "Capture", "Corpus",
-                "TeacherPass", "StudentLoader", "Distillation", "SyntheticData", "CommandLineSupport", "Random",
+                "TeacherPass", "StudentLoader", "Distillation", "SyntheticData", "CommandLineSupport", "Random", "CZstd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: native),

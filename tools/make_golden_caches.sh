@@ -35,7 +35,7 @@ OUT="$(cd "$OUT" && pwd)"
 # Small settings: 64 tokens in 3 sequences (25, 25, 14) and 2 blocks (40, 24), so a sequence
 # crosses a block boundary; K = 4 entries and 4 sampled draws per position.
 COMMON=(--vocab 1000 --tokens 64 --seq-len 25 --k 4 --sampled --draws 4 --block-tokens 40 --seed 3)
-NAMES=(format-1.0 format-1.1 format-1.2 format-1.3 format-1.3-topp-lz4 format-1.0-historical)
+NAMES=(format-1.0 format-1.1 format-1.2 format-1.3 format-1.3-topp-lz4 format-1.4 format-1.0-historical)
 # synth_args NAME: the synth arguments of golden NAME, after the output directory. (A function,
 # not an associative array: macOS's bash 3.2 has none.)
 synth_args() {
@@ -44,6 +44,7 @@ synth_args() {
         format-1.1) echo --format-minor 1 "${COMMON[@]}" ;;
         format-1.2) echo --format-minor 2 "${COMMON[@]}" ;;
         format-1.3) echo --format-minor 3 "${COMMON[@]}" ;;
+        format-1.4) echo --format-minor 4 "${COMMON[@]}" ;;
         # What only 1.2/1.3 can store: a step M·2^-N with M != 1 (3·2^-7), here with next-token
         # links (1.3); also top-p (variable entry counts, 1 to 8), K = 8, no
         # samples, lz4.

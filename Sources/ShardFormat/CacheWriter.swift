@@ -278,6 +278,10 @@ final class ShardBuilder {
     private var inIDs: [UInt32] = [], nextLP: [UInt32] = [], lse: [UInt32] = [], counts: [UInt32] = []
     private var entIDs: [UInt32] = [], entLP: [UInt32] = []
     private var sCounts: [UInt32] = [], sIDs: [UInt32] = [], sDraws: [UInt32] = []
+    // Sample references (format 1.4, FORMAT.md section 4.7): [s] per sample, and the ids they
+    // leave stored.
+    private let sampleReferencing: Bool
+    private var sRefs: [UInt32] = [], sStored: [UInt32] = []
     // Next-token links and entry references (format 1.3, FORMAT.md section 4): [n] per token.
     private let linking: Bool           // both are written (references where they pay)
     private let finder = ReferenceFinder()
@@ -303,6 +307,7 @@ final class ShardBuilder {
         stepF = scale == 0 ? 0 : Float(multiplier) / Float(scale)
         rowIDs = RowIDSet(vocabularySize: description.vocabularySize)
         linking = options.formatMinorVersion >= 3 && options.codec != .none && bands.count > 1
+        sampleReferencing = options.formatMinorVersion >= 4 && options.codec != .none && bands.count > 1 && maxSamples > 0
         file = try TempFile(directory: directory, finalName: name)
         var header = shardMagic
         header += le32(1) + le32(0)
@@ -374,10 +379,34 @@ final class ShardBuilder {
             if r < e1 { prevLPs.append((-Float(q) * stepF).bitPattern) }
         }
         for i in 0..<sampleIDs.count { sIDs.append(UInt32(bitPattern: sampleIDs[i])); sDraws.append(draws[i]) }
+        if sampleReferencing { referenceSamples(ids: ids, sampleIDs: sampleIDs, draws: draws) }
         inIDs.append(UInt32(bitPattern: inputID)); nextLP.append(next.bitPattern); lse.append(l.bitPattern)
         counts.append(UInt32(c)); sCounts.append(UInt32(sampleIDs.count))
         lengths[lengths.count - 1] += 1
         tokenCount += 1
+    }
+
+    /// A position's sample references (FORMAT.md section 4.7): within each run of equal draw
+    /// counts, a sampled id found among the position's entries at a rank above the run's last
+    /// referenced one is stored as the step to it; any other id is stored as it is (reference 0).
+    /// Samples ordered by draw count, then by probability (as capture writes them) name ascending
+    /// ranks, so most in-head ids become small steps.
+    private func referenceSamples(ids: UnsafeBufferPointer<Int32>, sampleIDs: UnsafeBufferPointer<Int32>,
+                                  draws: UnsafeBufferPointer<UInt32>) {
+        var base = -1
+        for i in 0..<sampleIDs.count {
+            if i > 0 && draws[i] != draws[i - 1] { base = -1 }
+            let id = sampleIDs[i]
+            var r = base + 1
+            while r < ids.count && ids[r] != id { r += 1 }
+            if r < ids.count {
+                sRefs.append(UInt32(r - base))
+                base = r
+            } else {
+                sRefs.append(0)
+                sStored.append(UInt32(bitPattern: id))
+            }
+        }
     }
 
     /// Encodes the pending rows as one block.
@@ -455,13 +484,26 @@ final class ShardBuilder {
         let lpMatches: SymbolMatches = options.formatMinorVersion >= 3 ? .local : .long
         for j in bandLPs.indices { try put("entry_logprobs.\(j)", bandLPs[j], float: scale == 0, buckets: .buckets, matches: lpMatches) }
         if maxSamples > 0 {
-            try put("sample_count", sCounts); try put("sample_ids", sIDs); try put("sample_draws", sDraws)
+            // References only in blocks where some sample has one (a head-tail cache draws
+            // outside the head: none there).
+            let referenced = sampleReferencing && sStored.count < sIDs.count
+            try put("sample_count", sCounts)
+            if referenced {
+                // In decoding order: references need the draw counts, stored ids the references.
+                try put("sample_draws", sDraws)
+                try put("sample_refs", sRefs, buckets: .buckets)
+                try put("sample_ids", sStored)
+            } else {
+                try put("sample_ids", sIDs)
+                try put("sample_draws", sDraws)
+            }
         }
         blocks.append(.init(tokens: n, entries: entIDs.count, samples: sIDs.count, chunks: chunks))
         entryTotal += entIDs.count; sampleTotal += sIDs.count
         inIDs.removeAll(keepingCapacity: true); nextLP.removeAll(keepingCapacity: true); lse.removeAll(keepingCapacity: true)
         counts.removeAll(keepingCapacity: true); entIDs.removeAll(keepingCapacity: true); entLP.removeAll(keepingCapacity: true)
         sCounts.removeAll(keepingCapacity: true); sIDs.removeAll(keepingCapacity: true); sDraws.removeAll(keepingCapacity: true)
+        sRefs.removeAll(keepingCapacity: true); sStored.removeAll(keepingCapacity: true)
         link.removeAll(keepingCapacity: true); linkLP.removeAll(keepingCapacity: true)
         prevLinkable = false   // links stay inside a block, so blocks decode on their own
     }

@@ -78,8 +78,11 @@ struct BlockLayout: Sendable {
     /// Format 1.3 entry references per band (nil: the band's ids are all in entry_ids.j).
     var entryRefs: [ChunkDescriptor?]    // [bands]
     var sampleCount: ChunkDescriptor?
+    /// With ``sampleRefs``: only the sampled ids no reference names.
     var sampleIDs: ChunkDescriptor?
     var sampleDraws: ChunkDescriptor?
+    /// Format 1.4 sample references: [s] per sample, 0 or a rank step into its position's entries.
+    var sampleRefs: ChunkDescriptor?
 }
 
 /// How a shard stores entry log-probabilities (FORMAT.md section 5).
@@ -276,15 +279,27 @@ struct ShardLayout: Sendable {
             }
             guard bandTotal == bj.entries else { throw bad("block \(b): band counts sum to \(bandTotal), not entries \(bj.entries)") }
             if case .float32 = logProbs, !lps.allSatisfy({ $0.width == 4 || $0.count == 0 }) { throw bad("block \(b): float32 log-probs need width 4") }
-            var sc: ChunkDescriptor?, si: ChunkDescriptor?, sd: ChunkDescriptor?
+            var sc: ChunkDescriptor?, si: ChunkDescriptor?, sd: ChunkDescriptor?, sr: ChunkDescriptor?
             if f.maxSamples > 0 {
-                sc = try col("sample_count", count: n); si = try col("sample_ids", count: bj.samples); sd = try col("sample_draws", count: bj.samples)
+                sr = byName.removeValue(forKey: "sample_refs")
+                if sr != nil {
+                    guard minor >= 4 else { throw bad("sample references need format 1.4, footer says 1.\(minor)", "block \(b) column sample_refs") }
+                    guard m > 0 else { throw bad("block \(b): sample references without entry bands") }
+                }
+                sc = try col("sample_count", count: n); sd = try col("sample_draws", count: bj.samples)
+                // With references the ids are those no reference names.
+                si = try col("sample_ids", count: sr == nil ? bj.samples : nil)
+                if let r = sr {
+                    guard r.count == bj.samples, si!.count <= bj.samples else {
+                        throw bad("\(r.count) references and \(si!.count) ids for \(bj.samples) samples", "block \(b) column sample_refs")
+                    }
+                }
             } else if bj.samples != 0 { throw bad("block \(b): samples without sample columns") }
             if let extra = byName.keys.sorted().first { throw bad("block \(b): unexpected column \(extra)") }
             blocks.append(BlockLayout(firstToken: first, tokens: n, entries: bj.entries, samples: bj.samples,
                                       inputIDs: inputIDs, nextLogProb: next, logSumExp: lse, entryCount: cnt, entryIDDict: dict,
                                       nextLink: link, nextLogProbDelta: delta,
-                                      entryIDs: ids, entryLogProbs: lps, entryRefs: refs, sampleCount: sc, sampleIDs: si, sampleDraws: sd))
+                                      entryIDs: ids, entryLogProbs: lps, entryRefs: refs, sampleCount: sc, sampleIDs: si, sampleDraws: sd, sampleRefs: sr))
         }
         // Chunks may lie in any order (readers use the offsets) but never share bytes: a forged
         // footer could otherwise make one stored range stand for two columns.
@@ -308,6 +323,7 @@ public enum ShardFormatVersion {
     /// Highest minor revision this library reads, and the one it writes by default. 1 adds
     /// the `buckets` and `delta-buckets` chunk filters; 2 adds log-prob steps
     /// `stepMultiplier · 2^-stepLog2`; 3 adds next-token links (`next_link`,
-    /// `next_logprob_delta`) and entry references (`entry_refs.j`); the footer names it.
-    public static let minor = 3
+    /// `next_logprob_delta`) and entry references (`entry_refs.j`); 4 adds sample references
+    /// (`sample_refs`); the footer names it.
+    public static let minor = 4
 }

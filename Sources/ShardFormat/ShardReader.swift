@@ -101,8 +101,12 @@ final class ShardReader: @unchecked Sendable {
             total += Int(c)
         }
         guard total == L.entries else { throw ShardFormatError.malformed(file: path, chunk: name("entry_count"), reason: "counts sum to \(total), block has \(L.entries) entries") }
-        // Links point into band 0, which is then decoded whatever k was asked for.
-        let m = min(linked ? max(bandCount, 1) : bandCount, L.entryIDs.count)
+        // Links point into band 0, which is then decoded whatever k was asked for; sample
+        // references into any rank, so with them every band's ids are decoded (their log-probs
+        // only as far as k and the links need).
+        let sampleRefs = samples ? L.sampleRefs : nil
+        let mLP = min(linked ? max(bandCount, 1) : bandCount, L.entryIDs.count)
+        let m = sampleRefs != nil ? L.entryIDs.count : mLP
         if let dd = L.entryIDDict, m > 0 {
             try load(dd, "entry_id_dict", out.idDict); try checkIDs(out.idDict, "entry_id_dict")
         }
@@ -123,12 +127,12 @@ final class ShardReader: @unchecked Sendable {
                 try checkIDs(ids, "entry_ids.\(j)")
             }
             if let r = L.entryRefs[j] { try load(r, "entry_refs.\(j)", out.bandRefs[j]); referenced = true }
-            try load(L.entryLogProbs[j], "entry_logprobs.\(j)", out.bandLogProbs[j])
+            if j < mLP { try load(L.entryLogProbs[j], "entry_logprobs.\(j)", out.bandLogProbs[j]) }
         }
-        out.bandsDecoded = m
-        if case .quantized(let bits, let mult) = layout.logProbs, m > 0 {
+        out.bandsDecoded = mLP
+        if case .quantized(let bits, let mult) = layout.logProbs, mLP > 0 {
             // h = mult·2^-bits has at most 8 significant bits: exact in float32.
-            try dequantize(out, bands: m, step: Float(mult) / Float(1 << bits), block: b)
+            try dequantize(out, bands: mLP, step: Float(mult) / Float(1 << bits), block: b)
         }
         if let ld = L.nextLink, let dd = L.nextLogProbDelta {
             try load(ld, "next_link", out.nextLink)
@@ -146,11 +150,17 @@ final class ShardReader: @unchecked Sendable {
                 s += Int(c)
             }
             guard s == L.samples else { throw ShardFormatError.malformed(file: path, chunk: name("sample_count"), reason: "counts sum to \(s), block has \(L.samples) samples") }
-            try load(si, "sample_ids", out.sampleIDs); try checkIDs(out.sampleIDs, "sample_ids")
             try load(sd, "sample_draws", out.sampleDraws)
             var minDraws = UInt32.max
             for i in 0..<out.sampleDraws.count { minDraws = min(minDraws, out.sampleDraws[i]) }
             guard minDraws >= 1 else { throw ShardFormatError.malformed(file: path, chunk: name("sample_draws"), reason: "a draw count of 0") }
+            if let sr = sampleRefs {
+                try load(sr, "sample_refs", out.sampleRefs)
+                try load(si, "sample_ids", out.storedSampleIDs); try checkIDs(out.storedSampleIDs, "sample_ids")
+                try resolveSamples(out, block: b)
+            } else {
+                try load(si, "sample_ids", out.sampleIDs); try checkIDs(out.sampleIDs, "sample_ids")
+            }
             out.hasSamples = true
         }
     }
@@ -275,6 +285,52 @@ final class ShardReader: @unchecked Sendable {
         }
     }
 
+    /// Rebuilds the sampled ids of a block with sample references (FORMAT.md section 4.7): in
+    /// each position, a run of samples with equal draw counts names ranks of the position's
+    /// entries in ascending order, each reference the step from the previous one (from -1 at
+    /// the run's start); a reference of 0 takes the next stored id instead.
+    private func resolveSamples(_ out: DecodedBlock, block b: Int) throws {
+        let n = out.tokens, edges = layout.bands, bands = edges.count - 1
+        func bad(_ col: String, _ r: String) -> ShardFormatError { .malformed(file: path, chunk: "block \(b) column \(col)", reason: r) }
+        let count = UnsafePointer(out.entryCount.mutablePointer)            // [n] entries per position
+        let S = n + 1
+        let start = out.scratchStarts(bands * S)                            // [bands][n+1] band offset of each position
+        for j in 0..<bands {
+            let lo = UInt32(edges[j]), hi = UInt32(edges[j + 1]), sj = start + j * S
+            sj[0] = 0
+            for t in 0..<n { let c = count[t]; sj[t + 1] = sj[t] + Int32(c > lo ? min(c, hi) - lo : 0) }
+        }
+        var rankBand = [Int](repeating: 0, count: edges[bands])            // [K] band of each rank
+        for j in 0..<bands { for r in edges[j]..<edges[j + 1] { rankBand[r] = j } }
+        let ids = (0..<bands).map { UnsafePointer(out.bandIDs[$0].mutablePointer) }   // [bands] resolved band ids
+        let refs = UnsafePointer(out.sampleRefs.mutablePointer), draws = UnsafePointer(out.sampleDraws.mutablePointer)
+        let stored = UnsafePointer(out.storedSampleIDs.mutablePointer), storedCount = out.storedSampleIDs.count
+        let s = out.sampleRefs.count
+        let dst = out.sampleIDs.owned(s)                                    // [s] resolved sampled ids
+        var i = 0, sa = 0
+        for t in 0..<n {
+            let c = Int(count[t]), first = i, end = i + Int(out.sampleCount[t])
+            var base = -1
+            while i < end {
+                if i > first && draws[i] != draws[i - 1] { base = -1 }
+                let z = refs[i]
+                if z == 0 {
+                    guard sa < storedCount else { throw bad("sample_ids", "\(storedCount) ids, fewer than the samples no reference names") }
+                    dst[i] = stored[sa]; sa += 1
+                } else {
+                    let r = base + Int(z)
+                    guard r < c else { throw bad("sample_refs", "token \(t) sample \(i) names rank \(r), the position has \(c) entries") }
+                    let j = rankBand[r]
+                    // Safe: r < c_t, so rank r of t lies in band j at this offset (start was built from the counts).
+                    dst[i] = ids[j][Int(start[j * S + t]) + r - edges[j]]
+                    base = r
+                }
+                i += 1
+            }
+        }
+        guard sa == storedCount else { throw bad("sample_ids", "\(storedCount) ids, \(sa) used") }
+    }
+
     /// Replaces ranks by the dictionary's ids, refusing ranks past its end.
     private func applyDictionary(_ dict: DecodedColumn, to c: DecodedColumn, chunk: String) throws {
         let n = c.count, D = dict.count
@@ -386,6 +442,8 @@ final class DecodedBlock: @unchecked Sendable {
     }
     deinit { starts?.deallocate() }
     let sampleCount = DecodedColumn(), sampleIDs = DecodedColumn(), sampleDraws = DecodedColumn()
+    /// Format 1.4 sample references and the sampled ids they leave stored.
+    let sampleRefs = DecodedColumn(), storedSampleIDs = DecodedColumn()
     var hasSamples = false
 
     func reset(shard s: ShardReader, block b: Int, tokens n: Int) {
@@ -395,6 +453,6 @@ final class DecodedBlock: @unchecked Sendable {
         while bandRefs.count < m { bandRefs.append(DecodedColumn()); storedBandIDs.append(DecodedColumn()) }
         for j in 0..<m { bandRefs[j].clear(); storedBandIDs[j].clear() }
         for c in [inputIDs, nextLogProb, logSumExp, entryCount, idDict, sampleCount, sampleIDs, sampleDraws,
-                  nextLink, nextLogProbDelta, storedInputIDs, storedNextLogProb] { c.clear() }
+                  sampleRefs, storedSampleIDs, nextLink, nextLogProbDelta, storedInputIDs, storedNextLogProb] { c.clear() }
     }
 }

@@ -154,7 +154,8 @@ import TestSupport
             ("footer says 1.1", { (f: inout FooterJSON) in f.formatMinorVersion = 1 }, "stepMultiplier 5 needs format 1.2, footer says 1.1"),
             ("multiplier 0", { (f: inout FooterJSON) in f.logProbs.stepMultiplier = 0 }, "stepMultiplier 0 not valid"),
             ("multiplier 256", { (f: inout FooterJSON) in f.logProbs.stepMultiplier = 256 }, "stepMultiplier 256 not valid"),
-            ("footer says 1.4", { (f: inout FooterJSON) in f.formatMinorVersion = 4 }, "formatMinorVersion 4 is newer"),
+            ("footer says 1.\(ShardFormatVersion.minor + 1)", { (f: inout FooterJSON) in f.formatMinorVersion = ShardFormatVersion.minor + 1 },
+             "formatMinorVersion \(ShardFormatVersion.minor + 1) is newer"),
         ] as [(String, (inout FooterJSON) -> Void, String)] {
             let copy = freshDirectory("multiplier-\(what.count)")
             defer { try? FileManager.default.removeItem(atPath: copy) }

@@ -52,9 +52,14 @@ import TestSupport
         // With next-token links (format 1.3) `next_logprob` holds the unlinked positions only.
         let links = try NextTokenLinkTests.links(clean)
         let nan = links.isEmpty ? 2 : (0..<links.count).filter { links[$0] == 0 }[2]
+        // Sample references (format 1.4) leave only some ids stored: the forged repeat stores them all.
+        let sampled = (0..<b.sampleIDs.count).map { UInt32(bitPattern: b.sampleIDs[$0]) }
         let cases: [(String, ShardRewrite, String)] = [
             ("repeated entry id", ShardRewrite(values: { _, c, v in if c == "entry_ids.0" { v[1] = v[0] } }), "entry_ids: token 0 lists entry id"),
-            ("repeated sampled id", ShardRewrite(values: { _, c, v in if c == "sample_ids" { v[s0 + 1] = v[s0] } }), "sample_ids: token \(t) lists sampled id"),
+            ("repeated sampled id", ShardRewrite(values: { _, c, v in
+                if c == "sample_refs" { v = v.map { _ in 0 } }
+                if c == "sample_ids" { v = sampled; v[s0 + 1] = v[s0] }
+            }), "sample_ids: token \(t) lists sampled id"),
             ("zero draws", ShardRewrite(values: { _, c, v in if c == "sample_draws" { v[3] = 0 } }), "sample_draws: a draw count of 0"),
             ("NaN next log-prob", ShardRewrite(values: { _, c, v in if c == "next_logprob" { v[2] = Float.nan.bitPattern } }), "next_logprob: NaN at token \(nan)"),
             ("NaN logsumexp", ShardRewrite(values: { _, c, v in if c == "logsumexp" { v[4] = Float.nan.bitPattern } }), "logsumexp: NaN at token 4"),

@@ -47,8 +47,9 @@ import xxhash
 
 MAGIC = b"LCSHARD\x1a"
 FORMAT_VERSION = 1
-FORMAT_MINOR_VERSION = 3  # highest minor revision read: 1 adds the bucket filters (section 6), 2 steps m*2^-b
-                          # (section 5), 3 next-token links (section 4)
+FORMAT_MINOR_VERSION = 4  # highest minor revision read: 1 adds the bucket filters (section 6), 2 steps m*2^-b
+                          # (section 5), 3 next-token links and entry references (section 4), 4 sample
+                          # references (section 4.7)
 BUCKET_FILTERS = ("buckets", "delta-buckets")
 HEADER_SIZE = 16
 TRAILER_SIZE = 40
@@ -644,6 +645,8 @@ class Shard:
         if self.max_samples > 0:
             required += list(_SAMPLE_COLUMNS)
         allowed = set(required) | {"entry_id_dict"} | set(_LINK_COLUMNS) | {f"entry_refs.{j}" for j in range(m)}
+        if self.max_samples > 0:
+            allowed.add("sample_refs")
         self.blocks = []
         sums = [0, 0, 0]
         spans = []  # (offset, end, block, column) of every non-empty chunk
@@ -723,10 +726,19 @@ class Shard:
                 if columns[column]["count"] != want_n:
                     raise CacheError(f"{wb} chunk {column!r}: count {columns[column]['count']}, expected {want_n}")
             if self.max_samples > 0:
-                for column in _SAMPLE_COLUMNS[1:]:
+                sample_refs = "sample_refs" in columns
+                if sample_refs and minor < 4:
+                    raise CacheError(f"{wb} chunk 'sample_refs': sample references need format 1.4, footer says 1.{minor}")
+                if sample_refs and m == 0:
+                    raise CacheError(f"{wb}: sample references without entry bands")
+                # With references, sample_ids holds only the ids no reference names (section 4.7).
+                for column in ("sample_draws", "sample_refs") if sample_refs else _SAMPLE_COLUMNS[1:]:
                     if columns[column]["count"] != s:
                         raise CacheError(f"{wb} chunk {column!r}: count {columns[column]['count']}, "
                                          f"expected {s} samples")
+                if sample_refs and columns["sample_ids"]["count"] > s:
+                    raise CacheError(f"{wb} chunk 'sample_ids': count {columns['sample_ids']['count']}, "
+                                     f"more than the {s} samples")
             elif s != 0:
                 raise CacheError(f"{wb}: {s} samples in a shard with maxSamples = 0")
             band_total = 0
@@ -808,6 +820,9 @@ class Shard:
         linked = "next_link" in blk["columns"]
         referenced = any(f"entry_refs.{j}" in blk["columns"] for j in range(len(bands) - 1))
         k_asked = kk
+        sample_referenced = "sample_refs" in blk["columns"]
+        if sample_referenced:  # sample references may name any rank: read every band
+            kk = top
         if linked:  # links point into band 0 (ranks below min(c_t, e_1)), decoded whatever k asks for
             kk = max(kk, min(bands[1], top))
         if referenced and kk:  # references may name any rank of the bands read: read them whole
@@ -870,7 +885,8 @@ class Shard:
             self._resolve_in_order(b, out, counts, ids, refs, links)
         if links:
             self._resolve_links(out, counts, ids, lp, links, inputs_done=bool(refs))
-        if linked or referenced:
+        all_ids = ids
+        if linked or referenced or sample_referenced:
             kk = k_asked
             ids, lp = ids[:, :kk], lp[:, :kk]
         out.update(counts=np.minimum(counts, kk), ids=ids, lp=lp, kk=kk)
@@ -883,14 +899,46 @@ class Shard:
             if int(scounts.sum()) != blk["samples"]:
                 raise CacheError(f"{where} chunk 'sample_count': counts sum to {int(scounts.sum())}, "
                                  f"block says {blk['samples']}")
-            out["sample_ids"] = self._ids(b, "sample_ids", self.column(b, "sample_ids"))
             out["sample_draws"] = draws = self.column(b, "sample_draws")
             if len(draws) and int(draws.min()) < 1:
                 raise CacheError(f"{where} chunk 'sample_draws': a draw count of 0")
+            stored_ids = self._ids(b, "sample_ids", self.column(b, "sample_ids"))
+            if sample_referenced:
+                out["sample_ids"] = self._resolve_samples(b, counts, all_ids, scounts, draws, stored_ids)
+            else:
+                out["sample_ids"] = stored_ids
         else:
             scounts = np.zeros(n, dtype=np.int64)
             out["sample_ids"] = out["sample_draws"] = np.zeros(0, np.uint32)
         out["sample_offsets"] = np.concatenate([[0], np.cumsum(scounts)]).astype(np.int64)
+        return out
+
+    def _resolve_samples(self, b: int, counts, ids, scounts, draws, stored):
+        """Section 4.7, sample references: in each position, a run of samples with equal draw
+        counts names ascending ranks of the position's entries, each reference the step from the
+        previous one (from -1 at the run's start); a reference 0 takes the next stored id. So a
+        referencing sample's rank is the sum of the run's references up to it, minus one."""
+        where = f"{self.name}: block {b}"
+        z = self.column(b, "sample_refs").astype(np.int64)          # [s]
+        s = len(z)
+        pos = np.repeat(np.arange(len(scounts)), scounts)           # [s] position of each sample
+        run = np.ones(s, dtype=bool)                                # [s] a run starts here
+        run[1:] = (pos[1:] != pos[:-1]) | (draws[1:] != draws[:-1])
+        total = np.cumsum(z)
+        before = (total - z)[run]                                   # sum before each run
+        rank = total - before[np.cumsum(run) - 1] - 1               # [s] rank, for z > 0
+        named = z > 0
+        if int((~named).sum()) != len(stored):
+            raise CacheError(f"{where} chunk 'sample_ids': {len(stored)} ids, {int((~named).sum())} samples no "
+                             f"reference names")
+        bad = named & (rank >= counts[pos])
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise CacheError(f"{where} chunk 'sample_refs': token {int(pos[i])} sample {i} names rank {int(rank[i])}, "
+                             f"the position has {int(counts[pos[i]])} entries")
+        out = np.empty(s, dtype=np.uint32)
+        out[~named] = stored
+        out[named] = ids[pos[named], rank[named]]
         return out
 
     def _links(self, b: int, counts: np.ndarray):

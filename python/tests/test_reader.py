@@ -472,17 +472,21 @@ def footer_edit(fn):
 
 
 def repeat_first_id(column):
-    """Makes block 0's first position with two or more ids in `column` repeat its first id
-    (the count column comes earlier in the block, so it is seen first)."""
-    counts = {}
+    """Makes block 0's first position with two or more ids stored in `column` repeat its first
+    one (the count column, and sample references (format 1.4) where present, come earlier in
+    the block, so they are seen first; with references only the samples they leave are stored)."""
+    seen = {}
 
     def edit(b, col, v):
         if b != 0:
             return None
-        if col == {"entry_ids.0": "entry_count", "sample_ids": "sample_count"}[column]:
-            counts["c"] = v.copy()
+        if col in ({"entry_ids.0": "entry_count", "sample_ids": "sample_count"}[column], "sample_refs"):
+            seen[col] = v.copy()
         elif col == column:
-            c = counts["c"].astype(np.int64)
+            c = seen.get("entry_count", seen.get("sample_count")).astype(np.int64)
+            if column == "sample_ids" and "sample_refs" in seen:
+                stored = (seen["sample_refs"] == 0).astype(np.int64)
+                c = np.add.reduceat(stored, np.concatenate([[0], np.cumsum(c)[:-1]])) * (c > 0)
             t = int(np.argmax(c >= 2))
             start = int(c[:t].sum())
             v[start + 1] = v[start]
@@ -536,7 +540,14 @@ FORGERIES = {
     # Format 1.2: steps that are not powers of two.
     "step multiplier in format 1.1": (footer_edit(lambda ft: ft.update(formatMinorVersion=1)), r"stepMultiplier 5 needs format 1\.2"),
     "step multiplier 0": (footer_edit(lambda ft: ft["logProbs"].update(stepMultiplier=0)), r"stepMultiplier"),
-    "footer minor 4": (footer_edit(lambda ft: ft.update(formatMinorVersion=4)), r"formatMinorVersion"),
+    "footer minor above the reader's": (footer_edit(lambda ft: ft.update(formatMinorVersion=lr.FORMAT_MINOR_VERSION + 1)),
+                                         r"formatMinorVersion"),
+    # Format 1.4: sample references (section 4.7).
+    "sample reference past the entries": (dict(values=set_value("sample_refs", 0, 200)), r"sample_refs"),
+    "sample references in format 1.3": (footer_edit(lambda ft: ft.update(formatMinorVersion=3)),
+                                        r"sample references need format 1\.4"),
+    "stored sampled ids left over": (dict(values=lambda b, col, v: np.append(v, v[:1]) if col == "sample_ids" and b == 0 else None),
+                                     r"sample_ids"),
     # Format 1.3: next-token links (section 4).
     "link past band 0": (dict(values=edit_links(lambda v: v.__setitem__(int(np.argmax(v > 0)), 9))),
                          r"block 0 chunk 'next_link'.*link to rank 8"),

@@ -67,7 +67,7 @@ struct SynthCommand: ParsableCommand {
     @Option(help: "Target shard size in bytes.") var shardBytes: Int = 256 << 20
     @Option(help: "This writer's partition index.") var partition: Int = 0
     @Option(help: "Number of partitions (sequences are dealt round-robin).") var partitions: Int = 1
-    @Option(help: "Format minor version to write: 3 (next-token links), 2 (steps M·2^-N), 1 (bucket filters) or 0 (byte planes only, read by format 1.0 readers).")
+    @Option(help: "Format minor version to write: 4 (sample references), 3 (next-token links, entry references), 2 (steps M·2^-N), 1 (bucket filters) or 0 (byte planes only, read by format 1.0 readers).")
     var formatMinor: Int = ShardFormatVersion.minor
 
     func run() throws {

@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "Kernels", swiftSettings: native),
         .target(name: "Checkpoints"),
         .target(name: "Tokenizers"),
-        .target(name: "ScalingLaws"),
+        .target(name: "ScalingLaws", dependencies: ["Random"]),
         .target(name: "Models", dependencies: ["Kernels", "Checkpoints", "Random"], swiftSettings: native),
         .target(name: "ShardFormat", dependencies: ["CLZ4", "CZstd", "CXXHash", "Truncation", "Random"],
                 swiftSettings: native + uncheckedExclusivity),

@@ -1,4 +1,5 @@
 import Foundation
+import Random
 
 /// One training run: a model of `N` non-embedding parameters trained on `D` tokens reached
 /// cross-entropy `loss` (nats/token) on held-out data.
@@ -33,6 +34,9 @@ public struct SupervisedFitOptions: Sendable {
     public var refine: Int = 64
     /// Optimiser settings for each refinement.
     public var optimizer = BoundedQuasiNewtonOptions()
+    /// Bootstrap resamples of the runs for the 95% intervals (0: none), and their seed.
+    public var bootstrap: Int = 100
+    public var seed: UInt64 = 0
     public init() {}
 }
 
@@ -53,6 +57,14 @@ public struct SupervisedFit: Codable, Equatable, Sendable {
     public var converged: Int
     /// How many refinements stopped for each reason (``BoundedStop`` raw values).
     public var stops: [String: Int]
+    /// 95% bootstrap intervals by coefficient name (E, A, B, alpha, beta, gamma); empty without
+    /// bootstrap.
+    public var intervals: [String: CoefficientInterval] = [:]
+    /// A fit on every model size but the largest, scored on the largest (nil with one size).
+    public var heldOut: HeldOutCheck?
+
+    /// Coefficient names in the fitter's θ order.
+    public static let names = ["E", "A", "B", "alpha", "beta", "gamma"]
 }
 
 /// Errors of fitting and of reading runs.
@@ -67,7 +79,7 @@ public enum ScalingLawError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .badRun(let source, let line, let reason): return "\(source) line \(line): \(reason)"
-        case .tooFewRuns(let count, let needed): return "need at least \(needed) runs to fit the supervised law, got \(count)"
+        case .tooFewRuns(let count, let needed): return "need at least \(needed) runs to fit this law, got \(count)"
         case .badCoefficients(let source, let reason): return "\(source): \(reason)"
         }
     }
@@ -78,42 +90,41 @@ extension SupervisedRun {
     /// `D` (training tokens) and `loss` (nats/token); other keys are ignored, blank lines are
     /// skipped. `source` names the input in errors.
     public static func parseJSONLines(_ text: String, source: String) throws -> [SupervisedRun] {
-        var runs: [SupervisedRun] = []
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-            if line.isEmpty { continue }
-            let number = index + 1
-            let fields: RunLine
-            do {
-                fields = try JSONDecoder().decode(RunLine.self, from: Data(line.utf8))
-            } catch DecodingError.typeMismatch(_, let context) {
-                let key = context.codingPath.last?.stringValue
-                throw ScalingLawError.badRun(source: source, line: number,
-                                             reason: key.map { "\"\($0)\" is not a number" } ?? "not a JSON object")
-            } catch {
-                throw ScalingLawError.badRun(source: source, line: number, reason: "not a JSON object")
-            }
-            func field(_ key: String, _ value: Double?) throws -> Double {
-                guard let d = value else {
-                    throw ScalingLawError.badRun(source: source, line: number, reason: "missing \"\(key)\"")
-                }
-                guard d.isFinite, d > 0 else {
-                    throw ScalingLawError.badRun(source: source, line: number, reason: "\"\(key)\" must be a positive finite number, got \(d)")
-                }
-                return d
-            }
-            runs.append(SupervisedRun(N: try field("N", fields.N), D: try field("D", fields.D),
-                                     loss: try field("loss", fields.loss)))
-        }
-        return runs
+        try parseRunLines(text, source: source, keys: ["N", "D", "loss"]).map { SupervisedRun(N: $0[0], D: $0[1], loss: $0[2]) }
     }
 }
 
-/// The fields of one runs-file line; absent keys decode as nil so the error can name them.
-private struct RunLine: Decodable {
-    var N: Double?
-    var D: Double?
-    var loss: Double?
+/// The values of `keys` on every non-blank line of JSON Lines `text`, each a positive finite
+/// number; other keys are ignored.
+/// - Throws: ``ScalingLawError/badRun(source:line:reason:)`` naming the line and the key.
+func parseRunLines(_ text: String, source: String, keys: [String]) throws -> [[Double]] {
+    var rows: [[Double]] = []
+    for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        if line.isEmpty { continue }
+        func bad(_ reason: String) -> ScalingLawError { .badRun(source: source, line: index + 1, reason: reason) }
+        guard let object = try? JSONDecoder().decode([String: RunField].self, from: Data(line.utf8)) else {
+            throw bad("not a JSON object")
+        }
+        rows.append(try keys.map { key in
+            guard let value = object[key] else { throw bad("missing \"\(key)\"") }
+            guard case .number(let d) = value else { throw bad("\"\(key)\" is not a number") }
+            guard d.isFinite, d > 0 else { throw bad("\"\(key)\" must be a positive finite number, got \(d)") }
+            return d
+        })
+    }
+    return rows
+}
+
+/// One value of a runs-file line: a number, or anything else (string, bool, null, array, object).
+private enum RunField: Decodable {
+    case number(Double)
+    case other
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let x = try? c.decode(Double.self) { self = .number(x) } else { self = .other }
+    }
 }
 
 /// Fits the supervised law (Eq. 1) to `runs` the way the paper does (after Hoffmann et al.
@@ -124,8 +135,45 @@ private struct RunLine: Decodable {
 ///
 /// using a bounded quasi-Newton method from the best points of a grid of starts.
 /// - Throws: ``ScalingLawError/tooFewRuns(count:needed:)`` with fewer than 7 runs.
+/// Adds 95% bootstrap intervals (refits on resampled runs, started at the fit) and a held-out
+/// check (a fit on every model size but the largest, scored on the largest).
 public func fitSupervised(runs: [SupervisedRun], options: SupervisedFitOptions = .init()) throws -> SupervisedFit {
     guard runs.count >= 7 else { throw ScalingLawError.tooFewRuns(count: runs.count, needed: 7) }
+    var fit = searchSupervised(runs, options: options)
+    var rng = SplitMix64(seed: options.seed)
+    let theta = SupervisedFit.theta(fit.coefficients)
+    var samples: [[Double]] = []
+    for _ in 0..<options.bootstrap {
+        let resample = (0..<runs.count).map { _ in runs[Int(rng.next() % UInt64(runs.count))] }
+        let objective = SupervisedObjective(runs: resample, delta: options.huberDelta)
+        let m = minimizeBounded({ objective.valueAndGradient($0, &$1) }, start: theta, lower: options.lower, upper: options.upper,
+                                options: options.optimizer)
+        if m.value.isFinite { samples.append([exp(m.x[0]), exp(m.x[1]), exp(m.x[2]), m.x[3], m.x[4], m.x[5]]) }
+    }
+    if !samples.isEmpty {
+        for (i, name) in SupervisedFit.names.enumerated() { fit.intervals[name] = percentileInterval(samples.map { $0[i] }) }
+    }
+    let sizes = Set(runs.map(\.N)).sorted()
+    if sizes.count >= 2 {
+        let top = sizes[sizes.count - 1]
+        let fitted = runs.filter { $0.N < top }, held = runs.filter { $0.N >= top }
+        if fitted.count >= 7 {
+            let c = searchSupervised(fitted, options: options).coefficients
+            let e = relativeErrors(held) { c.loss(parameters: $0.N, tokens: $0.D) }
+            fit.heldOut = HeldOutCheck(heldOutFromN: top, fittedRuns: fitted.count, heldOutRuns: held.count,
+                                       meanRelativeError: e.mean, maxRelativeError: e.max)
+        }
+    }
+    return fit
+}
+
+extension SupervisedFit {
+    /// The fitter's θ = (log E, log A, log B, alpha, beta, gamma) of coefficients.
+    static func theta(_ c: SupervisedCoefficients) -> [Double] { [log(c.E), log(c.A), log(c.B), c.alpha, c.beta, c.gamma] }
+}
+
+/// The grid search and refinement of ``fitSupervised(runs:options:)``, without its checks.
+func searchSupervised(_ runs: [SupervisedRun], options: SupervisedFitOptions) -> SupervisedFit {
     let objective = SupervisedObjective(runs: runs, delta: options.huberDelta)
 
     // Score every grid point, keep the best few.
@@ -156,13 +204,9 @@ public func fitSupervised(runs: [SupervisedRun], options: SupervisedFitOptions =
     let theta = best?.x ?? scored.first?.start ?? [0, 0, 0, 0.5, 0.5, 1]
     let c = SupervisedCoefficients(E: exp(theta[0]), A: exp(theta[1]), B: exp(theta[2]),
                                    alpha: theta[3], beta: theta[4], gamma: theta[5])
-    var sum = 0.0, worst = 0.0
-    for r in runs {
-        let e = abs(c.loss(parameters: r.N, tokens: r.D) - r.loss) / r.loss
-        sum += e; worst = max(worst, e)
-    }
+    let errors = relativeErrors(runs) { c.loss(parameters: $0.N, tokens: $0.D) }
     return SupervisedFit(coefficients: c, objective: best?.value ?? objective.value(theta),
-                         meanRelativeError: sum / Double(runs.count), maxRelativeError: worst,
+                         meanRelativeError: errors.mean, maxRelativeError: errors.max,
                          runs: runs.count, starts: starts.count, converged: converged, stops: stops)
 }
 

@@ -107,6 +107,28 @@ struct SeededNormal {
         }
     }
 
+    /// At 1% noise the paper's Eq. 1 coefficients lie in the fit's 95% bootstrap intervals, and
+    /// a fit without the largest models predicts them to within the noise.
+    @Test func atOnePercentNoiseTheTruthLiesInTheIntervals() throws {
+        let truth = SupervisedCoefficients.busbridge2025
+        let fit = try fitSupervised(runs: Self.syntheticRuns(truth, noise: 0.01, seed: 5))
+        let want = ["E": truth.E, "A": truth.A, "B": truth.B, "alpha": truth.alpha, "beta": truth.beta, "gamma": truth.gamma]
+        #expect(fit.intervals.count == 6)
+        for (name, value) in want {
+            let i = try #require(fit.intervals[name])
+            #expect(i.contains(value), "\(name) = \(value) outside [\(i.lower), \(i.upper)]")
+        }
+        let held = try #require(fit.heldOut)
+        #expect(held.heldOutFromN == 1e10 && held.heldOutRuns == 6 && held.fittedRuns == 30)
+        #expect(held.meanRelativeError < 0.03)
+        // Without bootstrap there are no intervals; with one model size, no held-out check.
+        var o = SupervisedFitOptions()
+        o.bootstrap = 0
+        let one = try fitSupervised(runs: Self.syntheticRuns(truth, noise: 0, seed: 1).filter { $0.N == 1e9 } + [
+            SupervisedRun(N: 1e9, D: 3e9, loss: 3.0)], options: o)
+        #expect(one.intervals.isEmpty && one.heldOut == nil)
+    }
+
     @Test func tooFewRunsIsAnError() {
         let runs = (1...6).map { SupervisedRun(N: Double($0) * 1e8, D: 1e10, loss: 3) }
         #expect(throws: ScalingLawError.tooFewRuns(count: 6, needed: 7)) { try fitSupervised(runs: runs) }

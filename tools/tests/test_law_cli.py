@@ -33,3 +33,40 @@ def test_a_supervised_only_file_predicts_no_distilled_loss(lc_bin, tmp_path):
     assert abs(out["supervisedStudentLoss"] - (1.5 + 400 / 1e6 ** 0.3 + 900 / 2e7 ** 0.3)) < 1e-9
     text = run(lc_bin, "law", "predict", "--ns", "1M", "--ds", "20M", "--lt", 3, "--coefficients", f).stdout
     assert f'unavailable — {f} has no "distillation" coefficients' in text
+
+
+def test_fit_distillation_recovers_the_papers_law_from_runs_made_outside_swift(lc_bin, tmp_path):
+    """`law fit --distillation`: runs generated here by paper_laws (decimal arithmetic, not the
+    Swift law) with Table 6's coefficients; the fit must reproduce every run, recover the
+    coefficients the runs determine, and its JSON must feed `law predict --coefficients`."""
+    lines = []
+    for ns in (1e8, 1e9, 1e10, 1e11):
+        for ds in (1e7, 1e8, 1e9, 1e10, 1e11, 1e12):
+            sup, _ = paper_laws(ns, ds, "1")
+            for x in ("0.5", "0.6", "0.7", "0.75", "0.8", "0.85", "0.9", "1.0", "1.2"):
+                lt = D(x) * D("1.315") * D(repr(sup))
+                lines.append(json.dumps({"N": ns, "D": ds, "teacher_loss": float(lt), "loss": paper_laws(ns, ds, lt)[1]}))
+    runs = tmp_path / "distillation.jsonl"
+    runs.write_text("\n".join(lines) + "\n")
+    fitted = run(lc_bin, "law", "fit", "--distillation", runs, "--bootstrap", 0, "--json").stdout
+    out = json.loads(fitted)
+    assert len(out["runs"]) == 216 and out["maxRelativeError"] < 1e-5
+    c = out["distillation"]
+    for name, want in (("c0", 2.549), ("alpha", 0.321), ("beta", 0.637), ("gamma", 0.764), ("A", 2243), ("B", 24181)):
+        assert abs(c[name] - want) <= 0.005 * want, (name, c[name])
+    assert abs(c["f1"] - 0.090) <= 0.03 * 0.090
+    assert out["heldOut"]["heldOutFromN"] == 1e11 and out["heldOut"]["maxRelativeError"] < 1e-4
+    f = tmp_path / "fit.json"
+    f.write_text(fitted)
+    pred = json.loads(run(lc_bin, "law", "predict", "--ns", "3e9", "--ds", "3e10", "--lt", 2.3, "--coefficients", f, "--json").stdout)
+    assert abs(pred["distilledStudentLoss"] - paper_laws(3e9, 3e10, "2.3")[1]) < 1e-4
+    # Bad input is named: a line without teacher_loss, too few runs, nothing to fit.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"N": 1e8, "D": 1e9, "loss": 3}\n')
+    p = run(lc_bin, "law", "fit", "--distillation", bad, check=False)
+    assert p.returncode != 0 and 'line 1: missing "teacher_loss"' in p.stderr
+    bad.write_text(lines[0] + "\n")
+    p = run(lc_bin, "law", "fit", "--distillation", bad, check=False)
+    assert p.returncode != 0 and "need at least 10 runs" in p.stderr
+    p = run(lc_bin, "law", "fit", check=False)
+    assert p.returncode != 0 and "--distillation" in p.stderr

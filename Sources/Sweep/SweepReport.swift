@@ -112,58 +112,74 @@ public struct SweepReport: Codable, Sendable {
                                      teacherLoss: teacherPass.teacherEval.crossEntropy)
         }
         summary = []
-        summary = Self.findings(groups: groups, baseline: baseline, reference: reference, teacher: teacherPass,
+        summary = Self.findings(groups: groups, results: results, baseline: baseline, teacher: teacherPass,
                                 breakEven: breakEvenStudents)
         if let law, let line = Self.lawFinding(law) { summary.insert(line, at: summary.count - 1) }
     }
 
-    /// Plain-language findings, each stated from the measured numbers.
-    static func findings(groups: [Group], baseline: Double, reference: Double?, teacher: TeacherPassSummary,
+    /// Plain-language findings, each stated from the measured numbers. Every comparison is
+    /// paired by seed with a 95% interval (``PairedDifference``) and stated as a finding only
+    /// where the interval excludes zero; agreements and contradictions with the papers alike.
+    static func findings(groups: [Group], results: [SettingResult], baseline: Double, teacher: TeacherPassSummary,
                          breakEven: Int?) -> [String] {
         var out: [String] = []
         func f(_ v: Double) -> String { String(format: "%.3f", v) }
+        func perSeed(_ g: Group, _ value: (SettingResult) -> Double) -> [Int: Double] {
+            Dictionary(results.filter { $0.setting.group == g.name }.map { ($0.setting.seed, value($0)) }, uniquingKeysWith: { a, _ in a })
+        }
+        func ce(_ g: Group) -> [Int: Double] { perSeed(g) { $0.evaluation.crossEntropy } }
+        func diff(_ a: Group, _ b: Group) -> PairedDifference? { PairedDifference(ce(a), ce(b)) }
         out.append("Teacher eval CE \(f(teacher.teacherEval.crossEntropy)) nats/token; supervised student baseline \(f(baseline)).")
         let distilled = groups.filter { $0.policy != .ce }
-        if let best = distilled.min(by: { $0.evalCrossEntropy < $1.evalCrossEntropy }) {
-            out.append(best.evalCrossEntropy < baseline
-                       ? "Best distilled student: \(best.name) at \(f(best.evalCrossEntropy)), \(f(baseline - best.evalCrossEntropy)) nats below the supervised baseline."
-                       : "No distilled student beat the supervised baseline (best: \(best.name) at \(f(best.evalCrossEntropy)) vs \(f(baseline))): at this budget distillation did not help.")
+        let base = groups.first { $0.policy == .ce }
+        if let best = distilled.min(by: { $0.evalCrossEntropy < $1.evalCrossEntropy }), let base {
+            out.append(finding("Best distilled student \(best.name) (\(f(best.evalCrossEntropy))) against the supervised baseline (\(f(baseline)))",
+                               diff(best, base), lower: "distillation beat supervised training",
+                               higher: "no distilled student beat the supervised baseline: at this budget distillation did not help"))
         }
         let topk = distilled.filter { $0.policy == .topk && $0.lambda == 1 }.sorted { $0.k < $1.k }
         if topk.count >= 2, let lo = topk.first, let hi = topk.last {
-            out.append("Top-k renormalised (λ=1): k=\(lo.k) gives \(f(lo.evalCrossEntropy)), k=\(hi.k) gives \(f(hi.evalCrossEntropy))"
-                       + (lo.evalCrossEntropy > hi.evalCrossEntropy ? " — more entries help, as Busbridge et al. (App. G.4) report." : " — truncation did not cost loss here, unlike Busbridge et al. (App. G.4)."))
+            out.append(finding("Top-k renormalised (λ=1), k=\(hi.k) (\(f(hi.evalCrossEntropy))) against k=\(lo.k) (\(f(lo.evalCrossEntropy)))",
+                               diff(hi, lo), lower: "more entries help, as Busbridge et al. (App. G.4) report",
+                               higher: "more entries cost loss here, contrary to Busbridge et al. (App. G.4)"))
             if lo.k == 1 {
-                let others = topk.dropFirst().map(\.overconfidence)
-                let mean = others.reduce(0, +) / Double(max(others.count, 1))
-                out.append("Top-1 overconfidence (mean confidence − accuracy) \(String(format: "%+.3f", lo.overconfidence)) vs \(String(format: "%+.3f", mean)) for larger k"
-                           + (lo.overconfidence > mean ? ": top-1 students are the most overconfident, in the direction the paper warns of." : ": no extra overconfidence measured at top-1, unlike the paper's warning."))
+                let over = PairedDifference(perSeed(lo) { $0.evaluation.overconfidence }, perSeed(hi) { $0.evaluation.overconfidence })
+                out.append(finding("Top-1 overconfidence (mean confidence − accuracy) \(String(format: "%+.3f", lo.overconfidence)) against k=\(hi.k)'s \(String(format: "%+.3f", hi.overconfidence))",
+                                   over, lower: "top-1 students are less overconfident here, unlike the paper's warning",
+                                   higher: "top-1 students are the more overconfident, in the direction the paper warns of"))
             }
         }
-        if let reference {
-            if let hi = topk.last {
-                out.append("Against the untruncated online teacher (\(f(reference))): top-\(hi.k) renormalised is \(String(format: "%+.3f", hi.evalCrossEntropy - reference)) nats.")
-            }
+        if let reference = groups.first(where: { $0.policy == .online }), let hi = topk.last {
+            out.append(finding("Top-\(hi.k) renormalised (\(f(hi.evalCrossEntropy))) against the untruncated online teacher (\(f(reference.evalCrossEntropy)))",
+                               diff(hi, reference), lower: "the truncated cache beat the full distribution here",
+                               higher: "truncation costs loss against the full distribution, as App. G.4 reports"))
         }
         for g in distilled where g.lambda < 1 && g.policy == .topk {
             if let same = topk.first(where: { $0.k == g.k }) {
-                out.append("λ=\(String(format: "%g", g.lambda)) at k=\(g.k): \(f(g.evalCrossEntropy)) vs \(f(same.evalCrossEntropy)) at λ=1"
-                           + (g.evalCrossEntropy < same.evalCrossEntropy ? " — mixing in hard labels recovers loss, as in App. G.4." : " — mixing in hard labels did not help here."))
+                out.append(finding("λ=\(String(format: "%g", g.lambda)) at k=\(g.k) (\(f(g.evalCrossEntropy))) against λ=1 (\(f(same.evalCrossEntropy)))",
+                                   diff(g, same), lower: "mixing in hard labels recovers loss, as in App. G.4",
+                                   higher: "mixing in hard labels cost loss here, contrary to App. G.4"))
             }
         }
-        if let sampled = distilled.first(where: { $0.policy == .sampled }) {
-            let comparable = topk.min { abs($0.cacheBytesPerToken - sampled.cacheBytesPerToken) < abs($1.cacheBytesPerToken - sampled.cacheBytesPerToken) }
-            var line = "Sampled (\(sampled.k) draws): \(f(sampled.evalCrossEntropy)) at \(String(format: "%.1f", sampled.cacheBytesPerToken)) B/token"
-            if let c = comparable {
-                line += "; the top-k cache closest in bytes (k=\(c.k), \(String(format: "%.1f", c.cacheBytesPerToken)) B/token) gives \(f(c.evalCrossEntropy))"
-                line += sampled.evalCrossEntropy < c.evalCrossEntropy ? " — sampling wins at similar bytes, as Anshumann et al. report." : " — sampling did not win at similar bytes here."
+        for tail in distilled where tail.policy == .tail {
+            if let same = topk.first(where: { $0.k == tail.k }) {
+                out.append(finding("Tail bucket at k=\(tail.k) (\(f(tail.evalCrossEntropy))) against renormalised top-k (\(f(same.evalCrossEntropy)))",
+                                   diff(tail, same), lower: "the exact tail mass helps", higher: "the tail bucket loses to renormalised top-k"))
             }
-            out.append(line)
+        }
+        if let sampled = distilled.first(where: { $0.policy == .sampled }),
+           let c = topk.min(by: { abs($0.cacheBytesPerToken - sampled.cacheBytesPerToken) < abs($1.cacheBytesPerToken - sampled.cacheBytesPerToken) }) {
+            out.append(finding("Sampled (\(sampled.k) draws, \(String(format: "%.1f", sampled.cacheBytesPerToken)) B/token, \(f(sampled.evalCrossEntropy))) against the top-k cache closest in bytes (k=\(c.k), \(String(format: "%.1f", c.cacheBytesPerToken)) B/token, \(f(c.evalCrossEntropy)))",
+                               diff(sampled, c), lower: "sampling wins at similar bytes, as Anshumann et al. report",
+                               higher: "sampling lost at similar bytes here, contrary to Anshumann et al."))
         }
         if let n = breakEven {
             out.append("Compute: one cached teacher pass plus n students costs less than n online-teacher students from n = \(n) (FLOPs, measured per student).")
         }
-        out.append("Small models, one corpus and few seeds: differences below the seed spread are not findings.")
+        let seeds = Set(results.map(\.setting.seed)).count
+        out.append(seeds >= 2
+                   ? "Differences are paired by seed (\(seeds) seeds) with 95% Student-t intervals; a finding is stated only where the interval excludes zero. Small models and one corpus: these say what happened here, not what holds at scale."
+                   : "One seed: no difference above is a supported finding (run with --seeds 2 or more for intervals).")
         return out
     }
 

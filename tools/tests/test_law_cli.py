@@ -70,3 +70,40 @@ def test_fit_distillation_recovers_the_papers_law_from_runs_made_outside_swift(l
     assert p.returncode != 0 and "need at least 10 runs" in p.stderr
     p = run(lc_bin, "law", "fit", check=False)
     assert p.returncode != 0 and "--distillation" in p.stderr
+
+
+def test_plan_is_no_worse_than_a_brute_force_search_done_here(lc_bin):
+    """`law plan`: Eq. 1 and Eq. 8 written again here in numpy (not the Swift law), searched on a
+    dense grid for the teacher-pretraining+inference scenario; the plan must spend the budget,
+    its loss must be what this code computes at its point, and no grid point may beat it."""
+    import numpy as np
+    E, A, B, a, b, g = 1.220, 3355, 18186, 0.408, 0.431, 0.452
+    c0, c1, d1, f1, A2, B2, a2, b2, g2 = 2.549, 522.6, 1.315, 0.090, 2243, 24181, 0.321, 0.637, 0.764
+
+    def sup(n, d):
+        return E + (A / n ** a + B / d ** b) ** g
+
+    def dist(ns, ds, lt):
+        gap = (1 + (lt / (sup(ns, ds) * d1)) ** (1 / f1)) ** (-c1 * f1)
+        return lt + lt ** -c0 * gap * (A2 / ns ** a2 + B2 / ds ** b2) ** g2
+
+    budget = 1e21
+    out = json.loads(run(lc_bin, "law", "plan", "--budget", budget, "--scenario", "teacher-pretraining+inference", "--json").stdout)
+    p = out["plan"]
+    spent = p["studentFLOPs"] + p["teacherLogitFLOPs"] + p["teacherPretrainingFLOPs"] + p["cacheFLOPs"]
+    assert abs(spent - budget) <= 1e-9 * budget
+    assert abs(3 * 2 * p["NS"] * p["DS"] + 2 * p["NT"] * p["DS"] + 3 * 2 * p["NT"] * p["DT"] - budget) <= 1e-9 * budget
+    assert abs(dist(p["NS"], p["DS"], sup(p["NT"], p["DT"])) - p["predictedLoss"]) < 1e-9
+    ns = np.logspace(7, 12, 121)[:, None, None]
+    nt = np.logspace(7, 12, 121)[None, :, None]
+    share = np.linspace(0.01, 0.99, 99)[None, None, :]
+    dt = share * budget / (3 * 2 * nt)
+    ds = (1 - share) * budget / (3 * 2 * ns + 2 * nt)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        loss = dist(ns, ds, sup(nt, dt))
+    loss = np.where(ds >= ns, loss, np.inf)
+    assert p["predictedLoss"] <= np.nanmin(loss) + 1e-6
+    # The supervised alternative: Eq. 1's best N on the same budget.
+    n = np.logspace(7, 12, 5001)
+    assert abs(p["supervisedLoss"] - sup(n, budget / (6 * n)).min()) < 1e-6
+    assert out["distillationWins"] is (p["predictedLoss"] < p["supervisedLoss"])

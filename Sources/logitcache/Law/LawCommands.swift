@@ -11,5 +11,5 @@ struct LawCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "law",
         abstract: "Scaling-law predictions, FLOP accounting for cached vs online teachers, and fits.",
-        subcommands: [LawFlopsCommand.self, LawPredictCommand.self, LawFitCommand.self])
+        subcommands: [LawFlopsCommand.self, LawPredictCommand.self, LawFitCommand.self, LawPlanCommand.self])
 }

@@ -62,3 +62,34 @@ extension SweepReport {
         return "\(what): \(d.text) — \(verdict)."
     }
 }
+
+/// What a sweep's break-even rests on: how many epochs of the cache a student reads, and the
+/// measured wall time of the pass and of cached and online students.
+public struct AmortisationEvidence: Codable, Sendable, Equatable {
+    /// Tokens in the cache (one teacher pass) and tokens a cache student trains on.
+    public var cacheTokens: Int
+    public var studentTokens: Double
+    /// studentTokens / cacheTokens: an online teacher runs over this many caches' worth per student.
+    public var epochs: Double
+    public var passSeconds: Double
+    /// Mean measured seconds of a cache student and of an online student (nil without one).
+    public var cachedStudentSeconds: Double
+    public var onlineStudentSeconds: Double?
+    /// Smallest n with pass + n cached students faster than n online students (measured).
+    public var breakEvenSeconds: Int?
+
+    init?(results: [SettingResult], teacherPass: TeacherPassSummary) {
+        let cached = results.filter { $0.setting.policy.targetMode != nil }
+        guard !cached.isEmpty, teacherPass.tokens > 0 else { return nil }
+        let online = results.filter { $0.setting.policy == .online }
+        cacheTokens = teacherPass.tokens
+        studentTokens = cached.map { Double($0.tokens) }.reduce(0, +) / Double(cached.count)
+        epochs = studentTokens / Double(cacheTokens)
+        passSeconds = teacherPass.seconds
+        cachedStudentSeconds = cached.map(\.seconds).reduce(0, +) / Double(cached.count)
+        onlineStudentSeconds = online.isEmpty ? nil : online.map(\.seconds).reduce(0, +) / Double(online.count)
+        breakEvenSeconds = onlineStudentSeconds.flatMap { o in
+            o > cachedStudentSeconds ? Int((passSeconds / (o - cachedStudentSeconds)).rounded(.down)) + 1 : nil
+        }
+    }
+}

@@ -44,6 +44,8 @@ public struct SweepReport: Codable, Sendable {
     public var amortisation: [AmortisationPoint]
     /// Smallest number of students for which one cached pass costs less than online teachers.
     public var breakEvenStudents: Int?
+    /// What the break-even rests on: epochs over the cache and measured times.
+    public var amortisationEvidence: AmortisationEvidence?
     /// Model sizes behind the law and the modelled compute.
     public var sizes: SweepModelSizes?
     /// The same comparison under the paper's FLOP accounting (the modelled curve).
@@ -103,6 +105,7 @@ public struct SweepReport: Codable, Sendable {
                               onlineFLOPs: Double(n) * onlinePerStudent)
         }
         breakEvenStudents = amortisation.first { $0.cachedFLOPs < $0.onlineFLOPs }?.students
+        amortisationEvidence = AmortisationEvidence(results: results, teacherPass: teacherPass)
         measuredCompute = Self.measuredCompute(results: results, teacherPassFLOPs: teacherPass.flops)
         self.sizes = sizes
         if let sizes {
@@ -113,7 +116,7 @@ public struct SweepReport: Codable, Sendable {
         }
         summary = []
         summary = Self.findings(groups: groups, results: results, baseline: baseline, teacher: teacherPass,
-                                breakEven: breakEvenStudents)
+                                breakEven: breakEvenStudents, evidence: amortisationEvidence)
         if let law, let line = Self.lawFinding(law) { summary.insert(line, at: summary.count - 1) }
     }
 
@@ -121,7 +124,7 @@ public struct SweepReport: Codable, Sendable {
     /// paired by seed with a 95% interval (``PairedDifference``) and stated as a finding only
     /// where the interval excludes zero; agreements and contradictions with the papers alike.
     static func findings(groups: [Group], results: [SettingResult], baseline: Double, teacher: TeacherPassSummary,
-                         breakEven: Int?) -> [String] {
+                         breakEven: Int?, evidence: AmortisationEvidence? = nil) -> [String] {
         var out: [String] = []
         func f(_ v: Double) -> String { String(format: "%.3f", v) }
         func perSeed(_ g: Group, _ value: (SettingResult) -> Double) -> [Int: Double] {
@@ -174,7 +177,18 @@ public struct SweepReport: Codable, Sendable {
                                higher: "sampling lost at similar bytes here, contrary to Anshumann et al."))
         }
         if let n = breakEven {
-            out.append("Compute: one cached teacher pass plus n students costs less than n online-teacher students from n = \(n) (FLOPs, measured per student).")
+            var line = "Compute: one cached teacher pass plus n students costs fewer FLOPs than n online-teacher students from n = \(n)"
+            if let e = evidence {
+                line += String(format: "; each student reads %.2f epochs of the %d-token cache, so an online teacher runs %.2f passes' worth per student", e.epochs, e.cacheTokens, e.epochs)
+                if let s = e.breakEvenSeconds {
+                    line += String(format: ". Measured time agrees from n = %d (pass %.1f s; a cached student %.1f s, an online one %.1f s)", s, e.passSeconds, e.cachedStudentSeconds, e.onlineStudentSeconds ?? .nan)
+                } else if let o = e.onlineStudentSeconds {
+                    line += String(format: ". Measured time does not agree: a cached student took %.1f s against %.1f s online, so the %.1f s pass never pays back", e.cachedStudentSeconds, o, e.passSeconds)
+                } else {
+                    line += "; no online student was timed (--online), so only FLOPs speak for it"
+                }
+            }
+            out.append(line + ".")
         }
         let seeds = Set(results.map(\.setting.seed)).count
         out.append(seeds >= 2

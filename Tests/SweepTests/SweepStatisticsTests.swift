@@ -67,3 +67,27 @@ import Testing
         #expect(r.summary.last!.hasPrefix("One seed: no difference above is a supported finding"))
     }
 }
+
+@Suite struct AmortisationEvidenceTests {
+    static func result(_ policy: SweepArm, seconds: Double) -> SettingResult {
+        SettingResult(setting: SweepSetting(policy: policy, k: policy == .topk ? 8 : 0, lambda: 1, seed: 1),
+                      evaluation: SweepReportTests.evaluation(4.5), trainLoss: 4.5, tokens: 102_400, seconds: seconds,
+                      flops: policy == .online ? 1e15 : 1e12, cacheBytesPerToken: 8, capturedMass: nil)
+    }
+
+    /// Pass 60 s (SweepReportTests' teacher pass, 300,000 tokens); cached students 10 s, online 40 s:
+    /// n cached cost 60 + 10 n, online 40 n, so the cache is faster from n = 3 (90 < 120; 80 = 80 at 2).
+    @Test func breakEvenInMeasuredSecondsAndEpochs() throws {
+        let r = SweepReportTests.report(results: [Self.result(.ce, seconds: 9), Self.result(.topk, seconds: 10),
+                                                  Self.result(.online, seconds: 40)])
+        let e = try #require(r.amortisationEvidence)
+        #expect(e.cacheTokens == 300_000 && abs(e.epochs - 102_400.0 / 300_000) < 1e-12)
+        #expect(e.cachedStudentSeconds == 10 && e.onlineStudentSeconds == 40 && e.breakEvenSeconds == 3)
+        let line = try #require(r.summary.first { $0.hasPrefix("Compute:") })
+        #expect(line.contains("0.34 epochs of the 300000-token cache") && line.contains("Measured time agrees from n = 3"))
+        // An online student faster than a cached one: time never pays the pass back, and says so.
+        let slow = SweepReportTests.report(results: [Self.result(.ce, seconds: 9), Self.result(.topk, seconds: 50),
+                                                     Self.result(.online, seconds: 40)])
+        #expect(slow.amortisationEvidence?.breakEvenSeconds == nil)
+    }
+}

@@ -31,15 +31,15 @@ def read_part(name):
     return [json.loads(line)["text"] for line in make_corpus.decompress(raw).decode("utf-8").splitlines()]
 
 
-def main():
-    docs = read_part("teacher-train")
+def train(docs, vocab_size=VOCAB_SIZE):
+    """The Llama 3 style byte-level BPE trained on `docs` (also used by tools/heldout_pair.py)."""
     tok = Tokenizer(models.BPE(ignore_merges=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(fixtures.LLAMA3_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, min_frequency=2, special_tokens=SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(docs, trainer)
     bos = tok.token_to_id("<|begin_of_text|>")
@@ -51,12 +51,21 @@ def main():
     ])
     tok.no_truncation()
     tok.no_padding()
-    path = os.path.join(ROOT, "Data", "tokenizer.json")
+    return tok
+
+
+def save(tok, path):
+    """Writes `tok` as compact JSON (the layout of Data/tokenizer.json) and reads it back."""
     data = json.loads(tok.to_str())
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
         f.write("\n")
-    tok = Tokenizer.from_file(path)
+    return Tokenizer.from_file(path)
+
+
+def main():
+    docs = read_part("teacher-train")
+    tok = save(train(docs), os.path.join(ROOT, "Data", "tokenizer.json"))
     n_tokens = sum(len(e.ids) for e in tok.encode_batch(docs, add_special_tokens=False))
     n_bytes = sum(len(d.encode()) for d in docs)
     print(f"Data/tokenizer.json: {tok.get_vocab_size()} entries; teacher-train {n_bytes} bytes -> "

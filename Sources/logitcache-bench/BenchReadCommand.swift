@@ -55,6 +55,7 @@ struct BenchReadCommand: ParsableCommand {
                 let sampled = r.columnStatistics().filter { $0.column.hasPrefix("sample_") }.reduce(0) { $0 + $1.storedBytes }
                 row["sampled_bytes_per_token"] = Double(sampled) / Double(max(T, 1))
                 row["sampled_loader_tokens_per_cpu_s"] = try sampledLoaderThroughput(tmp + "/1.\(minor)", samples: reader.maxSamples)
+                row["sampled_read_tokens_per_cpu_s"] = try readThroughput(r, tokens: T, k: 0, samples: true, threads: 1, repeats: repeats).cpu
             }
             rows.append(row)
         }
@@ -81,12 +82,13 @@ struct BenchReadCommand: ParsableCommand {
                                      (a["read_k\(k)_2t"] as! Double) / (b["read_k\(k)_2t"] as! Double)) }.joined())
         guard let naive else { return }
         print("\nsampled columns (sample_count, sample_ids, sample_draws, sample_refs) and the loader's sampled reads "
-              + "(k = \(reader.maxSamples) slots, 1 decode thread, tokens per CPU-second):")
-        print("                 B/token   vs naive    loader")
+              + "(k = \(reader.maxSamples) slots, 1 decode thread, tokens per CPU-second), and the bare reader's (samples only, 8,192-token ranges):")
+        print("                 B/token   vs naive    loader    reader")
         for row in rows {
             let bytes = row["sampled_bytes_per_token"] as! Double
             print((row["cache"] as! String).padding(toLength: 14, withPad: " ", startingAt: 0)
-                  + String(format: "%10.2f   %7.3fx", bytes, bytes / naive) + "  " + mt(row["sampled_loader_tokens_per_cpu_s"]))
+                  + String(format: "%10.2f   %7.3fx", bytes, bytes / naive) + "  " + mt(row["sampled_loader_tokens_per_cpu_s"])
+                  + "  " + mt(row["sampled_read_tokens_per_cpu_s"]))
         }
         print("naive         " + String(format: "%10.2f   %7.3fx", naive, 1.0))
     }
@@ -174,7 +176,7 @@ func zstdSize(_ bytes: [UInt8], level: Int32) throws -> Int {
 /// decoding all `tokens` of `reader` at prefix k in 8,192-token ranges split over `threads`:
 /// on a busy machine the second thread may get no core, so wall time alone cannot tell
 /// contention in the reader from a lack of free cores.
-func readThroughput(_ reader: CacheReader, tokens T: Int, k: Int, threads: Int, repeats: Int = 3) throws -> (wall: Double, cpu: Double) {
+func readThroughput(_ reader: CacheReader, tokens T: Int, k: Int, samples: Bool = false, threads: Int, repeats: Int = 3) throws -> (wall: Double, cpu: Double) {
     var best = Double.infinity, bestCPU = Double.infinity
     for _ in 0..<max(1, repeats) {
         let t0 = Date()
@@ -185,7 +187,7 @@ func readThroughput(_ reader: CacheReader, tokens T: Int, k: Int, threads: Int, 
             let lo = T * th / threads, hi = T * (th + 1) / threads
             var t = lo
             do {
-                while t < hi { let n = min(8192, hi - t); try reader.decode(tokens: t..<(t + n), k: k, into: batch); t += n }
+                while t < hi { let n = min(8192, hi - t); try reader.decode(tokens: t..<(t + n), k: k, samples: samples, into: batch); t += n }
             } catch { errors.set(error) }
             cpu.add(threadCPUSeconds() - c0)
         }

@@ -63,6 +63,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
+import make_corpus  # noqa: E402
 import train_tokenizer  # noqa: E402
 
 FORTUNES = "/usr/share/games/fortunes"
@@ -138,14 +139,7 @@ def documents():
 
 
 def part_of(text):
-    h = int.from_bytes(hashlib.sha256(f"{SALT}:{text}".encode()).digest()[:8], "big")
-    u = h / 2**64
-    cumulative = 0.0
-    for name, fraction in PARTS:
-        cumulative += fraction
-        if u < cumulative:
-            return name
-    return PARTS[-1][0]
+    return make_corpus.part_of(text, salt=SALT, parts=PARTS)
 
 
 def build_corpus(out):

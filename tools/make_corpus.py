@@ -62,15 +62,17 @@ def chapters(text):
     return out
 
 
-def part_of(title):
-    h = int.from_bytes(hashlib.sha256(f"{SALT}:{title}".encode()).digest()[:8], "big")
+def part_of(title, salt=SALT, parts=PARTS):
+    """The part a document goes to: sha256(salt:title)[0:8] as big-endian / 2^64 in cumulative
+    fractions (tools/heldout_pair.py splits its corpus by the same rule with its own salt)."""
+    h = int.from_bytes(hashlib.sha256(f"{salt}:{title}".encode()).digest()[:8], "big")
     u = h / 2**64
     cumulative = 0.0
-    for name, fraction in PARTS:
+    for name, fraction in parts:
         cumulative += fraction
         if u < cumulative:
             return name
-    return PARTS[-1][0]
+    return parts[-1][0]
 
 
 def compress(data):

@@ -200,12 +200,7 @@ final class ShardReader: @unchecked Sendable {
         // Bands used: band 0 (links) and every band up to the last referencing one.
         let used = max(linked ? 1 : 0, (refBands.last ?? -1) + 1)
         let S = n + 1
-        let start = out.scratchStarts(used * S)                            // [used][n+1] band offset of each position
-        for j in 0..<used {
-            let lo = UInt32(edges[j]), hi = UInt32(edges[j + 1]), sj = start + j * S
-            sj[0] = 0
-            for t in 0..<n { let c = count[t]; sj[t + 1] = sj[t] + Int32(c > lo ? min(c, hi) - lo : 0) }
-        }
+        let start = bandStarts(out, bands: used)                           // [used][n+1] band offset of each position
         var ids: [UnsafeMutablePointer<UInt32>] = []                       // [used] resolved band ids
         for j in 0..<used { ids.append(L.entryRefs[j] != nil ? out.bandIDs[j].owned(Int(start[j * S + n])) : out.bandIDs[j].mutablePointer) }
         let refs = refBands.map { view(out.bandRefs[$0]) }, refCount = refBands.map { out.bandRefs[$0].count }
@@ -285,6 +280,20 @@ final class ShardReader: @unchecked Sendable {
         }
     }
 
+    /// Each position's offset into each of the first `bands` bands of the decoded block, in the
+    /// block's scratch: [bands][n + 1], band j's row at `j * (n + 1)`.
+    private func bandStarts(_ out: DecodedBlock, bands: Int) -> UnsafeMutablePointer<Int32> {
+        let n = out.tokens, S = n + 1, edges = layout.bands
+        let count = UnsafePointer(out.entryCount.mutablePointer)            // [n] entries per position
+        let start = out.scratchStarts(bands * S)
+        for j in 0..<bands {
+            let lo = UInt32(edges[j]), hi = UInt32(edges[j + 1]), sj = start + j * S
+            sj[0] = 0
+            for t in 0..<n { let c = count[t]; sj[t + 1] = sj[t] + Int32(c > lo ? min(c, hi) - lo : 0) }
+        }
+        return start
+    }
+
     /// Rebuilds the sampled ids of a block with sample references (FORMAT.md section 4.7): in
     /// each position, a run of samples with equal draw counts names ranks of the position's
     /// entries in ascending order, each reference the step from the previous one (from -1 at
@@ -294,12 +303,7 @@ final class ShardReader: @unchecked Sendable {
         func bad(_ col: String, _ r: String) -> ShardFormatError { .malformed(file: path, chunk: "block \(b) column \(col)", reason: r) }
         let count = UnsafePointer(out.entryCount.mutablePointer)            // [n] entries per position
         let S = n + 1
-        let start = out.scratchStarts(bands * S)                            // [bands][n+1] band offset of each position
-        for j in 0..<bands {
-            let lo = UInt32(edges[j]), hi = UInt32(edges[j + 1]), sj = start + j * S
-            sj[0] = 0
-            for t in 0..<n { let c = count[t]; sj[t + 1] = sj[t] + Int32(c > lo ? min(c, hi) - lo : 0) }
-        }
+        let start = bandStarts(out, bands: bands)                           // [bands][n+1] band offset of each position
         var rankBand = [Int](repeating: 0, count: edges[bands])            // [K] band of each rank
         for j in 0..<bands { for r in edges[j]..<edges[j + 1] { rankBand[r] = j } }
         let ids = (0..<bands).map { UnsafePointer(out.bandIDs[$0].mutablePointer) }   // [bands] resolved band ids

@@ -87,6 +87,7 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Random"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "ScalingLawsTests", dependencies: ["ScalingLaws", "Random"]),
+        .testTarget(name: "CommandLineSupportTests", dependencies: ["CommandLineSupport"]),
         .testTarget(name: "CorpusTests", dependencies: ["TestSupport", "Corpus", "ShardFormat"]),
         .testTarget(name: "TeacherPassTests", dependencies: ["TestSupport", "Truncation", "Corpus", "TeacherPass", "Capture", "Checkpoints", "Models", "ShardFormat", "Kernels"], swiftSettings: native),
         .testTarget(name: "StudentLoaderTests", dependencies: ["SyntheticData", "TestSupport", "Truncation", "StudentLoader", "ShardFormat", "Random"], swiftSettings: native),

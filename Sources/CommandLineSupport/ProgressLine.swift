@@ -37,9 +37,10 @@ public func humanCount(_ x: Double) -> String {
 
 /// Seconds as `1h02m`, `3m05s` or `12s`.
 public func humanDuration(_ s: Double) -> String {
-    guard s.isFinite, s >= 0 else { return "?" }
+    // Beyond a year an estimate says nothing (a rate of 0 gives ~1e14 s).
+    guard s.isFinite, s >= 0, s < 366 * 86_400 else { return "?" }
     let t = Int(s.rounded())
-    if t >= 3600 { return String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) }
-    if t >= 60 { return String(format: "%dm%02ds", t / 60, t % 60) }
+    if t >= 3600 { return "\(t / 3600)h" + String(format: "%02dm", Int32((t % 3600) / 60)) }
+    if t >= 60 { return "\(t / 60)m" + String(format: "%02ds", Int32(t % 60)) }
     return "\(t)s"
 }

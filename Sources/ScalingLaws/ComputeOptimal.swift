@@ -102,18 +102,17 @@ public func planDistillation(law: DistillationLaw, request r: PlanRequest) throw
             // The smallest teacher of that loss: Eq. 1 with D_T → ∞, (A / N^alpha)^gamma = L_T - E.
             NT = pow(s.A / pow(LT - s.E, 1 / s.gamma), 1 / s.alpha)
         }
-        let FT = NT.map { F.flopsPerToken(parameters: $0) } ?? 0
-        // Teacher logits and writing the cache: once per token, shared by the n students.
-        let shared = r.scenario.countsTeacherInference ? (FT + r.cacheWritePerToken) / n : 0
+        // Per distillation token: teacher logits and writing the cache, once per token and
+        // shared by the n students; reading the cache, by each student.
+        let logitsPerToken = r.scenario.countsTeacherInference ? (NT.map { F.flopsPerToken(parameters: $0) } ?? 0) / n : 0
+        let cachePerToken = (r.scenario.countsTeacherInference ? r.cacheWritePerToken / n : 0) + r.cacheReadPerToken
         guard left > 0 else { return nil }
-        let DS = left / (3 * FS + shared + r.cacheReadPerToken)
+        let DS = left / (3 * FS + logitsPerToken + cachePerToken)
         guard DS >= r.minTokensPerParameter * NS else { return nil }
         guard let L = law.studentLoss(studentParameters: NS, studentTokens: DS, teacherLoss: LT), L.isFinite else { return nil }
-        let logits = r.scenario.countsTeacherInference ? FT / n * DS : 0
         return DistillationPlan(NS: NS, DS: DS, teacherLoss: LT, NT: NT, DT: DT, predictedLoss: L, studentFLOPs: 3 * FS * DS,
-                                teacherLogitFLOPs: logits, teacherPretrainingFLOPs: pretraining,
-                                cacheFLOPs: (shared - logits / DS + r.cacheReadPerToken) * DS,
-                                supervisedN: 0, supervisedD: 0, supervisedLoss: 0)
+                                teacherLogitFLOPs: logitsPerToken * DS, teacherPretrainingFLOPs: pretraining,
+                                cacheFLOPs: cachePerToken * DS, supervisedN: 0, supervisedD: 0, supervisedLoss: 0)
     }
     var ranges: [ClosedRange<Double>] = [logRange]
     switch (r.teacher, r.scenario.countsTeacherPretraining) {

@@ -52,6 +52,9 @@ public struct SweepOptions: Sendable {
     /// The cache arms to train (``SweepArm/cached``).
     public var policies: [SweepArm] = [.topk]
     public var lambdas: [Float] = [1]
+    /// Distillation temperatures τ of the top-k and tail students (sampled students read at
+    /// the capture temperature, 1).
+    public var temperatures: [Float] = [1]
     public var samples = 50
     public var seeds = 1
     /// Training tokens per student.
@@ -84,6 +87,8 @@ public struct SweepOptions: Sendable {
         try check(!policies.isEmpty && policies.allSatisfy { SweepArm.cached.contains($0) },
                   "--policies must be from topk, tail, sampled")
         try check(!lambdas.isEmpty && lambdas.allSatisfy { (0...1).contains($0) }, "--lambda values must be in 0...1")
+        try check(!temperatures.isEmpty && temperatures.allSatisfy { $0 >= 0.001 && $0 <= 1000 },
+                  "--temperatures values must be in 0.001...1000")
         try check(samples >= 1 && seeds >= 1 && tokens >= 1 && context >= 2 && batch >= 1 && threads >= 1 && evalWindows >= 1,
                   "--samples, --seeds, --tokens, --context, --batch, --threads and eval windows must be positive")
         try check(!corpus.isEmpty && !evalCorpus.isEmpty, "give a training corpus and an evaluation corpus")
@@ -100,12 +105,28 @@ public struct SweepSetting: Codable, Sendable, Equatable, Hashable {
     public var k: Int
     public var lambda: Float
     public var seed: Int
+    /// Distillation temperature τ (1 in reports written before the temperature axis).
+    public var temperature: Float
 
-    /// Directory-safe name, e.g. `topk-k16-l0.7-s1`.
+    public init(policy: SweepArm, k: Int, lambda: Float, seed: Int, temperature: Float = 1) {
+        self.policy = policy; self.k = k; self.lambda = lambda; self.seed = seed; self.temperature = temperature
+    }
+
+    enum CodingKeys: String, CodingKey { case policy, k, lambda, seed, temperature }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(policy: try c.decode(SweepArm.self, forKey: .policy), k: try c.decode(Int.self, forKey: .k),
+                  lambda: try c.decode(Float.self, forKey: .lambda), seed: try c.decode(Int.self, forKey: .seed),
+                  temperature: try c.decodeIfPresent(Float.self, forKey: .temperature) ?? 1)
+    }
+
+    /// Directory-safe name, e.g. `topk-k16-l0.7-s1` (`topk-k16-l1-t2-s1` at τ = 2).
     public var name: String {
         var n = policy.rawValue
         if policy.targetMode != nil { n += "-k\(k)" }
         if policy != .ce { n += "-l" + String(format: "%g", lambda) }
+        if temperature != 1 { n += "-t" + String(format: "%g", temperature) }
         return n + "-s\(seed)"
     }
 
@@ -114,6 +135,7 @@ public struct SweepSetting: Codable, Sendable, Equatable, Hashable {
         var n = policy.rawValue
         if policy.targetMode != nil { n += " k=\(k)" }
         if policy.targetMode != nil { n += " λ=" + String(format: "%g", lambda) }
+        if temperature != 1 { n += " τ=" + String(format: "%g", temperature) }
         return n
     }
 }

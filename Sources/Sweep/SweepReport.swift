@@ -10,6 +10,8 @@ public struct SweepReport: Codable, Sendable {
         public var policy: SweepArm
         public var k: Int
         public var lambda: Float
+        /// Distillation temperature τ.
+        public var temperature: Float
         public var seeds: Int
         public var evalCrossEntropy: Double
         /// Standard deviation over seeds (0 for one seed).
@@ -62,6 +64,7 @@ public struct SweepReport: Codable, Sendable {
         settings = ["teacher": o.teacherDirectory, "student": o.studentConfigPath, "corpus": o.corpus.joined(separator: " "),
                     "eval": o.evalCorpus.joined(separator: " "), "k": o.ks.map(String.init).joined(separator: ","),
                     "policies": o.policies.map(\.rawValue).joined(separator: ","), "lambda": o.lambdas.map { String(format: "%g", $0) }.joined(separator: ","),
+                    "temperatures": o.temperatures.map { String(format: "%g", $0) }.joined(separator: ","),
                     "samples": "\(o.samples)", "seeds": "\(o.seeds)", "tokens_per_student": "\(o.tokens)",
                     "context": "\(o.context)", "batch": "\(o.batch)", "lr": String(format: "%g", o.learningRate),
                     "eval_windows": "\(o.evalWindows)", "threads": "\(o.threads)"]
@@ -85,7 +88,8 @@ public struct SweepReport: Codable, Sendable {
         groups = order.map { name in
             let rs = bySetting[name]!, s = rs[0].setting
             let ce = rs.map(\.evaluation.crossEntropy)
-            return Group(name: name, policy: s.policy, k: s.k, lambda: s.lambda, seeds: rs.count, evalCrossEntropy: mean(ce),
+            return Group(name: name, policy: s.policy, k: s.k, lambda: s.lambda, temperature: s.temperature, seeds: rs.count,
+                         evalCrossEntropy: mean(ce),
                          evalCrossEntropySpread: spread(ce), deltaToReference: reference.map { mean(ce) - $0 },
                          deltaToBaseline: mean(ce) - baseline, calibrationError: mean(rs.map(\.evaluation.calibrationError)),
                          overconfidence: mean(rs.map(\.evaluation.overconfidence)),
@@ -140,7 +144,7 @@ public struct SweepReport: Codable, Sendable {
                                diff(best, base), lower: "distillation beat supervised training",
                                higher: "no distilled student beat the supervised baseline: at this budget distillation did not help"))
         }
-        let topk = distilled.filter { $0.policy == .topk && $0.lambda == 1 }.sorted { $0.k < $1.k }
+        let topk = distilled.filter { $0.policy == .topk && $0.lambda == 1 && $0.temperature == 1 }.sorted { $0.k < $1.k }
         if topk.count >= 2, let lo = topk.first, let hi = topk.last {
             out.append(finding("Top-k renormalised (λ=1), k=\(hi.k) (\(f(hi.evalCrossEntropy))) against k=\(lo.k) (\(f(lo.evalCrossEntropy)))",
                                diff(hi, lo), lower: "more entries help, as Busbridge et al. (App. G.4) report",
@@ -157,14 +161,21 @@ public struct SweepReport: Codable, Sendable {
                                diff(hi, reference), lower: "the truncated cache beat the full distribution here",
                                higher: "truncation costs loss against the full distribution, as App. G.4 reports"))
         }
-        for g in distilled where g.lambda < 1 && g.policy == .topk {
+        for g in distilled where g.temperature != 1 {
+            if let same = distilled.first(where: { $0.policy == g.policy && $0.k == g.k && $0.lambda == g.lambda && $0.temperature == 1 }) {
+                out.append(finding("τ=\(String(format: "%g", g.temperature)) for \(g.policy) k=\(g.k) λ=\(String(format: "%g", g.lambda)) (\(f(g.evalCrossEntropy))) against τ=1 (\(f(same.evalCrossEntropy)))",
+                                   diff(g, same), lower: "τ=\(String(format: "%g", g.temperature)) helped here",
+                                   higher: "τ=1 stays best here, as Busbridge et al. (App. G) recommend"))
+            }
+        }
+        for g in distilled where g.lambda < 1 && g.policy == .topk && g.temperature == 1 {
             if let same = topk.first(where: { $0.k == g.k }) {
                 out.append(finding("λ=\(String(format: "%g", g.lambda)) at k=\(g.k) (\(f(g.evalCrossEntropy))) against λ=1 (\(f(same.evalCrossEntropy)))",
                                    diff(g, same), lower: "mixing in hard labels recovers loss, as in App. G.4",
                                    higher: "mixing in hard labels cost loss here, contrary to App. G.4"))
             }
         }
-        for tail in distilled where tail.policy == .tail {
+        for tail in distilled where tail.policy == .tail && tail.temperature == 1 {
             if let same = topk.first(where: { $0.k == tail.k }) {
                 out.append(finding("Tail bucket at k=\(tail.k) (\(f(tail.evalCrossEntropy))) against renormalised top-k (\(f(same.evalCrossEntropy)))",
                                    diff(tail, same), lower: "the exact tail mass helps", higher: "the tail bucket loses to renormalised top-k"))

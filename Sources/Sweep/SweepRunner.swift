@@ -63,7 +63,9 @@ public final class SweepRunner {
             for p in o.policies {
                 for l in o.lambdas {
                     if p == .sampled { out.append(SweepSetting(policy: p, k: o.samples, lambda: l, seed: seed)); continue }
-                    for k in o.ks.sorted() { out.append(SweepSetting(policy: p, k: k, lambda: l, seed: seed)) }
+                    for k in o.ks.sorted() {
+                        for tau in o.temperatures { out.append(SweepSetting(policy: p, k: k, lambda: l, seed: seed, temperature: tau)) }
+                    }
                 }
             }
             if o.online { out.append(SweepSetting(policy: .online, k: 0, lambda: 1, seed: seed)) }
@@ -221,7 +223,8 @@ public final class SweepRunner {
         let dir = o.output + "/students/" + s.name
         let resultPath = dir + "/result.json"
         let steps = max(1, o.tokens / (o.batch * o.context))
-        let settings = TrainingSettings(steps: steps, learningRate: o.learningRate, lambda: s.policy == .ce ? 0 : s.lambda)
+        let settings = TrainingSettings(steps: steps, learningRate: o.learningRate, lambda: s.policy == .ce ? 0 : s.lambda,
+                                        temperature: s.temperature)
         if let r = try finishedResult(in: dir, fingerprint: studentFingerprint(s, config: config, settings: settings,
                                                                                 evalTokens: evalTokens, pass: pass)) {
             log("  finished earlier: eval CE \(String(format: "%.4f", r.evaluation.crossEntropy))")
@@ -239,12 +242,12 @@ public final class SweepRunner {
             data = .cache(directory: cacheDirectory, mode: s.policy.targetMode ?? .renormalized, k: s.policy == .ce ? 1 : s.k,
                           student: nil)
         }
-        let source = try data.source(batchSize: o.batch, contextLength: o.context, seed: UInt64(s.seed),
-                                     vocabularySize: config.vocabSize)
+        let source = try data.source(batchSize: o.batch, contextLength: o.context, temperature: s.temperature,
+                                     seed: UInt64(s.seed), vocabularySize: config.vocabSize)
         let trainer = try Trainer(model: model, source: source, settings: settings, pool: pool)
         let run = try TrainingRun(directory: dir, trainer: trainer, fingerprint: "\(s.name); \(settings); \(o.batch)x\(o.context)")
         let start: [String: Any] = ["parameters": model.parameterCount, "loss_kind": s.policy.loss.rawValue,
-                                    "lambda": Double(settings.lambda), "k": s.k, "steps": steps, "batch": o.batch,
+                                    "lambda": Double(settings.lambda), "temperature": Double(s.temperature), "k": s.k, "steps": steps, "batch": o.batch,
                                     "context": o.context, "data": source.summary, "seed": s.seed]
         var lastLog = Date()
         let outcome = try run.train(schedule: TrainingSchedule(steps: steps, checkpointEvery: 100), start: start, evaluate: {

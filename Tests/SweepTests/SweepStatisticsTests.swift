@@ -91,3 +91,34 @@ import Testing
         #expect(slow.amortisationEvidence?.breakEvenSeconds == nil)
     }
 }
+
+@Suite struct TemperatureAxisTests {
+    @Test func temperaturesMultiplyTheTopKAndTailStudentsOnly() throws {
+        var o = SweepOptions(teacherDirectory: "t", tokenizerPath: "tok", corpus: ["c"], evalCorpus: ["e"], studentConfigPath: "s", output: "o")
+        o.ks = [4, 16]; o.policies = [.topk, .tail, .sampled]; o.temperatures = [1, 2]
+        let names = try SweepRunner(options: o, log: { _ in }).settings.map(\.name)
+        #expect(names == ["ce-s1",
+                          "topk-k4-l1-s1", "topk-k4-l1-t2-s1", "topk-k16-l1-s1", "topk-k16-l1-t2-s1",
+                          "tail-k4-l1-s1", "tail-k4-l1-t2-s1", "tail-k16-l1-s1", "tail-k16-l1-t2-s1",
+                          "sampled-k50-l1-s1"])
+        o.temperatures = [0]
+        #expect(throws: SweepError.self) { try o.validate() }
+    }
+
+    @Test func aSettingWithoutTemperatureReadsAsTauOne() throws {
+        let old = try JSONDecoder().decode(SweepSetting.self, from: Data(#"{"policy": "topk", "k": 16, "lambda": 1, "seed": 2}"#.utf8))
+        #expect(old == SweepSetting(policy: .topk, k: 16, lambda: 1, seed: 2) && old.temperature == 1 && old.name == "topk-k16-l1-s2")
+    }
+
+    @Test func aTemperatureIsComparedWithTauOne() throws {
+        let results = [(Float(1), 4.50), (1, 4.52), (2, 4.80), (2, 4.83)].enumerated().map { i, x in
+            SettingResult(setting: SweepSetting(policy: .topk, k: 16, lambda: 1, seed: i % 2 + 1, temperature: x.0),
+                          evaluation: SweepReportTests.evaluation(x.1), trainLoss: x.1, tokens: 1000, seconds: 1, flops: 1e12,
+                          cacheBytesPerToken: 16, capturedMass: nil)
+        } + [SweepReportTests.result(.ce, seed: 1, ce: 5, flops: 1e12), SweepReportTests.result(.ce, seed: 2, ce: 5, flops: 1e12)]
+        let r = SweepReportTests.report(results: results)
+        let line = try #require(r.summary.first { $0.hasPrefix("τ=2 for topk k=16") })
+        #expect(line.hasSuffix("τ=1 stays best here, as Busbridge et al. (App. G) recommend."), "\(line)")
+        #expect(r.groups.contains { $0.name == "topk k=16 λ=1 τ=2" && $0.temperature == 2 })
+    }
+}

@@ -49,6 +49,8 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Comma-separated k values.") var k = "1,4,16,64"
     @Option(help: "Comma-separated policies: topk, tail, sampled.") var policies = "topk"
     @Option(help: "Comma-separated λ values.") var lambda = "1"
+    @Option(help: "Comma-separated distillation temperatures τ of the top-k and tail students (sampled students read at the capture temperature).")
+    var temperatures = "1"
     @Option(help: "Draws per token for sampled.") var samples = 50
     @Option(help: "Seeds per setting.") var seeds = 1
     @Option(help: "Training tokens per student.") var tokens = 200_000
@@ -76,6 +78,7 @@ struct SweepCommand: ParsableCommand {
             return arm
         }
         o.lambdas = try list(lambda, "lambda") { Float($0) }
+        o.temperatures = try list(temperatures, "temperatures") { Float($0) }
         o.samples = samples; o.seeds = seeds; o.tokens = tokens; o.context = context; o.batch = batch
         o.learningRate = lr; o.evalWindows = evalWindows; o.online = online; o.threads = threads
         if let law { o.law = try loadLawCoefficients(law, option: "--law"); o.lawSource = law }

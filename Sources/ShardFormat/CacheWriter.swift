@@ -282,6 +282,7 @@ final class ShardBuilder {
     // leave stored.
     private let sampleReferencing: Bool
     private var sRefs: [UInt32] = [], sStored: [UInt32] = []
+    private var wroteSampleReferences = false   // some block of this shard has them
     // Next-token links and entry references (format 1.3, FORMAT.md section 4): [n] per token.
     private let linking: Bool           // both are written (references where they pay)
     private let finder = ReferenceFinder()
@@ -487,6 +488,7 @@ final class ShardBuilder {
             // References only in blocks where some sample has one (a head-tail cache draws
             // outside the head: none there).
             let referenced = sampleReferencing && sStored.count < sIDs.count
+            wroteSampleReferences = wroteSampleReferences || referenced
             try put("sample_count", sCounts)
             if referenced {
                 // In decoding order: references need the draw counts, stored ids the references.
@@ -600,7 +602,10 @@ final class ShardBuilder {
         } else {
             lp = .init(encoding: "float32", stepLog2: nil)
         }
-        let footer = FooterJSON(formatVersion: 1, formatMinorVersion: options.formatMinorVersion >= 1 ? options.formatMinorVersion : nil, vocabularySize: description.vocabularySize, maxEntries: k, maxSamples: maxSamples,
+        // Sample references are the one feature of 1.4: a shard without them is a 1.3 shard, and
+        // says so, so that 1.3 readers read top-k caches from this writer.
+        let minor = options.formatMinorVersion >= 4 && !wroteSampleReferences ? 3 : options.formatMinorVersion
+        let footer = FooterJSON(formatVersion: 1, formatMinorVersion: minor >= 1 ? minor : nil, vocabularySize: description.vocabularySize, maxEntries: k, maxSamples: maxSamples,
                                 blockTokens: options.blockTokens, entryBands: bands, logProbs: lp, tokens: tokenCount,
                                 sequences: lengths.count, entries: entryTotal, samples: sampleTotal,
                                 sequenceTable: .init(documentKeys: keys, documentOffsets: offsets, lengths: lengths), blocks: blocks)

@@ -55,12 +55,30 @@ import TestSupport
         return shard.layout.json.blocks.flatMap(\.chunks).filter { $0.column == column }
     }
 
+    static func footerMinor(_ dir: String) throws -> Int? {
+        try ShardReader(path: dir + "/" + CacheWriter.shardName(partition: 0, index: 0)).layout.json.formatMinorVersion
+    }
+
+    @Test func aTopKCacheIsA13Cache() throws {
+        let dir = freshDirectory("sample-refs-topk")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var seqs = Self.sequences(seed: 5)
+        for q in seqs.indices { seqs[q].sampleIDs = []; seqs[q].sampleDraws = []; seqs[q].sampleOffsets = Array(repeating: 0, count: seqs[q].count + 1) }
+        let d = CacheDescription(vocabularySize: 500, fingerprints: Fingerprints(teacher: "t", tokenizer: "tok", corpus: "c"),
+                                 capture: CaptureSettings(policy: .topK(k: 40)))
+        let w = try CacheWriter(directory: dir, description: d, options: WriterOptions(blockTokens: 64))
+        for s in seqs { try w.append(s) }
+        try w.finish()
+        #expect(try Self.footerMinor(dir) == 3)
+    }
+
     @Test func everySampleReadsBackAtEveryK() throws {
         let seqs = Self.sequences(seed: 1)
         let dir = freshDirectory("sample-refs")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.write(dir, seqs)
         let refs = try Self.chunks(dir, "sample_refs"), stored = try Self.chunks(dir, "sample_ids")
+        #expect(try Self.footerMinor(dir) == 4)
         let samples = seqs.reduce(0) { $0 + $1.sampleIDs.count }
         #expect(refs.reduce(0) { $0 + $1.count } == samples)
         // Most samples are named by reference, not stored.
@@ -98,6 +116,8 @@ import TestSupport
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.write(dir, seqs)
         #expect(try Self.chunks(dir, "sample_refs").isEmpty)
+        // Without sample references the shard is a 1.3 shard, and says so (1.3 readers read it).
+        #expect(try Self.footerMinor(dir) == 3)
         let b = TargetBatch(), r = try CacheReader(directory: dir)
         try r.decode(tokens: 0..<r.tokenCount, k: 0, samples: true, into: b)
         #expect(b.sampleIDs == seqs.flatMap(\.sampleIDs))

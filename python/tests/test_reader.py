@@ -154,7 +154,8 @@ def test_quantised_values_are_the_rounded_lossless_ones(lc_bin, tmp_path):
             q = cache.read()
             if b is None:
                 b, m = 8, 5
-                assert cache.shards[0].footer["formatMinorVersion"] == lr.FORMAT_MINOR_VERSION
+                # A cache without samples has no 1.4 feature: the writer records 1.3.
+                assert cache.shards[0].footer["formatMinorVersion"] == 3
                 assert cache.shards[0].footer["logProbs"] == {"encoding": "quantized", "stepLog2": 8, "stepMultiplier": 5}
             else:
                 assert "stepMultiplier" not in cache.shards[0].footer["logProbs"] or m != 1

@@ -220,6 +220,14 @@ public final class CacheReader: @unchecked Sendable {
         }
     }
 
+    /// Appends `count` values read from `p` (any alignment) to `array`.
+    private func appendBytes<T: FixedWidthInteger>(of p: UnsafeRawPointer, count: Int, to array: inout [T]) {
+        let old = array.count, size = MemoryLayout<T>.stride
+        array.append(contentsOf: repeatElement(0, count: count))
+        // Safe because the array now has `count` more elements after `old`.
+        array.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: size * old).copyMemory(from: p, byteCount: size * count) }
+    }
+
     private func cachedBlock(shard s: Int, block b: Int, bands: Int, samples: Bool, decoder: ChunkDecoder) throws -> DecodedBlock {
         let key = s << 32 | b
         lock.lock()
@@ -296,14 +304,16 @@ public final class CacheReader: @unchecked Sendable {
             }
         }}}
         if samples {
+            let first = spos, at = batch.sampleIDs.count
             for i in 0..<n {
-                let c = hasSamples ? Int(d.sampleCount[lo + i]) : 0
-                for q in 0..<c {
-                    batch.sampleIDs.append(Int32(bitPattern: d.sampleIDs[spos + q]))
-                    batch.sampleDraws.append(d.sampleDraws[spos + q])
-                }
-                spos += c
-                batch.sampleOffsets.append(batch.sampleIDs.count)
+                spos += hasSamples ? Int(d.sampleCount[lo + i]) : 0
+                batch.sampleOffsets.append(at + spos - first)
+            }
+            if spos > first, let ids = d.sampleIDs.base, let draws = d.sampleDraws.base {
+                // Byte copies: a zero-copy column may sit unaligned in the mapping. Ids are u32
+                // below V, so their bits are the Int32 ids.
+                appendBytes(of: ids + 4 * first, count: spos - first, to: &batch.sampleIDs)
+                appendBytes(of: draws + 4 * first, count: spos - first, to: &batch.sampleDraws)
             }
         }
     }

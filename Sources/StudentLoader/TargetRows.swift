@@ -54,16 +54,21 @@ struct TargetConverter {
         out.tail.update(repeating: 0, count: n)
         if mode == .sampled {
             out.ids.update(repeating: -1, count: n * K); out.weights.update(repeating: 0, count: n * K)
-            for t in 0..<n {
-                let q = tb.sampleOffsets[off + t]..<tb.sampleOffsets[off + t + 1]
-                var N: UInt64 = 0
-                for i in q { N += UInt64(tb.sampleDraws[i]) }
-                out.counts[t] = Int32(q.count)
-                for (j, i) in q.enumerated() {
-                    out.ids[t * K + j] = tb.sampleIDs[i]
-                    out.weights[t * K + j] = Float(Double(tb.sampleDraws[i]) / Double(N))
+            tb.sampleOffsets.withUnsafeBufferPointer { so in
+            tb.sampleIDs.withUnsafeBufferPointer { si in
+            tb.sampleDraws.withUnsafeBufferPointer { sd in
+                for t in 0..<n {
+                    let a = so[off + t], c = so[off + t + 1] - a
+                    var N: UInt64 = 0
+                    for i in a..<(a + c) { N += UInt64(sd[i]) }
+                    out.counts[t] = Int32(c)
+                    // Safe because c <= maxSamples <= k (the loader refuses fewer slots) and
+                    // the row has K = k slots.
+                    if c > 0 { (out.ids + t * K).update(from: si.baseAddress! + a, count: c) }
+                    let o = out.weights + t * K, total = Double(N)
+                    for j in 0..<c { o[j] = Float(Double(sd[a + j]) / total) }
                 }
-            }
+            }}}
             return
         }
         let kd = tb.k   // decoded row width (== k)

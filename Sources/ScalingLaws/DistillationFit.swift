@@ -101,33 +101,16 @@ public func fitDistillation(runs: [DistillationRun], supervised: SupervisedCoeff
     let law = DistillationLaw(supervised: supervised, distillation: c)
     let errors = relativeErrors(runs) { law.studentLoss(studentParameters: $0.N, studentTokens: $0.D, teacherLoss: $0.teacherLoss)! }
 
-    var samples: [[Double]] = []
-    for _ in 0..<o.bootstrap {
-        let resample = (0..<runs.count).map { _ in runs[Int(rng.next() % UInt64(runs.count))] }
+    let intervals = bootstrapIntervals(runs, count: o.bootstrap, names: DistillationFit.names, rng: &rng) { resample in
         let objective = DistillationObjective(runs: resample, supervised: supervised, delta: o.huberDelta)
         let m = minimizeBounded({ objective.valueAndGradient($0, &$1) }, start: best.x, lower: o.lower, upper: o.upper,
                                 options: o.optimizer)
-        if m.value.isFinite { samples.append(DistillationFit.natural(m.x)) }
+        return m.value.isFinite ? DistillationFit.natural(m.x) : nil
     }
-    var intervals: [String: CoefficientInterval] = [:]
-    if !samples.isEmpty {
-        for (i, name) in DistillationFit.names.enumerated() { intervals[name] = percentileInterval(samples.map { $0[i] }) }
-    }
-
-    var heldOut: HeldOutCheck?
-    let sizes = Set(runs.map(\.N)).sorted()
-    if sizes.count >= 2 {
-        let top = sizes[sizes.count - 1]
-        let fitted = runs.filter { $0.N < top }, held = runs.filter { $0.N >= top }
-        if fitted.count >= 10 {
-            var quick = o
-            quick.bootstrap = 0
-            let m = bestDistillationFit(fitted, supervised: supervised, options: quick, rng: &rng)
-            let small = DistillationLaw(supervised: supervised, distillation: DistillationFit.coefficients(m.x))
-            let e = relativeErrors(held) { small.studentLoss(studentParameters: $0.N, studentTokens: $0.D, teacherLoss: $0.teacherLoss)! }
-            heldOut = HeldOutCheck(heldOutFromN: top, fittedRuns: fitted.count, heldOutRuns: held.count,
-                                   meanRelativeError: e.mean, maxRelativeError: e.max)
-        }
+    let heldOut = heldOutCheck(runs, minimumRuns: 10) { fitted in
+        let m = bestDistillationFit(fitted, supervised: supervised, options: o, rng: &rng)
+        let small = DistillationLaw(supervised: supervised, distillation: DistillationFit.coefficients(m.x))
+        return { small.studentLoss(studentParameters: $0.N, studentTokens: $0.D, teacherLoss: $0.teacherLoss)! }
     }
     return DistillationFit(coefficients: c, supervised: supervised, objective: best.value, meanRelativeError: errors.mean,
                            maxRelativeError: errors.max, runs: runs.count, starts: best.starts, converged: best.converged,
@@ -249,10 +232,37 @@ func relativeErrors<R: RunLoss>(_ runs: [R], predict: (R) -> Double) -> (mean: D
     return (sum / Double(max(runs.count, 1)), worst)
 }
 
-/// A run with an observed loss.
-protocol RunLoss { var loss: Double { get } }
+/// A run of a model of N non-embedding parameters with an observed loss.
+protocol RunLoss { var N: Double { get }; var loss: Double { get } }
 extension DistillationRun: RunLoss {}
 extension SupervisedRun: RunLoss {}
+
+/// 95% percentile intervals, by coefficient name, of `refit` (the coefficients' values in
+/// `names` order, nil where it failed) on `count` resamples of `runs` with replacement; empty
+/// when no refit succeeds.
+func bootstrapIntervals<R>(_ runs: [R], count: Int, names: [String], rng: inout SplitMix64,
+                           refit: ([R]) -> [Double]?) -> [String: CoefficientInterval] {
+    var samples: [[Double]] = []
+    for _ in 0..<count {
+        let resample = (0..<runs.count).map { _ in runs[Int(rng.next() % UInt64(runs.count))] }
+        if let v = refit(resample) { samples.append(v) }
+    }
+    guard !samples.isEmpty else { return [:] }
+    var out: [String: CoefficientInterval] = [:]
+    for (i, name) in names.enumerated() { out[name] = percentileInterval(samples.map { $0[i] }) }
+    return out
+}
+
+/// `fit` on the runs of every model size but the largest, scored on the largest (nil with one
+/// size, or fewer than `minimumRuns` left to fit). `fit` returns the fitted law's prediction.
+func heldOutCheck<R: RunLoss>(_ runs: [R], minimumRuns: Int, fit: ([R]) -> (R) -> Double) -> HeldOutCheck? {
+    guard let top = runs.map(\.N).max(), runs.contains(where: { $0.N < top }) else { return nil }
+    let fitted = runs.filter { $0.N < top }, held = runs.filter { $0.N >= top }
+    guard fitted.count >= minimumRuns else { return nil }
+    let e = relativeErrors(held, predict: fit(fitted))
+    return HeldOutCheck(heldOutFromN: top, fittedRuns: fitted.count, heldOutRuns: held.count,
+                        meanRelativeError: e.mean, maxRelativeError: e.max)
+}
 
 /// The 2.5% and 97.5% percentiles of `xs` (linear interpolation between order statistics).
 func percentileInterval(_ xs: [Double]) -> CoefficientInterval {

@@ -142,27 +142,15 @@ public func fitSupervised(runs: [SupervisedRun], options: SupervisedFitOptions =
     var fit = searchSupervised(runs, options: options)
     var rng = SplitMix64(seed: options.seed)
     let theta = SupervisedFit.theta(fit.coefficients)
-    var samples: [[Double]] = []
-    for _ in 0..<options.bootstrap {
-        let resample = (0..<runs.count).map { _ in runs[Int(rng.next() % UInt64(runs.count))] }
+    fit.intervals = bootstrapIntervals(runs, count: options.bootstrap, names: SupervisedFit.names, rng: &rng) { resample in
         let objective = SupervisedObjective(runs: resample, delta: options.huberDelta)
         let m = minimizeBounded({ objective.valueAndGradient($0, &$1) }, start: theta, lower: options.lower, upper: options.upper,
                                 options: options.optimizer)
-        if m.value.isFinite { samples.append([exp(m.x[0]), exp(m.x[1]), exp(m.x[2]), m.x[3], m.x[4], m.x[5]]) }
+        return m.value.isFinite ? [exp(m.x[0]), exp(m.x[1]), exp(m.x[2]), m.x[3], m.x[4], m.x[5]] : nil
     }
-    if !samples.isEmpty {
-        for (i, name) in SupervisedFit.names.enumerated() { fit.intervals[name] = percentileInterval(samples.map { $0[i] }) }
-    }
-    let sizes = Set(runs.map(\.N)).sorted()
-    if sizes.count >= 2 {
-        let top = sizes[sizes.count - 1]
-        let fitted = runs.filter { $0.N < top }, held = runs.filter { $0.N >= top }
-        if fitted.count >= 7 {
-            let c = searchSupervised(fitted, options: options).coefficients
-            let e = relativeErrors(held) { c.loss(parameters: $0.N, tokens: $0.D) }
-            fit.heldOut = HeldOutCheck(heldOutFromN: top, fittedRuns: fitted.count, heldOutRuns: held.count,
-                                       meanRelativeError: e.mean, maxRelativeError: e.max)
-        }
+    fit.heldOut = heldOutCheck(runs, minimumRuns: 7) { fitted in
+        let c = searchSupervised(fitted, options: options).coefficients
+        return { c.loss(parameters: $0.N, tokens: $0.D) }
     }
     return fit
 }

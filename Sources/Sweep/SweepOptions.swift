@@ -31,7 +31,7 @@ public enum SweepArm: String, Codable, Sendable, CaseIterable, CustomStringConve
     }
 
     /// What the student loader reads for a cache arm (nil for ce and online).
-    public var targetMode: TargetMode? { self == .online ? nil : loss.targetMode }
+    public var targetMode: TargetMode? { loss.targetMode }
 
     public var description: String { rawValue }
 }
